@@ -1,0 +1,68 @@
+"""Reading a follow-up in the light of the conversation so far.
+
+"and for business accounts?" or "does it work offline?" mean little alone. When a message looks
+like a follow-up, the retrieval query is the message pulled toward the context: the customer's
+previous question and what the bot answered (which names the product or place under discussion).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+
+from bot.model import Role, Turn
+
+_LEADS = re.compile(
+    r"^(and|also|but|or|so|what about|how about|same for|same with|what if|and if|"
+    r"is that|is it|are they|does it|do they|can it|can they|will it|what's the|whats the)\b",
+    re.IGNORECASE,
+)
+_ANAPHORA = re.compile(
+    r"\b(it|its|they|them|their|that|this|those|these|there|one|ones|same)\b", re.IGNORECASE
+)
+_WORD = re.compile(r"\w+")
+_SENTENCE = re.compile(r"(?<=[.!?])\s+")
+
+#: How much of the bot's last reply goes into the context; its opening names the topic.
+BOT_CONTEXT_CHARS = 240
+
+
+def looks_like_follow_up(text: str) -> bool:
+    """Whether a message probably leans on what was said before."""
+    words = _WORD.findall(text)
+    if not words:
+        return False
+    if _LEADS.search(text.strip()):
+        return True
+    if len(words) <= 3:
+        return True
+    return len(words) <= 9 and bool(_ANAPHORA.search(text))
+
+
+def context_for(
+    history: Sequence[Turn], topic_of: Callable[[str], str | None] | None = None
+) -> str | None:
+    """The context of the next message: the last customer question and what the bot said.
+
+    Args:
+        history: the conversation so far, oldest first.
+        topic_of: maps a bot reply's text to a short topic (the knowledge-base entry's question
+            when the reply was an answer); without one, or when it returns None, the reply's
+            first sentence stands for the topic.
+    """
+    last_user: str | None = None
+    last_bot: str | None = None
+    for turn in reversed(history):
+        if turn.role is Role.BOT and last_bot is None and last_user is None:
+            last_bot = turn.text
+        elif turn.role is Role.USER and last_user is None:
+            last_user = turn.text
+        if last_user is not None:
+            break
+    topic: str | None = None
+    if last_bot:
+        topic = topic_of(last_bot) if topic_of else None
+        if topic is None:
+            topic = _SENTENCE.split(last_bot.strip(), maxsplit=1)[0][:BOT_CONTEXT_CHARS]
+    parts = [p for p in (last_user, topic) if p]
+    return " ".join(parts) if parts else None

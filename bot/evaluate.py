@@ -1,0 +1,196 @@
+"""Offline evaluation and calibration on labelled queries, through the live decision path.
+
+Queries file (JSONL), one query a line: ``text``; ``expected``, the id of the entry that answers
+it or null when nothing should; optional ``history``, a list of ``{"role": "user"|"bot",
+"text": ...}`` oldest first.
+
+The bot *answers with entry X* when its decision is ``answer`` and its top source is X; every
+other decision is an abstention.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bot.engine import Responder
+from bot.errors import IngestError
+from bot.model import ReplyKind, Role, Turn
+from knowledge.calibration import DEFAULT_MAX_MISSED, ConfidenceModel, Sample, fit
+
+WARMUP_QUERIES = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    text: str
+    expected: str | None
+    history: tuple[Turn, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    query: Query
+    kind: ReplyKind
+    answered_id: str | None
+    ranked_ids: tuple[str, ...]
+    confidence: float | None
+    latency_ms: float
+    features: tuple[float, ...] | None
+
+    @property
+    def correct(self) -> bool:
+        if self.query.expected is None:
+            return self.answered_id is None
+        return self.answered_id == self.query.expected
+
+    @property
+    def rank(self) -> int | None:
+        """1-based rank of the expected entry among the retrieved ones."""
+        if self.query.expected is None or self.query.expected not in self.ranked_ids:
+            return None
+        return self.ranked_ids.index(self.query.expected) + 1
+
+
+def load_queries(path: Path | str) -> list[Query]:
+    """Read a queries file; a malformed line raises `IngestError` with its line number."""
+    path = Path(path)
+    queries: list[Query] = []
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise IngestError(path, f"cannot read queries: {e}") from e
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise IngestError(path, f"not valid JSON ({e.msg})", number) from e
+        if not isinstance(data, dict):
+            raise IngestError(path, "each line must be a JSON object", number)
+        text, expected = data.get("text"), data.get("expected")
+        if not isinstance(text, str) or not text.strip():
+            raise IngestError(path, '"text" must be a non-empty string', number)
+        if expected is not None and not isinstance(expected, str):
+            raise IngestError(path, '"expected" must be an entry id or null', number)
+        history: list[Turn] = []
+        for turn in data.get("history") or []:
+            if (
+                not isinstance(turn, dict)
+                or turn.get("role") not in ("user", "bot")
+                or not isinstance(turn.get("text"), str)
+            ):
+                raise IngestError(
+                    path, 'history items must be {"role": "user"|"bot", "text": str}', number
+                )
+            history.append(Turn(Role(turn["role"]), turn["text"]))
+        queries.append(Query(text, expected, tuple(history)))
+    if not queries:
+        raise IngestError(path, "no queries in file")
+    return queries
+
+
+def run_queries(
+    responder: Responder,
+    queries: Sequence[Query],
+    progress: Callable[[int], None] | None = None,
+) -> list[Outcome]:
+    """Run each query through the decision path; the first few also warm it up untimed."""
+    for query in queries[:WARMUP_QUERIES]:
+        responder.respond(query.text, query.history)
+    outcomes: list[Outcome] = []
+    for query in queries:
+        started = time.perf_counter()
+        reply, trace = responder.respond(query.text, query.history)
+        latency = (time.perf_counter() - started) * 1000
+        answered = reply.sources[0].id if reply.kind is ReplyKind.ANSWER and reply.sources else None
+        ranked = (
+            tuple(dict.fromkeys(c.entry.id for c in trace.retrieval.candidates))
+            if trace.retrieval
+            else ()
+        )
+        outcomes.append(
+            Outcome(
+                query,
+                reply.kind,
+                answered,
+                ranked,
+                reply.confidence,
+                latency,
+                trace.retrieval.features if trace.retrieval else None,
+            )
+        )
+        if progress:
+            progress(1)
+    return outcomes
+
+
+def calibrate(
+    responder: Responder,
+    queries: Sequence[Query],
+    objective: str = "recall",
+    max_missed: float = DEFAULT_MAX_MISSED,
+    progress: Callable[[int], None] | None = None,
+) -> ConfidenceModel:
+    """Fit the confidence model and threshold on labelled queries."""
+    outcomes = run_queries(responder, queries, progress)
+    samples = [
+        Sample(
+            o.features,
+            o.query.expected is not None,
+            bool(o.ranked_ids) and o.ranked_ids[0] == o.query.expected,
+        )
+        for o in outcomes
+        if o.features is not None
+    ]
+    return fit(samples, objective, max_missed)
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def metrics(outcomes: Iterable[Outcome], threshold: float) -> dict[str, Any]:
+    """The figures `supportbot eval` prints (see the module doc for definitions)."""
+    outcomes = list(outcomes)
+    in_scope = [o for o in outcomes if o.query.expected is not None]
+    oos = [o for o in outcomes if o.query.expected is None]
+    answered = [o for o in outcomes if o.answered_id is not None]
+    ranks = [o.rank for o in in_scope]
+
+    def share(part: int, whole: int) -> float:
+        return round(part / whole, 4) if whole else 0.0
+
+    latencies = [o.latency_ms for o in outcomes]
+    return {
+        "queries": len(outcomes),
+        "in_scope": len(in_scope),
+        "out_of_scope": len(oos),
+        "threshold": round(threshold, 4),
+        "accuracy": share(sum(o.correct for o in outcomes), len(outcomes)),
+        "in_scope_accuracy": share(sum(o.correct for o in in_scope), len(in_scope)),
+        "oos_recall": share(sum(o.correct for o in oos), len(oos)),
+        "answered_precision": share(
+            sum(o.answered_id == o.query.expected for o in answered), len(answered)
+        ),
+        "recall_at_1": share(sum(r == 1 for r in ranks), len(in_scope)),
+        "recall_at_5": share(sum(r is not None and r <= 5 for r in ranks), len(in_scope)),
+        "mrr": round(statistics.fmean([1 / r if r else 0.0 for r in ranks]), 4) if ranks else 0.0,
+        "latency_ms": {
+            "p50": round(_percentile(latencies, 0.50), 3),
+            "p95": round(_percentile(latencies, 0.95), 3),
+            "p99": round(_percentile(latencies, 0.99), 3),
+        },
+    }

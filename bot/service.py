@@ -1,0 +1,98 @@
+"""Wiring: build the store, knowledge base, retriever, confidence model and engine from settings.
+
+Every process (web, chat, Discord, evaluation) assembles its parts here, so they all answer the
+same way.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from bot.engine import Engine, EngineConfig, Responder
+from bot.settings import Settings, sample_kb_paths
+from bot.storage.store import Store
+from knowledge.base import IngestReport, KnowledgeBase
+from knowledge.calibration import ConfidenceModel, derive
+from knowledge.embeddings import Embedder
+from knowledge.retriever import Retriever
+from knowledge.types import Entry
+from policies.smalltalk import SmalltalkConfig
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    settings: Settings
+    store: Store
+    kb: KnowledgeBase
+    retriever: Retriever
+    engine: Engine
+
+
+def ingest(
+    kb: KnowledgeBase,
+    entries: Sequence[Entry],
+    *,
+    replace_all: bool = False,
+    progress: bool = False,
+) -> IngestReport:
+    """Ingest entries, then derive the knowledge base's own answering threshold."""
+    report = kb.ingest(entries, replace_all=replace_all, progress=progress)
+    model = derive(kb, Retriever(kb))
+    kb.set_derived_threshold(model.threshold if model.origin == "derived" else None, model.samples)
+    return report
+
+
+def ingest_paths(
+    kb: KnowledgeBase,
+    paths: Sequence[Path | str],
+    *,
+    replace_all: bool = False,
+    progress: bool = False,
+) -> IngestReport:
+    from knowledge.ingest import load_sources
+
+    return ingest(kb, load_sources(paths), replace_all=replace_all, progress=progress)
+
+
+def confidence_model(kb: KnowledgeBase, override: float | None = None) -> ConfidenceModel:
+    """The calibrated model if `kb calibrate` ran, else the derived threshold, else the default."""
+    calibration = kb.calibration()
+    if calibration is not None:
+        model = ConfidenceModel.from_json(calibration)
+    elif kb.manifest is not None and kb.manifest.derived_threshold is not None:
+        model = ConfidenceModel(
+            kb.manifest.derived_threshold, "derived", samples=kb.manifest.derived_from
+        )
+    else:
+        model = ConfidenceModel(0.45, "default")
+    if override is not None:
+        model = replace(model, threshold=override, origin="configured")
+    return model
+
+
+def open_kb(settings: Settings, *, bootstrap: bool = True, progress: bool = False) -> KnowledgeBase:
+    """Load the knowledge base; on first start, build it from the bundled sample."""
+    kb = KnowledgeBase(settings.index_dir, Embedder(settings.model))
+    if not kb.exists and bootstrap:
+        logger.info("no knowledge base at %s yet: ingesting the bundled sample", kb.directory)
+        ingest_paths(kb, sample_kb_paths(), progress=progress)
+    return kb.load()
+
+
+def build_services(settings: Settings, *, progress: bool = False) -> Services:
+    store = Store.from_url(settings.db_url)
+    kb = open_kb(settings, progress=progress)
+    retriever = Retriever(kb)
+    config = EngineConfig(
+        history_turns=settings.history_turns,
+        max_message_chars=settings.max_message_chars,
+        smalltalk=SmalltalkConfig(bot_name=settings.bot_name),
+    )
+    responder = Responder(retriever, confidence_model(kb, settings.threshold), config)
+    engine = Engine(store, responder)
+    return Services(settings, store, kb, retriever, engine)

@@ -1,0 +1,558 @@
+"""The bot's persistent state behind one small synchronous API.
+
+`Store` wraps an engine; every method runs in its own short transaction, so a `Store` can be
+shared between threads (and the database between processes). Race-prone writes rely on unique
+constraints rather than read-then-write checks: `claim_event` and `get_or_create_conversation`
+insert first and fall back to what a concurrent writer committed.
+
+Database failures surface as `StorageError` with a message that says what to check.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+from sqlalchemy import Engine, func, literal, update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlmodel import Session, col, select
+
+from bot.errors import StorageError
+from bot.model import (
+    ConversationKey,
+    FeedbackEvent,
+    FeedbackValue,
+    Owner,
+    Reply,
+    ReplyKind,
+    Role,
+    Source,
+    Turn,
+    utcnow,
+)
+from bot.storage import db
+from bot.storage.tables import (
+    TABLE_NAMES,
+    Conversation,
+    Feedback,
+    Handoff,
+    Message,
+    ProcessedEvent,
+    ReplyRecord,
+    metadata,
+    new_id,
+)
+
+__all__ = ["CONVERSATION_STATUSES", "ConversationInfo", "ReplyInfo", "Store"]
+
+logger = logging.getLogger(__name__)
+
+CONVERSATION_STATUSES: Final[frozenset[str]] = frozenset({"open", "closed"})
+
+_RETRIES: Final = 3
+"""How often a write that lost a race to a concurrent writer is tried again."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationInfo:
+    """A conversation as the engine sees it.
+
+    Attributes:
+        id: the storage id, used by every other `Store` method.
+        key: where the conversation happens.
+        owner: who answers now.
+        status: "open" or "closed".
+        customer: the platform user id of whoever started it.
+        created_at: when it was first seen (aware UTC).
+    """
+
+    id: str
+    key: ConversationKey
+    owner: Owner
+    status: str
+    customer: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyInfo:
+    """A stored reply.
+
+    Attributes:
+        id: the reply id (also `Reply.id` once stored).
+        conversation_id: the conversation it belongs to.
+        kind: the kind of decision it carries.
+        text: what the bot said.
+        sources: the knowledge-base entries it drew on, best first.
+        confidence: the engine's confidence, where it had one.
+        platform_ref: the platform's id of the posted reply (e.g. a Slack ts), once known.
+        query: the retrieval query used.
+        message_id: the inbound message it answers, where there was one.
+        latency_ms: how long producing it took.
+        created_at: when it was stored (aware UTC).
+    """
+
+    id: str
+    conversation_id: str
+    kind: ReplyKind
+    text: str
+    sources: tuple[Source, ...]
+    confidence: float | None
+    platform_ref: str | None
+    query: str
+    message_id: int | None = None
+    latency_ms: float | None = None
+    created_at: datetime | None = None
+
+
+def _conversation_info(row: Conversation) -> ConversationInfo:
+    return ConversationInfo(
+        id=row.id,
+        key=ConversationKey(row.platform, row.workspace, row.channel, row.thread),
+        owner=Owner(row.owner),
+        status=row.status,
+        customer=row.customer,
+        created_at=row.created_at,
+    )
+
+
+def _source_to_json(source: Source) -> dict[str, Any]:
+    return {"id": source.id, "title": source.title, "url": source.url, "score": source.score}
+
+
+def _source_from_json(data: dict[str, Any]) -> Source:
+    return Source(
+        id=str(data["id"]),
+        score=float(data.get("score", 0.0)),
+        title=data.get("title"),
+        url=data.get("url"),
+    )
+
+
+def _reply_info(row: ReplyRecord) -> ReplyInfo:
+    return ReplyInfo(
+        id=row.id,
+        conversation_id=row.conversation_id,
+        kind=ReplyKind(row.kind),
+        text=row.text,
+        sources=tuple(_source_from_json(item) for item in row.sources),
+        confidence=row.confidence,
+        platform_ref=row.platform_ref,
+        query=row.query,
+        message_id=row.message_id,
+        latency_ms=row.latency_ms,
+        created_at=row.created_at,
+    )
+
+
+class Store:
+    """Conversations, messages, replies, feedback, handoffs and processed events.
+
+    Args:
+        engine: the database; its schema must be migrated (see `bot.storage.db.migrate`).
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    @classmethod
+    def from_url(cls, url: str, *, migrate: bool = True) -> Store:
+        """Open the database at `url`, by default upgrading its schema first.
+
+        Raises:
+            StorageError: the URL is unusable or the database unreachable.
+        """
+        engine = db.make_engine(url)
+        if migrate:
+            try:
+                db.migrate(engine)
+            except BaseException:
+                engine.dispose()
+                raise
+        return cls(engine)
+
+    @property
+    def engine(self) -> Engine:
+        """The engine this store writes to."""
+        return self._engine
+
+    def close(self) -> None:
+        """Close the pooled connections; the store reconnects if used again."""
+        self._engine.dispose()
+
+    @contextmanager
+    def _session(self, action: str) -> Iterator[Session]:
+        """A session whose SQLAlchemy errors become `StorageError`s naming `action`."""
+        try:
+            with Session(self._engine, expire_on_commit=False) as session:
+                yield session
+        except SQLAlchemyError as exc:
+            logger.warning("storage: cannot %s: %s", action, exc)
+            raise db.storage_error(exc, self._engine.url, action) from exc
+
+    # Events ----------------------------------------------------------------------------------
+
+    def claim_event(self, platform: str, event_id: str) -> bool:
+        """Mark an inbound event as handled, atomically across threads and processes.
+
+        Returns:
+            True if this call claimed the event (handle it), False if it was claimed before
+            (a repeated delivery: drop it).
+        """
+        with self._session("record a processed event") as session:
+            session.add(ProcessedEvent(platform=platform, event_id=event_id))
+            try:
+                session.commit()
+            except IntegrityError:
+                session.rollback()
+                logger.debug("event %s/%s was already claimed", platform, event_id)
+                return False
+            return True
+
+    # Conversations ---------------------------------------------------------------------------
+
+    def get_or_create_conversation(self, key: ConversationKey, customer: str) -> ConversationInfo:
+        """The conversation at `key`, created (owned by the bot, open) if it is new.
+
+        Args:
+            key: where the conversation happens.
+            customer: the user id who started it; only used when it is created.
+        """
+        text_key = str(key)
+        query = select(Conversation).where(Conversation.key == text_key)
+        with self._session("open a conversation") as session:
+            row = session.exec(query).first()
+            if row is not None:
+                return _conversation_info(row)
+            row = Conversation(
+                key=text_key,
+                platform=key.platform,
+                workspace=key.workspace,
+                channel=key.channel,
+                thread=key.thread,
+                customer=customer,
+                owner=Owner.BOT.value,
+                status="open",
+            )
+            session.add(row)
+            try:
+                session.commit()
+            except IntegrityError:
+                # A concurrent writer created it first: use theirs.
+                session.rollback()
+                return _conversation_info(session.exec(query).one())
+            logger.debug("new conversation %s at %s", row.id, text_key)
+            return _conversation_info(row)
+
+    def get_conversation(self, conversation_id: str) -> ConversationInfo | None:
+        """The conversation with this id, or None."""
+        with self._session("read a conversation") as session:
+            row = session.get(Conversation, conversation_id)
+            return None if row is None else _conversation_info(row)
+
+    def set_owner(
+        self, conversation_id: str, owner: Owner, actor: str, reason: str | None = None
+    ) -> None:
+        """Hand the conversation to `owner`, recording a handoff.
+
+        Nothing is recorded when `owner` already owns it.
+
+        Args:
+            conversation_id: the conversation.
+            owner: the new owner.
+            actor: who made the change (a user, an agent, "bot").
+            reason: why, if known.
+
+        Raises:
+            StorageError: there is no such conversation.
+        """
+        with self._session("change a conversation's owner") as session:
+            for _ in range(_RETRIES):
+                row = session.get(Conversation, conversation_id)
+                if row is None:
+                    raise StorageError(f"no conversation {conversation_id!r} to hand over")
+                current = row.owner
+                if current == owner.value:
+                    return
+                # Only move from the owner just read: a concurrent change makes this match no
+                # row, and the loop reads again.
+                result = session.exec(
+                    update(Conversation)
+                    .where(col(Conversation.id) == conversation_id)
+                    .where(col(Conversation.owner) == current)
+                    .values(owner=owner.value, updated_at=utcnow())
+                )
+                if result.rowcount != 1:
+                    session.rollback()
+                    session.expire_all()
+                    continue
+                session.add(
+                    Handoff(
+                        conversation_id=conversation_id,
+                        from_owner=current,
+                        to_owner=owner.value,
+                        actor=actor,
+                        reason=reason,
+                    )
+                )
+                session.commit()
+                logger.info(
+                    "conversation %s handed from %s to %s by %s",
+                    conversation_id,
+                    current,
+                    owner.value,
+                    actor,
+                )
+                return
+        raise StorageError(f"conversation {conversation_id!r}: owner kept changing; try again")
+
+    def set_status(self, conversation_id: str, status: str) -> None:
+        """Open or close a conversation.
+
+        Raises:
+            ValueError: `status` is not "open" or "closed".
+            StorageError: there is no such conversation.
+        """
+        if status not in CONVERSATION_STATUSES:
+            raise ValueError(f"status must be one of {sorted(CONVERSATION_STATUSES)}: {status!r}")
+        with self._session("change a conversation's status") as session:
+            result = session.exec(
+                update(Conversation)
+                .where(col(Conversation.id) == conversation_id)
+                .values(status=status, updated_at=utcnow())
+            )
+            if result.rowcount != 1:
+                raise StorageError(f"no conversation {conversation_id!r}")
+            session.commit()
+
+    # Messages and replies --------------------------------------------------------------------
+
+    def add_message(
+        self,
+        conversation_id: str,
+        role: Role,
+        author: str,
+        text: str,
+        platform_message_id: str | None = None,
+    ) -> int:
+        """Append a message to a conversation.
+
+        Returns:
+            The new message's id.
+
+        Raises:
+            StorageError: there is no such conversation.
+        """
+        with self._session("store a message") as session:
+            row = Message(
+                conversation_id=conversation_id,
+                role=Role(role).value,
+                author=author,
+                text=text,
+                platform_message_id=platform_message_id,
+            )
+            session.add(row)
+            session.commit()
+            assert row.id is not None
+            return row.id
+
+    def add_reply(
+        self,
+        conversation_id: str,
+        message_id: int | None,
+        reply: Reply,
+        *,
+        query: str = "",
+        latency_ms: float | None = None,
+        author: str = "bot",
+    ) -> str:
+        """Store a reply and append its text to the conversation's history as a bot message.
+
+        Args:
+            conversation_id: the conversation.
+            message_id: the inbound message it answers, if any.
+            reply: the reply; its `id` is used when set, otherwise a new one is made.
+            query: the retrieval query used.
+            latency_ms: how long producing the reply took.
+            author: the author of the history message.
+
+        Returns:
+            The reply id.
+
+        Raises:
+            StorageError: no such conversation or message, or the reply id is taken.
+        """
+        reply_id = reply.id or new_id()
+        with self._session("store a reply") as session:
+            session.add(
+                Message(
+                    conversation_id=conversation_id,
+                    role=Role.BOT.value,
+                    author=author,
+                    text=reply.text,
+                )
+            )
+            session.add(
+                ReplyRecord(
+                    id=reply_id,
+                    conversation_id=conversation_id,
+                    message_id=message_id,
+                    kind=ReplyKind(reply.kind).value,
+                    text=reply.text,
+                    confidence=reply.confidence,
+                    sources=[_source_to_json(source) for source in reply.sources],
+                    query=query,
+                    latency_ms=latency_ms,
+                )
+            )
+            session.commit()
+        return reply_id
+
+    def history(self, conversation_id: str, limit: int = 10) -> list[Turn]:
+        """The last `limit` messages of a conversation, oldest first."""
+        if limit <= 0:
+            return []
+        query = (
+            select(Message)
+            .where(Message.conversation_id == conversation_id)
+            .order_by(col(Message.id).desc())
+            .limit(limit)
+        )
+        with self._session("read a conversation's history") as session:
+            rows = session.exec(query).all()
+            return [Turn(Role(row.role), row.text) for row in reversed(rows)]
+
+    def get_reply(self, reply_id: str) -> ReplyInfo | None:
+        """The reply with this id, or None."""
+        with self._session("read a reply") as session:
+            row = session.get(ReplyRecord, reply_id)
+            return None if row is None else _reply_info(row)
+
+    def set_reply_platform_ref(self, reply_id: str, ref: str) -> None:
+        """Remember the platform's id of the posted reply (e.g. a Slack ts).
+
+        Make `ref` unique across the platform (e.g. prefix it with the channel) so that
+        `find_reply_by_platform_ref` finds one reply.
+
+        Raises:
+            StorageError: there is no such reply.
+        """
+        with self._session("store a reply's platform reference") as session:
+            result = session.exec(
+                update(ReplyRecord).where(col(ReplyRecord.id) == reply_id).values(platform_ref=ref)
+            )
+            if result.rowcount != 1:
+                raise StorageError(f"no reply {reply_id!r}")
+            session.commit()
+
+    def find_reply_by_platform_ref(self, ref: str) -> ReplyInfo | None:
+        """The reply posted as `ref` (the newest, should several share it), or None."""
+        query = (
+            select(ReplyRecord)
+            .where(ReplyRecord.platform_ref == ref)
+            .order_by(col(ReplyRecord.created_at).desc(), col(ReplyRecord.id).desc())
+            .limit(1)
+        )
+        with self._session("find a reply") as session:
+            row = session.exec(query).first()
+            return None if row is None else _reply_info(row)
+
+    # Feedback --------------------------------------------------------------------------------
+
+    def record_feedback(self, event: FeedbackEvent) -> bool:
+        """Record, change or withdraw one user's rating of one reply.
+
+        Each user has at most one rating per reply: a repeated rating updates it and never
+        counts twice. `event.value` None withdraws the rating. A repeated rating with the same
+        value changes nothing unless it brings a new `reason`.
+
+        Returns:
+            True if the stored ratings changed, False if the event changed nothing.
+
+        Raises:
+            StorageError: there is no reply `event.reply_id`.
+        """
+        value = None if event.value is None else FeedbackValue(event.value).value
+        query = (
+            select(Feedback)
+            .where(Feedback.reply_id == event.reply_id)
+            .where(Feedback.user == event.user)
+        )
+        with self._session("record feedback") as session:
+            for _ in range(_RETRIES):
+                if session.get(ReplyRecord, event.reply_id) is None:
+                    raise StorageError(f"no reply {event.reply_id!r} to rate")
+                row = session.exec(query).first()
+                if value is None:
+                    if row is None:
+                        return False
+                    session.delete(row)
+                    session.commit()
+                    return True
+                if row is None:
+                    session.add(
+                        Feedback(
+                            reply_id=event.reply_id,
+                            platform=event.platform,
+                            user=event.user,
+                            value=value,
+                            reason=event.reason,
+                            event_id=event.event_id,
+                            created_at=event.at,
+                            updated_at=event.at,
+                        )
+                    )
+                    try:
+                        session.commit()
+                    except IntegrityError:
+                        # A concurrent rating by the same user landed first: update that.
+                        session.rollback()
+                        continue
+                    return True
+                if row.value == value:
+                    if event.reason is None or event.reason == row.reason:
+                        return False
+                    row.reason = event.reason
+                else:
+                    row.value = value
+                    row.reason = event.reason
+                row.platform = event.platform
+                row.event_id = event.event_id
+                row.updated_at = event.at
+                session.add(row)
+                session.commit()
+                return True
+        raise StorageError(f"feedback on reply {event.reply_id!r} kept conflicting; try again")
+
+    def feedback_for(self, reply_id: str) -> dict[str, int]:
+        """How many users rated the reply up and down: `{"up": n, "down": m}`."""
+        counts = {value.value: 0 for value in FeedbackValue}
+        query = (
+            select(Feedback.value, func.count())
+            .where(Feedback.reply_id == reply_id)
+            .group_by(col(Feedback.value))
+        )
+        with self._session("count feedback") as session:
+            for value, count in session.exec(query).all():
+                counts[value] = count
+        return counts
+
+    # Stats -----------------------------------------------------------------------------------
+
+    def ping(self) -> None:
+        """Check the database answers; raises `StorageError` when it does not."""
+        with self._session("reach the database") as session:
+            session.exec(select(literal(1))).one()
+
+    def counts(self) -> dict[str, int]:
+        """Rows per table, by table name."""
+        result: dict[str, int] = {}
+        with self._session("count rows") as session:
+            for name in TABLE_NAMES:
+                table = metadata.tables[name]
+                result[name] = session.exec(select(func.count()).select_from(table)).one()
+        return result

@@ -1,0 +1,193 @@
+"""SQLModel table models: the database schema of the bot.
+
+Every timestamp is stored as an aware UTC datetime (`UTCDateTime`), so SQLite, which keeps no
+time zone, and PostgreSQL, which converts to the session's zone, read back the same value.
+
+The tables live in their own `MetaData` (`metadata`), apart from `SQLModel.metadata`, so that
+other SQLModel classes in the process never leak into the migrations or the schema checks. The
+Alembic migrations in `bot.storage.migrations` create exactly these tables; a test checks that
+the two agree.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+from uuid import uuid4
+
+from sqlalchemy import JSON, DateTime, Dialect, MetaData, Text, TypeDecorator, UniqueConstraint
+from sqlalchemy.orm import registry
+from sqlmodel import Field, SQLModel
+
+from bot.model import utcnow
+
+__all__ = [
+    "NAMING_CONVENTION",
+    "TABLE_NAMES",
+    "Conversation",
+    "Feedback",
+    "Handoff",
+    "Message",
+    "ProcessedEvent",
+    "ReplyRecord",
+    "StorageModel",
+    "UTCDateTime",
+    "metadata",
+    "new_id",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def new_id() -> str:
+    """A fresh random identifier: 32 hex digits of a uuid4."""
+    return uuid4().hex
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware timestamp that always reads back as an aware UTC datetime.
+
+    Naive datetimes are taken to be UTC already. SQLite stores the UTC value without a zone; it
+    is made aware again on the way out.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Convert to UTC before storing; drop the zone where the database keeps none."""
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            value = value.replace(tzinfo=UTC)
+        else:
+            value = value.astimezone(UTC)
+        if dialect.name == "sqlite":
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Return an aware UTC datetime whatever the database gave back."""
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+NAMING_CONVENTION: dict[str, str] = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+"""Constraint names, so that later migrations (SQLite batch mode included) can refer to them."""
+
+
+class StorageModel(
+    SQLModel, registry=registry(metadata=MetaData(naming_convention=NAMING_CONVENTION))
+):
+    """Base of the storage tables, with a `MetaData` of its own."""
+
+
+metadata: MetaData = StorageModel.metadata
+
+
+class Conversation(StorageModel, table=True):
+    """One conversation: a thread, a DM or a web-chat session on one platform."""
+
+    __tablename__ = "conversation"
+
+    id: str = Field(default_factory=new_id, primary_key=True)
+    key: str = Field(unique=True, index=True)
+    platform: str
+    workspace: str
+    channel: str
+    thread: str
+    customer: str
+    owner: str = Field(default="bot")
+    status: str = Field(default="open")
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class Message(StorageModel, table=True):
+    """One line of a conversation: from the customer ("user"), the bot or a human agent."""
+
+    __tablename__ = "message"
+
+    id: int | None = Field(default=None, primary_key=True)
+    conversation_id: str = Field(foreign_key="conversation.id", ondelete="CASCADE", index=True)
+    role: str
+    author: str
+    text: str = Field(sa_type=Text)
+    platform_message_id: str | None = None
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class ReplyRecord(StorageModel, table=True):
+    """A reply the bot gave, with what it drew on and how sure it was."""
+
+    __tablename__ = "reply"
+
+    id: str = Field(default_factory=new_id, primary_key=True)
+    conversation_id: str = Field(foreign_key="conversation.id", ondelete="CASCADE", index=True)
+    message_id: int | None = Field(default=None, foreign_key="message.id", ondelete="SET NULL")
+    kind: str
+    text: str = Field(sa_type=Text)
+    confidence: float | None = None
+    sources: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSON)
+    query: str = Field(default="", sa_type=Text)
+    latency_ms: float | None = None
+    platform_ref: str | None = Field(default=None, index=True)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class Feedback(StorageModel, table=True):
+    """One user's rating of one reply; a repeated rating updates the row."""
+
+    __tablename__ = "feedback"
+    __table_args__ = (UniqueConstraint("reply_id", "user", name="uq_feedback_reply_user"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    reply_id: str = Field(foreign_key="reply.id", ondelete="CASCADE", index=True)
+    platform: str
+    user: str
+    value: str
+    reason: str | None = Field(default=None, sa_type=Text)
+    event_id: str
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class Handoff(StorageModel, table=True):
+    """A change of a conversation's owner, bot to human or back."""
+
+    __tablename__ = "handoff"
+
+    id: int | None = Field(default=None, primary_key=True)
+    conversation_id: str = Field(foreign_key="conversation.id", ondelete="CASCADE", index=True)
+    from_owner: str
+    to_owner: str
+    actor: str
+    reason: str | None = Field(default=None, sa_type=Text)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class ProcessedEvent(StorageModel, table=True):
+    """An inbound platform event already handled; the unique pair de-duplicates deliveries."""
+
+    __tablename__ = "processed_event"
+    __table_args__ = (
+        UniqueConstraint("platform", "event_id", name="uq_processed_event_platform_event"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    platform: str
+    event_id: str
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+TABLE_NAMES: tuple[str, ...] = tuple(metadata.tables)

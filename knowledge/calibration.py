@@ -1,0 +1,195 @@
+"""How sure the bot is of its best candidate, and where its answering threshold lies.
+
+A `ConfidenceModel` maps the retrieval features (`knowledge.retriever.FEATURES`) to a confidence in
+[0, 1]. It comes from one of three places, best first:
+
+1. *calibrated*: `supportbot kb calibrate --queries FILE` fits a logistic regression from the
+   features to "the best candidate is the right answer" on labelled queries (out-of-scope ones
+   included) and picks the threshold that best meets the chosen objective (`sweep`);
+2. *derived*: with no labelled queries, the knowledge base quizzes itself. Held-out example
+   questions are searched once with only themselves hidden (they should be answered with their
+   entry) and once with their whole entry hidden (a realistic in-domain question the bot cannot
+   answer, so it should abstain); the threshold maximises accuracy over both;
+3. *default*: a fixed threshold for knowledge bases too small to quiz.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from knowledge.base import UNIT_KINDS, KnowledgeBase, units_of
+from knowledge.retriever import FEATURES, Retriever
+
+DEFAULT_THRESHOLD = 0.45
+MIN_DERIVATION_SAMPLES = 20
+
+
+@dataclass(frozen=True, slots=True)
+class ConfidenceModel:
+    """Features → confidence, plus the threshold at or above which the bot answers."""
+
+    threshold: float
+    origin: str = "default"
+    weights: tuple[float, ...] | None = None
+    bias: float = 0.0
+    samples: int = 0
+
+    def confidence(self, features: Sequence[float]) -> float:
+        if self.weights is None:
+            return heuristic_confidence(features)
+        z = self.bias + sum(w * f for w, f in zip(self.weights, features, strict=True))
+        return 1.0 / (1.0 + math.exp(-max(min(z, 50.0), -50.0)))
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["features"] = list(FEATURES)
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ConfidenceModel:
+        weights = data.get("weights")
+        return cls(
+            threshold=float(data["threshold"]),
+            origin=str(data.get("origin", "calibrated")),
+            weights=tuple(float(w) for w in weights) if weights is not None else None,
+            bias=float(data.get("bias", 0.0)),
+            samples=int(data.get("samples", 0)),
+        )
+
+
+def heuristic_confidence(features: Sequence[float]) -> float:
+    """Best cosine similarity times the best entry's share of the nearest-neighbour vote."""
+    dense, share = features[0], features[1]
+    return max(0.0, min(1.0, dense * share))
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One labelled query's outcome: its features, and whether answering it would be right."""
+
+    features: tuple[float, ...]
+    in_scope: bool
+    top_correct: bool
+
+
+OBJECTIVES = ("recall", "accuracy", "balanced")
+#: With the ``recall`` objective: how much in-scope accuracy may be given up for abstentions.
+DEFAULT_MAX_MISSED = 0.025
+#: Held-out example questions are easier than real customers' wording (they were written next to
+#: their siblings), so a derived threshold gives up a little more to stay low enough.
+DERIVED_MAX_MISSED = 0.05
+
+
+def sweep(
+    confidences: Sequence[float],
+    samples: Sequence[Sample],
+    objective: str = "recall",
+    max_missed: float = DEFAULT_MAX_MISSED,
+) -> float:
+    """The threshold that best meets `objective` on the samples.
+
+    Objectives:
+        ``recall`` (default): answer nearly everything the bot can answer: the highest threshold
+            whose in-scope accuracy stays within `max_missed` of answering everything, so it
+            abstains on as many out-of-scope questions as that allows;
+        ``accuracy``: right answers plus right abstentions, over all queries;
+        ``balanced``: the mean of in-scope accuracy and out-of-scope recall.
+    """
+    if objective not in OBJECTIVES:
+        raise ValueError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
+    scores = np.asarray(confidences, dtype=np.float64)
+    in_scope = np.asarray([s.in_scope for s in samples])
+    correct = np.asarray([s.top_correct for s in samples])
+    candidates = np.unique(np.concatenate([[0.0], scores, [1.0]]))
+    n_in, n_out = max(int(in_scope.sum()), 1), max(int((~in_scope).sum()), 1)
+    reachable = float((in_scope & correct).sum()) / n_in
+    best_value, best_threshold = -1.0, DEFAULT_THRESHOLD
+    for threshold in candidates:
+        answered = scores >= threshold
+        in_scope_accuracy = float((answered & in_scope & correct).sum()) / n_in
+        oos_recall = float((~answered & ~in_scope).sum()) / n_out
+        if objective == "recall":
+            if in_scope_accuracy < reachable - max_missed - 1e-12:
+                continue
+            value = oos_recall + 1e-6 * in_scope_accuracy
+        elif objective == "balanced":
+            value = 0.5 * (in_scope_accuracy + oos_recall)
+        else:
+            value = (in_scope_accuracy * n_in + oos_recall * n_out) / len(samples)
+        if value > best_value + 1e-12:
+            best_value, best_threshold = value, float(threshold)
+    return best_threshold
+
+
+def fit(
+    samples: Sequence[Sample], objective: str = "recall", max_missed: float = DEFAULT_MAX_MISSED
+) -> ConfidenceModel:
+    """Fit a logistic confidence model and its threshold on labelled samples."""
+    from sklearn.linear_model import LogisticRegression
+
+    x = np.asarray([s.features for s in samples], dtype=np.float64)
+    y = np.asarray([s.in_scope and s.top_correct for s in samples], dtype=np.int64)
+    if len(set(y.tolist())) < 2:
+        # Every query right (or every one wrong): nothing to learn; keep the heuristic.
+        confidences = [heuristic_confidence(s.features) for s in samples]
+        threshold = sweep(confidences, samples, objective, max_missed)
+        return ConfidenceModel(threshold, "calibrated", None, 0.0, len(samples))
+    model = LogisticRegression(C=10.0, max_iter=2000).fit(x, y)
+    weights = tuple(float(w) for w in model.coef_[0])
+    bias = float(model.intercept_[0])
+    fitted = ConfidenceModel(0.5, "calibrated", weights, bias, len(samples))
+    confidences = [fitted.confidence(s.features) for s in samples]
+    threshold = sweep(confidences, samples, objective, max_missed)
+    return ConfidenceModel(threshold, "calibrated", weights, bias, len(samples))
+
+
+def derive(
+    kb: KnowledgeBase,
+    retriever: Retriever,
+    *,
+    max_samples: int = 400,
+    seed: int = 0,
+    objective: str = "recall",
+    max_missed: float = DERIVED_MAX_MISSED,
+    progress: Callable[[int, int], None] | None = None,
+) -> ConfidenceModel:
+    """Derive a threshold from the knowledge base's own example questions (see module doc)."""
+    import numpy.typing as npt
+
+    vectors: npt.NDArray[np.float32] = np.load(kb.directory / "vectors.npy", mmap_mode="r")
+    texts: list[str] = []
+    for entry in kb.entries:
+        texts.extend(text for _, text in units_of(entry))
+    question_kinds = {UNIT_KINDS.index("question"), UNIT_KINDS.index("example")}
+    per_entry = np.bincount(kb.unit_entry, minlength=len(kb.entries))
+    eligible = [
+        u
+        for u in range(len(kb.unit_entry))
+        if int(kb.unit_kind[u]) in question_kinds and per_entry[kb.unit_entry[u]] >= 2
+    ]
+    if len(eligible) < MIN_DERIVATION_SAMPLES or len(kb.entries) < 3:
+        return ConfidenceModel(DEFAULT_THRESHOLD, "default")
+    rng = random.Random(seed)
+    chosen = sorted(rng.sample(eligible, min(max_samples, len(eligible))))
+    samples: list[Sample] = []
+    for i, unit in enumerate(chosen):
+        own = int(kb.unit_entry[unit])
+        vector = np.asarray(vectors[unit], dtype=np.float32)
+        hidden_self = retriever.search(vector, texts[unit], exclude_units=(unit,))
+        top = hidden_self.top
+        samples.append(
+            Sample(hidden_self.features, True, top is not None and kb.position(top.entry.id) == own)
+        )
+        hidden_entry = retriever.search(vector, texts[unit], exclude_entries=(own,))
+        samples.append(Sample(hidden_entry.features, False, False))
+        if progress:
+            progress(i + 1, len(chosen))
+    confidences = [heuristic_confidence(s.features) for s in samples]
+    threshold = sweep(confidences, samples, objective, max_missed)
+    return ConfidenceModel(threshold, "derived", None, 0.0, len(chosen))

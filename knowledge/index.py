@@ -1,0 +1,158 @@
+"""Search indexes over retrieval units: FAISS for vectors, bm25s for words.
+
+Both map a query to `(unit position, score)` pairs; `knowledge.retriever` fuses them and maps units
+back to knowledge-base entries. Each index saves to and loads from a directory.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+logger = logging.getLogger(__name__)
+
+Vectors = npt.NDArray[np.float32]
+Hits = tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]
+
+#: Below this many vectors an exact flat index is used; above it, HNSW. Measured with
+#: `bench/index_size.py` (docs/benchmarks.md): exact search over 50,000 384-d vectors takes about
+#: 2 ms on a 2-core machine, past which HNSW's sub-millisecond searches pay for its build time.
+HNSW_THRESHOLD = 50_000
+HNSW_M = 32
+HNSW_EF_SEARCH = 128
+HNSW_EF_CONSTRUCTION = 80
+
+
+class DenseIndex:
+    """Inner-product search over L2-normalised vectors (exact, or HNSW for large sets)."""
+
+    FILENAME = "dense.faiss"
+
+    def __init__(self, index: Any, kind: str) -> None:
+        self._index = index
+        self.kind = kind
+
+    @classmethod
+    def build(cls, vectors: Vectors, *, hnsw_threshold: int = HNSW_THRESHOLD) -> DenseIndex:
+        import faiss
+
+        n, dim = vectors.shape
+        index: Any
+        if n > hnsw_threshold:
+            index = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+            index.hnsw.efSearch = HNSW_EF_SEARCH
+            kind = "hnsw"
+        else:
+            index = faiss.IndexFlatIP(dim)
+            kind = "flat"
+        if n:
+            index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+        return cls(index, kind)
+
+    def __len__(self) -> int:
+        return int(self._index.ntotal)
+
+    def search(self, queries: Vectors, k: int) -> Hits:
+        """Top-k units per query: (positions, scores), each of shape (len(queries), k).
+
+        Missing hits (fewer than k vectors) have position -1.
+        """
+        k = max(1, min(k, len(self)))
+        if len(self) == 0:
+            empty = np.full((len(queries), 1), -1, dtype=np.int64)
+            return empty, np.zeros((len(queries), 1), dtype=np.float32)
+        scores, positions = self._index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+        return positions.astype(np.int64), scores.astype(np.float32)
+
+    def save(self, directory: Path) -> None:
+        import faiss
+
+        faiss.write_index(self._index, str(directory / self.FILENAME))
+
+    @classmethod
+    def load(cls, directory: Path, *, mmap: bool = True) -> DenseIndex:
+        import faiss
+
+        flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0
+        index: Any = faiss.read_index(str(directory / cls.FILENAME), flags)
+        kind = "hnsw" if isinstance(index, faiss.IndexHNSW) else "flat"
+        if kind == "hnsw":
+            index.hnsw.efSearch = HNSW_EF_SEARCH
+        return cls(index, kind)
+
+
+class LexicalIndex:
+    """BM25 over the same units as the dense index (English stopwords, Snowball stemming)."""
+
+    DIRNAME = "bm25"
+
+    def __init__(self, retriever: Any, tokenizer: Any, size: int) -> None:
+        self._retriever = retriever
+        self._tokenizer = tokenizer
+        self._size = size
+
+    @staticmethod
+    def _tokenizer_factory() -> Any:
+        import Stemmer
+        from bm25s.tokenization import Tokenizer
+
+        return Tokenizer(stopwords="en", stemmer=Stemmer.Stemmer("english"))
+
+    @classmethod
+    def build(cls, texts: Sequence[str]) -> LexicalIndex:
+        import bm25s
+
+        tokenizer = cls._tokenizer_factory()
+        ids = tokenizer.tokenize(list(texts), return_as="ids", show_progress=False)
+        retriever = bm25s.BM25()
+        retriever.index(ids, show_progress=False)
+        return cls(retriever, tokenizer, len(texts))
+
+    def __len__(self) -> int:
+        return self._size
+
+    def scores(self, query: str) -> npt.NDArray[np.float32]:
+        """BM25 score of every unit for the query (zeros when no query word is known)."""
+        if self._size == 0:
+            return np.zeros(0, dtype=np.float32)
+        tokens = self._tokenizer.tokenize(
+            [query], update_vocab=False, return_as="ids", show_progress=False
+        )
+        if not tokens or not tokens[0]:
+            return np.zeros(self._size, dtype=np.float32)
+        return np.asarray(self._retriever.get_scores(tokens[0]), dtype=np.float32)
+
+    def search(self, query: str, k: int) -> Hits:
+        """Top-k units with a positive BM25 score, best first."""
+        scores = self.scores(query)
+        if scores.size == 0:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        k = min(k, scores.size)
+        top = np.argpartition(-scores, k - 1)[:k]
+        top = top[np.argsort(-scores[top], kind="stable")]
+        keep = scores[top] > 0
+        return top[keep].astype(np.int64), scores[top][keep]
+
+    def save(self, directory: Path) -> None:
+        path = directory / self.DIRNAME
+        path.mkdir(parents=True, exist_ok=True)
+        self._retriever.save(str(path))
+        self._tokenizer.save_vocab(str(path))
+        self._tokenizer.save_stopwords(str(path))
+
+    @classmethod
+    def load(cls, directory: Path, size: int) -> LexicalIndex:
+        import bm25s
+
+        path = directory / cls.DIRNAME
+        retriever = bm25s.BM25.load(str(path), mmap=True)
+        tokenizer = cls._tokenizer_factory()
+        tokenizer.load_vocab(str(path))
+        tokenizer.load_stopwords(str(path))
+        return cls(retriever, tokenizer, size)

@@ -1,0 +1,242 @@
+"""Hybrid retrieval: dense (FAISS) and lexical (BM25) hits fused into ranked entries.
+
+How a query is scored, per knowledge-base entry:
+
+* ``dense``: the best cosine similarity among the entry's units in the dense top-K;
+* ``share``: a soft k-nearest-neighbour vote. Each of the ``vote_k`` nearest units votes for its
+  entry with weight ``exp(tau * (cos - best_cos))``; ``share`` is the entry's part of all votes;
+* ``lexical``: the entry's best BM25 score divided by the query's best BM25 score;
+* ``score`` = ``share + lexical_weight * lexical_share + dense_weight * dense`` ranks entries.
+
+The features (dense, share, margin to the runner-up, vote count, lexical) feed the confidence
+model in `knowledge.calibration`, which the decision policy compares to a threshold.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from knowledge.base import KnowledgeBase
+from knowledge.types import Entry
+
+Vector = npt.NDArray[np.float32]
+
+FEATURES = ("dense", "share", "margin", "votes", "lexical")
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One entry found for a query, with the signals that ranked it."""
+
+    entry: Entry
+    score: float
+    dense: float
+    share: float
+    lexical: float
+    votes: int
+
+
+@dataclass(frozen=True, slots=True)
+class Retrieval:
+    """The ranked candidates for one query and the features of the best one."""
+
+    query: str
+    candidates: tuple[Candidate, ...]
+    features: tuple[float, ...]
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def top(self) -> Candidate | None:
+        return self.candidates[0] if self.candidates else None
+
+
+@dataclass(frozen=True, slots=True)
+class RetrieverConfig:
+    dense_k: int = 100
+    vote_k: int = 5
+    tau: float = 10.0
+    lexical_weight: float = 0.1
+    dense_weight: float = 0.1
+    context_weight: float = 0.6
+    follow_up_lexical: float = 0.15
+
+
+class Retriever:
+    """Finds entries for a query in a loaded knowledge base."""
+
+    def __init__(self, kb: KnowledgeBase, config: RetrieverConfig | None = None) -> None:
+        self.kb = kb
+        self.config = config or RetrieverConfig()
+
+    def embed(self, text: str, context: str | None = None) -> Vector:
+        """The query vector: the text's embedding, pulled toward the context's when given."""
+        if context:
+            vectors = self.kb.embedder.encode([text, context])
+            combined = vectors[0] + self.config.context_weight * vectors[1]
+            norm = float(np.linalg.norm(combined)) or 1.0
+            vector: Vector = (combined / norm).astype(np.float32)
+            return vector
+        single: Vector = self.kb.embedder.encode([text])[0]
+        return single
+
+    def retrieve(self, text: str, context: str | None = None, *, top: int = 5) -> Retrieval:
+        started = time.perf_counter()
+        vector = self.embed(text, context)
+        embedded = time.perf_counter()
+        lexical_query = f"{context} {text}" if context else text
+        result = self.search(vector, lexical_query, top=top)
+        result.timings["embed_ms"] = (embedded - started) * 1000
+        return result
+
+    def retrieve_follow_up(self, text: str, context: str, *, top: int = 5) -> Retrieval:
+        """Rank entries for a follow-up: those that fit both the new words and the topic.
+
+        "and for business?" after "How much is Plus?" should find the entry that is about
+        pricing *and* about business. The message and the context are searched separately and
+        each entry scores the mean of its two best similarities (a missing one counts as the
+        lowest seen), so an entry must match both to come first.
+        """
+        started = time.perf_counter()
+        vectors = self.kb.embedder.encode([text, context])
+        embedded = time.perf_counter()
+        depth = max(top, 50)
+        alone = self.search(vectors[0], text, top=depth)
+        topic = self.search(vectors[1], context, top=depth)
+        own = {c.entry.id: c for c in alone.candidates}
+        around = {c.entry.id: c for c in topic.candidates}
+        floor_own = min((c.dense for c in alone.candidates), default=0.0)
+        floor_around = min((c.dense for c in topic.candidates), default=0.0)
+        joint: dict[str, float] = {}
+        for entry_id in own.keys() | around.keys():
+            a = own[entry_id].dense if entry_id in own else floor_own
+            b = around[entry_id].dense if entry_id in around else floor_around
+            joint[entry_id] = (a + b) / 2
+        best = max(joint.values(), default=0.0)
+        # The mean of two similarities varies half as much as one: sharpen the vote to match.
+        weights = {e: float(np.exp(2 * self.config.tau * (d - best))) for e, d in joint.items()}
+        total = sum(weights.values()) or 1.0
+        candidates = []
+        for entry_id, dense in joint.items():
+            source = own.get(entry_id) or around[entry_id]
+            # The follow-up's own words are what is new: only they count lexically.
+            lexical = own[entry_id].lexical if entry_id in own else 0.0
+            share = weights[entry_id] / total
+            votes = own[entry_id].votes if entry_id in own else 0
+            score = (
+                share + self.config.dense_weight * dense + self.config.follow_up_lexical * lexical
+            )
+            candidates.append(Candidate(source.entry, score, dense, share, lexical, votes))
+        candidates.sort(key=lambda c: (-c.score, c.entry.id))
+        ranked = tuple(candidates[: max(top, 1)])
+        timings = {
+            "embed_ms": (embedded - started) * 1000,
+            "search_ms": alone.timings["search_ms"] + topic.timings["search_ms"],
+            "lexical_ms": alone.timings["lexical_ms"] + topic.timings["lexical_ms"],
+            "fusion_ms": (time.perf_counter() - embedded) * 1000,
+        }
+        return Retrieval(
+            f"{context} {text}", ranked, features_of(ranked, self.config.vote_k), timings
+        )
+
+    def search(
+        self,
+        vector: Vector,
+        lexical_query: str,
+        *,
+        top: int = 5,
+        exclude_units: Collection[int] = (),
+        exclude_entries: Collection[int] = (),
+    ) -> Retrieval:
+        """Rank entries for an already embedded query.
+
+        `exclude_units` and `exclude_entries` (positions) hide parts of the index: the
+        threshold derivation uses them to ask held-out questions.
+        """
+        kb = self.kb
+        assert kb.dense is not None and kb.lexical is not None, "load the knowledge base first"
+        cfg = self.config
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        extra = len(exclude_units)
+        if exclude_entries:
+            extra += int(np.isin(kb.unit_entry, list(exclude_entries)).sum())
+        positions, scores = kb.dense.search(vector[None, :], cfg.dense_k + extra)
+        positions, scores = positions[0], scores[0]
+        keep = positions >= 0
+        if extra:
+            unit_ok = ~np.isin(positions, list(exclude_units)) if exclude_units else keep
+            entry_ok = (
+                ~np.isin(kb.unit_entry[np.maximum(positions, 0)], list(exclude_entries))
+                if exclude_entries
+                else keep
+            )
+            keep = keep & unit_ok & entry_ok
+        positions, scores = positions[keep][: cfg.dense_k], scores[keep][: cfg.dense_k]
+        t1 = time.perf_counter()
+        lex_scores = kb.lexical.scores(lexical_query)
+        if exclude_units and lex_scores.size:
+            lex_scores[list(exclude_units)] = 0
+        if exclude_entries and lex_scores.size:
+            lex_scores[np.isin(kb.unit_entry, list(exclude_entries))] = 0
+        t2 = time.perf_counter()
+
+        dense: dict[int, float] = {}
+        votes: dict[int, float] = {}
+        counts: dict[int, int] = {}
+        best = float(scores[0]) if len(scores) else 0.0
+        for rank, (unit, score) in enumerate(zip(positions.tolist(), scores.tolist(), strict=True)):
+            e = int(kb.unit_entry[unit])
+            if e not in dense:
+                dense[e] = score
+            if rank < cfg.vote_k:
+                votes[e] = votes.get(e, 0.0) + float(np.exp(cfg.tau * (score - best)))
+                counts[e] = counts.get(e, 0) + 1
+        total_votes = sum(votes.values()) or 1.0
+
+        lexical: dict[int, float] = {}
+        if lex_scores.size and float(lex_scores.max()) > 0:
+            k = min(cfg.dense_k, lex_scores.size)
+            top_units = np.argpartition(-lex_scores, k - 1)[:k]
+            lex_max = float(lex_scores[top_units].max())
+            for unit in top_units.tolist():
+                s = float(lex_scores[unit])
+                if s <= 0:
+                    continue
+                e = int(kb.unit_entry[unit])
+                lexical[e] = max(lexical.get(e, 0.0), s / lex_max)
+        lex_total = sum(v for v in lexical.values()) or 1.0
+
+        candidates: list[Candidate] = []
+        for e in set(dense) | set(lexical):
+            share = votes.get(e, 0.0) / total_votes
+            lex = lexical.get(e, 0.0)
+            d = dense.get(e, 0.0)
+            score = share + cfg.lexical_weight * lex / lex_total + cfg.dense_weight * d
+            candidates.append(Candidate(kb.entries[e], score, d, share, lex, counts.get(e, 0)))
+        candidates.sort(key=lambda c: (-c.score, c.entry.id))
+        ranked = tuple(candidates[: max(top, 1)])
+        t3 = time.perf_counter()
+        timings.update(
+            search_ms=(t1 - t0) * 1000, lexical_ms=(t2 - t1) * 1000, fusion_ms=(t3 - t2) * 1000
+        )
+        return Retrieval(lexical_query, ranked, features_of(ranked, cfg.vote_k), timings)
+
+
+def features_of(candidates: tuple[Candidate, ...], vote_k: int) -> tuple[float, ...]:
+    """The confidence features of the best candidate, in the order of `FEATURES`."""
+    if not candidates:
+        return (0.0, 0.0, 0.0, 0.0, 0.0)
+    best = candidates[0]
+    runner_up = max((c.dense for c in candidates[1:]), default=0.0)
+    return (
+        best.dense,
+        best.share,
+        best.dense - runner_up,
+        best.votes / max(vote_k, 1),
+        best.lexical,
+    )

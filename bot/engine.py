@@ -18,10 +18,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from bot.context import context_for, looks_like_follow_up
-from bot.model import FeedbackEvent, InboundMessage, Owner, Reply, ReplyKind, Role, Source, Turn
-from bot.storage.store import Store
+from bot.model import (
+    ConversationKey,
+    FeedbackEvent,
+    InboundMessage,
+    Owner,
+    Reply,
+    ReplyKind,
+    Role,
+    Source,
+    Turn,
+)
+from bot.storage.store import ReplyInfo, Store
 from knowledge.calibration import ConfidenceModel
-from knowledge.retriever import Candidate, Retrieval, Retriever, features_of
+from knowledge.retriever import Candidate, Retrieval, Retriever
 from policies.decision import Decision, DecisionConfig, decide
 from policies.smalltalk import SmalltalkConfig, smalltalk_reply
 
@@ -103,13 +113,12 @@ class Responder:
         if context:
             follow_up = looks_like_follow_up(text)
             if follow_up or confidence < self.confidence.threshold:
-                contextual = self.retriever.retrieve_follow_up(text, context, top=TOP_CANDIDATES)
+                contextual = self.retriever.retrieve_follow_up(
+                    text, context, previous=self._last_answered(history), top=TOP_CANDIDATES
+                )
                 contextual_confidence = self.confidence.confidence(contextual.features)
                 if follow_up or contextual_confidence > confidence:
                     retrieval, confidence, used_context = contextual, contextual_confidence, True
-        if used_context and history:
-            retrieval = self._not_again(retrieval, history)
-            confidence = self.confidence.confidence(retrieval.features)
         policy_started = time.perf_counter()
         decision = decide(retrieval, confidence, self.confidence.threshold, self.config.decision)
         reply = self._compose(decision)
@@ -125,15 +134,11 @@ class Responder:
             return None
         return entry.question or entry.title
 
-    def _not_again(self, retrieval: Retrieval, history: Sequence[Turn]) -> Retrieval:
-        """A follow-up asks about something new: don't rank first what the bot just said."""
+    def _last_answered(self, history: Sequence[Turn]) -> str | None:
+        """The id of the entry the bot's last turn answered with, if it was an answer."""
         last_bot = next((t.text for t in reversed(history) if t.role is Role.BOT), None)
-        candidates = retrieval.candidates
-        if last_bot is None or len(candidates) < 2 or candidates[0].entry.answer != last_bot:
-            return retrieval
-        reordered = (*candidates[1:], candidates[0])
-        vote_k = self.retriever.config.vote_k
-        return replace(retrieval, candidates=reordered, features=features_of(reordered, vote_k))
+        entry = self.retriever.kb.entry_by_answer(last_bot) if last_bot else None
+        return entry.id if entry else None
 
     @staticmethod
     def _source(candidate: Candidate, score: float) -> Source:
@@ -192,10 +197,16 @@ class Engine:
 
     def _handle(self, message: InboundMessage) -> list[Reply]:
         started = time.perf_counter()
-        if not self.store.claim_event(message.platform, f"message:{message.message_id}"):
+        event = f"message:{message.message_id}"
+        if message.revision:
+            event += f":{message.revision}"
+        if not self.store.claim_event(message.platform, event):
             logger.info("duplicate message %s ignored", message.message_id)
             return []
         conversation = self.store.get_or_create_conversation(message.conversation, message.user)
+        if message.revision and self.store.answered_message(conversation.id, message.message_id):
+            logger.info("edit of already answered message %s: no second answer", message.message_id)
+            return []
         history = self.store.history(conversation.id, limit=self.config.history_turns)
         message_row = self.store.add_message(
             conversation.id, Role.USER, message.user, message.text, message.message_id
@@ -215,6 +226,23 @@ class Engine:
             latency,
         )
         return [replace(reply, id=reply_id)]
+
+    def takes_part_in(self, key: ConversationKey) -> bool:
+        """Whether the bot has a conversation at `key` (e.g. it answered in that thread)."""
+        return self.store.find_conversation(key) is not None
+
+    def owner_of(self, key: ConversationKey) -> Owner | None:
+        """Who owns the conversation at `key`, or None when there is none."""
+        conversation = self.store.find_conversation(key)
+        return None if conversation is None else conversation.owner
+
+    def attach_platform_ref(self, reply_id: str, ref: str) -> None:
+        """Remember where a reply was posted (e.g. "C123:1700000000.000100" on Slack)."""
+        self.store.set_reply_platform_ref(reply_id, ref)
+
+    def reply_posted_as(self, ref: str) -> ReplyInfo | None:
+        """The reply posted at a platform reference, or None: how reactions find their reply."""
+        return self.store.find_reply_by_platform_ref(ref)
 
     def record_feedback(self, event: FeedbackEvent) -> bool:
         """Store a rating of a reply; False when it was a repeat that changed nothing."""

@@ -132,6 +132,9 @@ class InboundMessage:
         addressed: whether the bot was addressed (DM, mention, a thread it is in, an auto-answer
             channel). Turn-taking uses it.
         sent_at: when the platform says it was sent.
+        revision: "" for a new message; for an edit, something that tells this version apart
+            (e.g. the edit's timestamp). An edit of a message the bot has not answered yet is
+            answered once, in its edited form; an edit after the answer gets no second answer.
         raw: the platform payload, read-only, for adapters that need it on the way back.
     """
 
@@ -144,6 +147,7 @@ class InboundMessage:
     thread: str = ""
     addressed: bool = True
     sent_at: datetime = field(default_factory=utcnow)
+    revision: str = ""
     raw: Mapping[str, Any] = field(default_factory=lambda: _EMPTY, repr=False, compare=False)
 
     def __post_init__(self) -> None:

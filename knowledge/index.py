@@ -124,9 +124,13 @@ class LexicalIndex:
         tokens = self._tokenizer.tokenize(
             [query], update_vocab=False, return_as="ids", show_progress=False
         )
-        if not tokens or not tokens[0]:
+        # Unknown and stop words come back as the empty token, which units without any
+        # indexable word also carry: drop it, or "the" would match "Is it?" perfectly.
+        empty = self._tokenizer.get_vocab_dict().get("")
+        known = [t for t in (tokens[0] if tokens else []) if t != empty]
+        if not known:
             return np.zeros(self._size, dtype=np.float32)
-        return np.asarray(self._retriever.get_scores(tokens[0]), dtype=np.float32)
+        return np.asarray(self._retriever.get_scores(known), dtype=np.float32)
 
     def search(self, query: str, k: int) -> Hits:
         """Top-k units with a positive BM25 score, best first."""

@@ -93,13 +93,17 @@ class Retriever:
         result.timings["embed_ms"] = (embedded - started) * 1000
         return result
 
-    def retrieve_follow_up(self, text: str, context: str, *, top: int = 5) -> Retrieval:
+    def retrieve_follow_up(
+        self, text: str, context: str, *, previous: str | None = None, top: int = 5
+    ) -> Retrieval:
         """Rank entries for a follow-up: those that fit both the new words and the topic.
 
         "and for business?" after "How much is Plus?" should find the entry that is about
         pricing *and* about business. The message and the context are searched separately and
         each entry scores the mean of its two best similarities (a missing one counts as the
-        lowest seen), so an entry must match both to come first.
+        lowest seen) plus a bonus for the message's own words (BM25), so an entry has to fit
+        both. `previous`, the entry the bot just answered with, goes last: a follow-up asks
+        for something new, and the context alone would otherwise pull that entry back first.
         """
         started = time.perf_counter()
         vectors = self.kb.embedder.encode([text, context])
@@ -131,7 +135,7 @@ class Retriever:
                 share + self.config.dense_weight * dense + self.config.follow_up_lexical * lexical
             )
             candidates.append(Candidate(source.entry, score, dense, share, lexical, votes))
-        candidates.sort(key=lambda c: (-c.score, c.entry.id))
+        candidates.sort(key=lambda c: (c.entry.id == previous, -c.score, c.entry.id))
         ranked = tuple(candidates[: max(top, 1)])
         timings = {
             "embed_ms": (embedded - started) * 1000,

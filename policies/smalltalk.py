@@ -5,21 +5,23 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+# Matched against the text with punctuation and emoji folded to spaces ("Hey there, bot! 👋"
+# reads "hey there bot"), so an addressee after a comma or a trailing emoji still counts.
+_ADDRESSEE = r"( (bot|team|all|everyone|folks|guys|there|again|friend))*"
 _GREETING = re.compile(
-    r"^(hi|hello|hey|hiya|howdy|yo|good (morning|afternoon|evening)|greetings)( there)?"
-    r"( (bot|team|all|everyone|folks))?[\s!.,:)]*$",
-    re.IGNORECASE,
+    r"^(hi|hello|hey|hiya|howdy|yo|good (morning|afternoon|evening)|greetings)" + _ADDRESSEE + "$"
 )
 _THANKS = re.compile(
-    r"^(thanks|thank you|thx|ty|cheers|many thanks|thanks a lot|thank you so much|"
-    r"great,? thanks|perfect,? thanks|ok,? thanks|awesome,? thanks)( so much)?"
-    r"( (bot|team|again))?[\s!.,:)]*$",
-    re.IGNORECASE,
+    r"^((ok|okay|great|perfect|awesome|cool) )?"
+    r"(thanks|thank you|thx|ty|cheers|many thanks|thanks a lot|thank you so much)"
+    r"( (so|very) much)?" + _ADDRESSEE + "$"
 )
 _GOODBYE = re.compile(
-    r"^(bye|goodbye|see you|see ya|cya|have a (good|nice|great) (day|one|evening))[\s!.,:)]*$",
-    re.IGNORECASE,
+    r"^(bye|goodbye|bye bye|see you|see ya|cya|have a (good|nice|great) (day|one|evening))"
+    + _ADDRESSEE
+    + "$"
 )
+_NOT_WORD = re.compile(r"[^\w']+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,9 +35,12 @@ class SmalltalkConfig:
 def smalltalk_reply(text: str, config: SmalltalkConfig | None = None) -> str | None:
     """The reply to a pure greeting, thanks or goodbye; None when the text is anything else."""
     config = config or SmalltalkConfig()
-    stripped = " ".join(text.strip().split())
-    if len(stripped) > 60:
+    if len(text) > 80:
         return None
+    stripped = " ".join(_NOT_WORD.sub(" ", text.casefold()).split())
+    name = " ".join(_NOT_WORD.sub(" ", config.bot_name.casefold()).split())
+    if name and stripped.endswith(" " + name):
+        stripped = stripped[: -len(name) - 1]
     if _GREETING.match(stripped):
         return config.greeting.format(bot_name=config.bot_name)
     if _THANKS.match(stripped):

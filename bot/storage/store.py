@@ -248,6 +248,13 @@ class Store:
             logger.debug("new conversation %s at %s", row.id, text_key)
             return _conversation_info(row)
 
+    def find_conversation(self, key: ConversationKey) -> ConversationInfo | None:
+        """The conversation at `key`, or None when there is none yet."""
+        query = select(Conversation).where(Conversation.key == str(key))
+        with self._session("find a conversation") as session:
+            row = session.exec(query).first()
+            return None if row is None else _conversation_info(row)
+
     def get_conversation(self, conversation_id: str) -> ConversationInfo | None:
         """The conversation with this id, or None."""
         with self._session("read a conversation") as session:
@@ -425,6 +432,20 @@ class Store:
         with self._session("read a conversation's history") as session:
             rows = session.exec(query).all()
             return [Turn(Role(row.role), row.text) for row in reversed(rows)]
+
+    def answered_message(self, conversation_id: str, platform_message_id: str) -> bool:
+        """Whether some reply answers the inbound message with this platform id."""
+        query = (
+            select(ReplyRecord.id)
+            .join(Message, col(ReplyRecord.message_id) == col(Message.id))
+            .where(
+                Message.conversation_id == conversation_id,
+                Message.platform_message_id == platform_message_id,
+            )
+            .limit(1)
+        )
+        with self._session("look up a message's reply") as session:
+            return session.exec(query).first() is not None
 
     def get_reply(self, reply_id: str) -> ReplyInfo | None:
         """The reply with this id, or None."""

@@ -1,0 +1,189 @@
+"""Tests for knowledge.index: the FAISS dense index and the bm25s lexical index."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from knowledge.index import DenseIndex, LexicalIndex
+
+DIM = 384
+
+
+def _unit_vectors(n: int, seed: int) -> npt.NDArray[np.float32]:
+    rng = np.random.default_rng(seed)
+    vectors = rng.normal(size=(n, DIM)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors
+
+
+def _near(vectors: npt.NDArray[np.float32], noise: float, seed: int) -> npt.NDArray[np.float32]:
+    rng = np.random.default_rng(seed)
+    queries = vectors + noise * rng.normal(size=vectors.shape).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    return queries.astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def corpus() -> npt.NDArray[np.float32]:
+    return _unit_vectors(400, seed=1)
+
+
+# --- DenseIndex ------------------------------------------------------------------------------
+
+
+def test_small_sets_use_an_exact_flat_index(corpus: npt.NDArray[np.float32]) -> None:
+    index = DenseIndex.build(corpus)
+    assert index.kind == "flat"
+    assert len(index) == len(corpus)
+    positions, scores = index.search(corpus[:10], 3)
+    assert positions.shape == scores.shape == (10, 3)
+    assert positions[:, 0].tolist() == list(range(10))
+    np.testing.assert_allclose(scores[:, 0], 1.0, atol=1e-5)
+    assert (np.diff(scores, axis=1) <= 1e-6).all()  # best first
+
+
+def test_flat_scores_are_exact_inner_products(corpus: npt.NDArray[np.float32]) -> None:
+    queries = _near(corpus[:5], 0.3, seed=2)
+    positions, scores = DenseIndex.build(corpus).search(queries, 5)
+    exact = queries @ corpus.T
+    for q in range(5):
+        expected = np.argsort(-exact[q])[:5]
+        assert positions[q].tolist() == expected.tolist()
+        np.testing.assert_allclose(scores[q], exact[q][expected], atol=1e-5)
+
+
+def test_hnsw_agrees_with_exact_search_for_most_queries(corpus: npt.NDArray[np.float32]) -> None:
+    hnsw = DenseIndex.build(corpus, hnsw_threshold=0)
+    flat = DenseIndex.build(corpus)
+    assert hnsw.kind == "hnsw"
+    assert len(hnsw) == len(corpus)
+    queries = np.concatenate([_near(corpus[:60], 0.08, seed=3), _unit_vectors(40, seed=4)])
+    h_pos, h_scores = hnsw.search(queries, 5)
+    f_pos, _ = flat.search(queries, 5)
+    agreement = float((h_pos[:, 0] == f_pos[:, 0]).mean())
+    assert agreement >= 0.9
+    # Near-duplicates of indexed vectors are found exactly.
+    assert (h_pos[:60, 0] == np.arange(60)).mean() >= 0.95
+    np.testing.assert_allclose(h_scores, np.einsum("qd,qkd->qk", queries, corpus[h_pos]), atol=1e-4)
+
+
+def test_threshold_decides_the_kind(corpus: npt.NDArray[np.float32]) -> None:
+    assert DenseIndex.build(corpus, hnsw_threshold=len(corpus)).kind == "flat"
+    assert DenseIndex.build(corpus, hnsw_threshold=len(corpus) - 1).kind == "hnsw"
+
+
+@pytest.mark.parametrize("threshold", [0, 10_000], ids=["hnsw", "flat"])
+def test_save_and_load_round_trip(
+    corpus: npt.NDArray[np.float32], tmp_path: Path, threshold: int
+) -> None:
+    index = DenseIndex.build(corpus, hnsw_threshold=threshold)
+    index.save(tmp_path)
+    assert (tmp_path / DenseIndex.FILENAME).exists()
+    queries = _near(corpus[:20], 0.1, seed=5)
+    for mmap in (True, False):
+        loaded = DenseIndex.load(tmp_path, mmap=mmap)
+        assert loaded.kind == index.kind
+        assert len(loaded) == len(index)
+        before_pos, before_scores = index.search(queries, 4)
+        after_pos, after_scores = loaded.search(queries, 4)
+        assert np.array_equal(before_pos, after_pos)
+        np.testing.assert_allclose(before_scores, after_scores, atol=1e-6)
+
+
+def test_k_larger_than_the_index_returns_every_vector_once() -> None:
+    vectors = _unit_vectors(7, seed=6)
+    positions, scores = DenseIndex.build(vectors).search(vectors[:2], 50)
+    assert positions.shape == (2, 7)
+    assert sorted(positions[0].tolist()) == list(range(7))
+    assert (positions >= 0).all()
+    assert positions.dtype == np.int64 and scores.dtype == np.float32
+
+
+def test_an_empty_index_returns_missing_hits() -> None:
+    index = DenseIndex.build(np.zeros((0, DIM), dtype=np.float32))
+    assert len(index) == 0
+    positions, scores = index.search(_unit_vectors(3, seed=7), 5)
+    assert positions.shape == (3, 1) and (positions == -1).all()
+    assert (scores == 0).all()
+
+
+# --- LexicalIndex ----------------------------------------------------------------------------
+
+UNITS = [
+    "How do I reset my password?",
+    "Export a note as a PDF document",
+    "Import your notebooks from Evernote (.enex files)",
+    "Passwords and password managers",
+    "Single sign-on with SAML and SCIM provisioning",
+]
+
+
+@pytest.fixture(scope="module")
+def lexical() -> LexicalIndex:
+    return LexicalIndex.build(UNITS)
+
+
+def test_scores_cover_every_unit_and_favour_matching_ones(lexical: LexicalIndex) -> None:
+    assert len(lexical) == len(UNITS)
+    scores = lexical.scores("reset password")
+    assert scores.shape == (len(UNITS),) and scores.dtype == np.float32
+    assert int(np.argmax(scores)) == 0
+    assert scores[3] > 0  # "passwords" is stemmed to the same word
+    assert scores[1] == scores[2] == scores[4] == 0
+
+
+def test_stemming_and_case_are_ignored(lexical: LexicalIndex) -> None:
+    assert int(np.argmax(lexical.scores("EXPORTING pdfs"))) == 1
+    assert int(np.argmax(lexical.scores("evernote"))) == 2
+
+
+@pytest.mark.parametrize("query", ["zzzqqq blorf", "", "   ", "the and of", "?!"])
+def test_unknown_words_and_stopwords_score_zero(lexical: LexicalIndex, query: str) -> None:
+    scores = lexical.scores(query)
+    assert scores.shape == (len(UNITS),)
+    assert not scores.any()
+    positions, hit_scores = lexical.search(query, 3)
+    assert positions.size == 0 and hit_scores.size == 0
+
+
+def test_known_words_still_count_beside_unknown_ones(lexical: LexicalIndex) -> None:
+    assert int(np.argmax(lexical.scores("zzzqqq saml"))) == 4
+
+
+def test_search_returns_only_positive_hits_best_first(lexical: LexicalIndex) -> None:
+    positions, scores = lexical.search("password", 10)
+    assert sorted(positions.tolist()) == [0, 3]
+    assert (np.diff(scores) <= 0).all()
+    assert (scores > 0).all()
+    top_one, _ = lexical.search("password", 1)
+    assert top_one.tolist() == [positions[0]]
+
+
+def test_lexical_save_and_load_round_trip(lexical: LexicalIndex, tmp_path: Path) -> None:
+    lexical.save(tmp_path)
+    assert (tmp_path / LexicalIndex.DIRNAME).is_dir()
+    loaded = LexicalIndex.load(tmp_path, len(UNITS))
+    assert len(loaded) == len(UNITS)
+    for query in ("reset password", "SAML", "evernote enex", "zzzqqq"):
+        np.testing.assert_allclose(loaded.scores(query), lexical.scores(query), rtol=1e-6)
+    assert loaded.search("pdf", 3)[0].tolist() == [1]
+
+
+def test_an_empty_lexical_index_scores_nothing() -> None:
+    empty = LexicalIndex(retriever=None, tokenizer=None, size=0)
+    assert empty.scores("anything").size == 0
+    positions, scores = empty.search("anything", 5)
+    assert positions.size == 0 and scores.size == 0
+
+
+@pytest.mark.parametrize(
+    "filler", ["Is it?", "🙂", "the and of"], ids=["stopwords", "emoji", "more-stopwords"]
+)
+def test_unknown_words_score_zero_even_beside_a_stopword_only_unit(filler: str) -> None:
+    index = LexicalIndex.build([*UNITS, filler])
+    assert not index.scores("zzzqqq").any()
+    assert index.search("what is this?", 5)[0].size == 0

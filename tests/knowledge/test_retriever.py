@@ -1,0 +1,312 @@
+"""Tests for knowledge.retriever: hybrid retrieval on the bundled sample knowledge base."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from knowledge.base import UNIT_KINDS, KnowledgeBase
+from knowledge.retriever import (
+    FEATURES,
+    Candidate,
+    Retrieval,
+    Retriever,
+    RetrieverConfig,
+    features_of,
+)
+from knowledge.types import Entry
+
+FAQ = Path(__file__).resolve().parents[2] / "knowledge" / "sample" / "faq.jsonl"
+
+
+def _faq() -> list[dict[str, object]]:
+    return [json.loads(line) for line in FAQ.read_text(encoding="utf-8").splitlines()]
+
+
+@pytest.fixture
+def retriever(sample_kb: KnowledgeBase) -> Retriever:
+    return Retriever(sample_kb)
+
+
+def _ids(retrieval: Retrieval) -> list[str]:
+    return [c.entry.id for c in retrieval.candidates]
+
+
+# --- exact questions, examples and paraphrases (real model) ----------------------------------
+
+
+@pytest.mark.model
+@pytest.mark.parametrize(
+    ("question", "entry_id"),
+    [
+        ("How do I reset my password?", "reset-password"),
+        ("How do I delete my Lumen Notes account?", "delete-account"),
+        ("How much does the Plus plan cost?", "pricing-plus"),
+        ("How much does the Business plan cost?", "pricing-business"),
+        ("Can I get a refund for my Plus subscription?", "refund-personal"),
+        ("What is the refund policy for Business plans?", "refund-business"),
+        ("How do I export a note as a PDF?", "export-pdf"),
+        ("How do I export notes as Markdown?", "export-markdown"),
+        ("Can I use Lumen Notes offline on my phone?", "offline-mobile"),
+        ("Does the desktop app work offline?", "offline-desktop"),
+        ("How much storage do I get on the Plus plan?", "storage-limit-plus"),
+        ("What are the API rate limits?", "api-rate-limits"),
+    ],
+)
+def test_an_exact_faq_question_finds_its_own_entry_first(
+    retriever: Retriever, question: str, entry_id: str
+) -> None:
+    result = retriever.retrieve(question)
+    assert result.top is not None
+    assert result.top.entry.id == entry_id, _ids(result)
+    assert result.top.dense == pytest.approx(1.0, abs=1e-4)
+    assert result.features[0] == pytest.approx(result.top.dense)
+
+
+@pytest.mark.model
+def test_every_faq_question_and_example_maps_back_to_its_entry(
+    sample_kb: KnowledgeBase, retriever: Retriever
+) -> None:
+    queries = [
+        (text, str(row["id"]))
+        for row in _faq()
+        for text in [row["question"], *row["examples"]]  # type: ignore[list-item]
+    ]
+    assert len(queries) > 250
+    vectors = sample_kb.embedder.encode([text for text, _ in queries])
+    wrong = []
+    for (text, expected), vector in zip(queries, vectors, strict=True):
+        top = retriever.search(vector, text, top=1).top
+        if top is None or top.entry.id != expected:
+            wrong.append((text, expected, top and top.entry.id))
+    assert not wrong
+
+
+@pytest.mark.model
+@pytest.mark.parametrize(
+    ("query", "entry_id"),
+    [
+        (
+            "I can't remember the password I set up last year, how do I get back in?",
+            "reset-password",
+        ),
+        ("I'd like my Lumen profile and everything in it gone for good", "delete-account"),
+        ("Is there a way to require a code from my phone whenever I sign in?", "two-factor-auth"),
+        ("which cards can I use to pay, and is PayPal an option?", "payment-methods"),
+        ("I need to hand in my meeting notes as a PDF document", "export-pdf"),
+        (
+            "I'm going on a flight and want all my notebooks on my Android phone without internet",
+            "offline-mobile",
+        ),
+        (
+            "Our script keeps getting HTTP 429 from your API, what's the allowance?",
+            "api-rate-limits",
+        ),
+        (
+            "After signing in it bounces me straight back to the sign-in screen over and over",
+            "login-loop",
+        ),
+        ("what does it cost per month to get lumen plus", "pricing-plus"),
+        ("how long is the link to set a new password valid", "reset-password"),
+    ],
+)
+def test_a_paraphrase_finds_the_right_entry_in_the_top_three(
+    retriever: Retriever, query: str, entry_id: str
+) -> None:
+    result = retriever.retrieve(query)
+    assert entry_id in _ids(result)[:3], _ids(result)
+
+
+@pytest.mark.model
+@pytest.mark.parametrize(
+    ("keyword", "entry_id"),
+    [
+        ("SAML", "sso-business"),
+        ("SCIM", "sso-business"),
+        ("Evernote", "import-evernote"),
+        ("enex", "import-evernote"),
+        ("PayPal", "payment-methods"),
+        ("YubiKey", "two-factor-auth"),
+    ],
+)
+def test_a_rare_keyword_surfaces_its_entry(
+    sample_kb: KnowledgeBase, retriever: Retriever, keyword: str, entry_id: str
+) -> None:
+    result = retriever.retrieve(keyword)
+    assert result.top is not None
+    assert result.top.entry.id == entry_id, _ids(result)
+    assert result.top.lexical == pytest.approx(1.0)
+    # The word really is in the lexical index, in one of the entry's own units.
+    positions, _ = sample_kb.lexical.search(keyword, 1)
+    assert sample_kb.entries[int(sample_kb.unit_entry[positions[0]])].id == entry_id
+
+
+@pytest.mark.model
+def test_candidates_are_ranked_and_cut_to_top(retriever: Retriever) -> None:
+    result = retriever.retrieve("How do I cancel my subscription?", top=4)
+    assert len(result.candidates) == 4
+    scores = [c.score for c in result.candidates]
+    assert scores == sorted(scores, reverse=True)
+    assert len({c.entry.id for c in result.candidates}) == 4
+    assert len(result.features) == len(FEATURES)
+    assert {"embed_ms", "search_ms", "lexical_ms", "fusion_ms"} <= result.timings.keys()
+    top = result.top
+    assert top is not None and top.entry.id == "cancel-subscription"
+    assert 0 < top.share <= 1 and 1 <= top.votes <= retriever.config.vote_k
+
+
+@pytest.mark.model
+def test_an_out_of_scope_question_gets_a_weak_top(retriever: Retriever) -> None:
+    inside = retriever.retrieve("How do I reset my password?")
+    outside = retriever.retrieve("What's the weather like in Paris tomorrow?")
+    assert outside.top is not None and inside.top is not None
+    assert outside.top.dense < 0.5 < inside.top.dense
+
+
+# --- follow-ups ------------------------------------------------------------------------------
+
+
+@pytest.mark.model
+def test_follow_up_keeps_the_topic_in_view(retriever: Retriever) -> None:
+    result = retriever.retrieve_follow_up("and for business?", "How much does the Plus plan cost?")
+    ids = _ids(result)
+    assert "pricing-business" in ids[:2], ids
+    assert result.query == "How much does the Plus plan cost? and for business?"
+    assert {"embed_ms", "search_ms", "lexical_ms", "fusion_ms"} <= result.timings.keys()
+
+
+@pytest.mark.model
+def test_follow_up_ranks_business_pricing_above_the_plus_answer(retriever: Retriever) -> None:
+    ids = _ids(
+        retriever.retrieve_follow_up(
+            "and for business?", "How much does the Plus plan cost?", previous="pricing-plus"
+        )
+    )
+    assert ids[0] == "pricing-business", ids
+    assert ids[-1] == "pricing-plus" or "pricing-plus" not in ids[:-1], ids
+
+
+@pytest.mark.model
+@pytest.mark.parametrize(
+    ("text", "context", "entry_id"),
+    [
+        (
+            "and if we're on Business?",
+            "How much storage do I get on the free plan?",
+            "storage-limit-business",
+        ),
+        ("what about from notion", "Can I import my notes from Evernote?", "import-notion"),
+        ("can I get it in markdown instead?", "How do I export a note as PDF?", "export-markdown"),
+    ],
+)
+def test_follow_up_finds_the_entry_that_fits_both(
+    retriever: Retriever, text: str, context: str, entry_id: str
+) -> None:
+    assert _ids(retriever.retrieve_follow_up(text, context))[0] == entry_id
+
+
+@pytest.mark.model
+def test_retrieve_with_context_pulls_toward_the_topic(retriever: Retriever) -> None:
+    alone = retriever.embed("does it work offline?")
+    pulled = retriever.embed(
+        "does it work offline?", "Which operating systems does the desktop app support?"
+    )
+    assert np.linalg.norm(pulled) == pytest.approx(1.0, abs=1e-5)
+    assert not np.allclose(alone, pulled)
+    result = retriever.retrieve(
+        "does it work offline?", "Which operating systems does the desktop app support?"
+    )
+    assert "offline-desktop" in _ids(result)[:3]
+    assert result.query.startswith("Which operating systems")
+
+
+# --- exclusions ------------------------------------------------------------------------------
+
+
+def _unit(kb: KnowledgeBase, entry_id: str, kind: str) -> int:
+    position = kb.position(entry_id)
+    units = np.flatnonzero((kb.unit_entry == position) & (kb.unit_kind == UNIT_KINDS.index(kind)))
+    return int(units[0])
+
+
+@pytest.mark.model
+def test_exclude_units_hides_exactly_those_units(
+    sample_kb: KnowledgeBase, retriever: Retriever
+) -> None:
+    text = "How do I export a note as a PDF?"
+    unit = _unit(sample_kb, "export-pdf", "question")
+    vector = np.load(sample_kb.directory / "vectors.npy")[unit]
+    plain = retriever.search(vector, text)
+    assert plain.top is not None and plain.top.entry.id == "export-pdf"
+    assert plain.top.dense == pytest.approx(1.0, abs=1e-4)
+    hidden = retriever.search(vector, text, exclude_units=(unit,))
+    top = hidden.top
+    assert top is not None
+    # Its other units (examples, passage) still find the entry, but not with a perfect match.
+    assert "export-pdf" in _ids(hidden)[:2]
+    own = next(c for c in hidden.candidates if c.entry.id == "export-pdf")
+    assert own.dense < 0.99
+    every_unit = np.flatnonzero(sample_kb.unit_entry == sample_kb.position("export-pdf")).tolist()
+    gone = retriever.search(vector, text, exclude_units=every_unit, top=20)
+    assert "export-pdf" not in _ids(gone)
+
+
+@pytest.mark.model
+def test_exclude_entries_hides_the_whole_entry(
+    sample_kb: KnowledgeBase, retriever: Retriever
+) -> None:
+    vector = sample_kb.embedder.encode(["SAML single sign-on"])[0]
+    plain = retriever.search(vector, "SAML single sign-on", top=20)
+    assert _ids(plain)[0] == "sso-business"
+    position = sample_kb.position("sso-business")
+    assert position is not None
+    hidden = retriever.search(vector, "SAML single sign-on", top=20, exclude_entries=(position,))
+    assert "sso-business" not in _ids(hidden)
+    assert len(hidden.candidates) == 20
+    # The other entries keep their similarities: only the hidden one is gone.
+    before = {c.entry.id: c.dense for c in plain.candidates}
+    shared = [c for c in hidden.candidates if c.entry.id in before]
+    assert len(shared) >= 10
+    for candidate in shared:
+        assert candidate.dense == pytest.approx(before[candidate.entry.id], abs=1e-6)
+
+
+# --- pure helpers ----------------------------------------------------------------------------
+
+
+def _candidate(entry_id: str, dense: float, share: float, votes: int, lexical: float) -> Candidate:
+    return Candidate(Entry(id=entry_id, answer="a"), share, dense, share, lexical, votes)
+
+
+def test_features_of_the_best_candidate() -> None:
+    candidates = (
+        _candidate("a", 0.9, 0.7, 4, 0.5),
+        _candidate("b", 0.6, 0.2, 1, 1.0),
+        _candidate("c", 0.8, 0.1, 0, 0.0),
+    )
+    dense, share, margin, votes, lexical = features_of(candidates, vote_k=5)
+    assert dense == 0.9
+    assert share == 0.7
+    assert margin == pytest.approx(0.1)  # to the best *other* similarity, not the next rank
+    assert votes == pytest.approx(0.8)
+    assert lexical == 0.5
+
+
+def test_features_of_edge_cases() -> None:
+    assert features_of((), vote_k=5) == (0.0, 0.0, 0.0, 0.0, 0.0)
+    alone = features_of((_candidate("a", 0.5, 1.0, 5, 0.0),), vote_k=5)
+    assert alone == (0.5, 1.0, 0.5, 1.0, 0.0)
+    assert features_of((_candidate("a", 0.5, 1.0, 3, 0.0),), vote_k=0)[3] == 3.0
+
+
+def test_retrieval_top_is_none_without_candidates() -> None:
+    assert Retrieval("q", (), features_of((), 5)).top is None
+
+
+def test_config_defaults_are_sane() -> None:
+    config = RetrieverConfig()
+    assert config.vote_k <= config.dense_k
+    assert 0 < config.context_weight < 1

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from bot.errors import SupportBotError
@@ -78,14 +79,27 @@ def run(
     host: Annotated[str | None, typer.Option(help="Interface to listen on.")] = None,
     port: Annotated[int | None, typer.Option(envvar="PORT", help="Port to listen on.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    slack_socket_mode: Annotated[
+        bool,
+        typer.Option(
+            "--slack-socket-mode",
+            help="Receive Slack events over Socket Mode (needs SLACK_APP_TOKEN); "
+            "same as SUPPORTBOT_SLACK_SOCKET_MODE=1.",
+        ),
+    ] = False,
 ) -> None:
     """Serve the web chat, the chat API and the platform webhooks."""
+    import os
+
     import uvicorn
 
     from bot.app import create_app
     from bot.service import build_services
 
     _setup_logging(verbose)
+    if slack_socket_mode:
+        # The Slack adapter reads its settings from the environment when it mounts.
+        os.environ["SUPPORTBOT_SLACK_SOCKET_MODE"] = "1"
     settings = _settings(host=host, port=port)
     services = build_services(settings, progress=True)
     services.kb.embedder.warm_up()
@@ -109,13 +123,43 @@ def chat(
     run_console(services.engine, user=user, console=console)
 
 
+@app.command("discord")
+def discord_bot(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run the bot in Discord servers and DMs (needs DISCORD_TOKEN; see docs/discord.md)."""
+    from adapters.discord import load_discord_settings
+    from adapters.discord import run as run_discord
+    from bot.service import build_services
+
+    _setup_logging(verbose)
+    discord_settings = load_discord_settings()  # fail fast, before the knowledge base loads
+    services = build_services(_settings(), progress=True)
+    services.kb.embedder.warm_up()
+    run_discord(discord_settings, services.engine)
+
+
 @kb_app.command("ingest")
 def kb_ingest(
-    paths: Annotated[list[Path], typer.Argument(help="FAQ .jsonl/.csv files or article folders.")],
+    paths: Annotated[
+        list[Path] | None, typer.Argument(help="FAQ .jsonl/.csv files or article folders.")
+    ] = None,
     replace: Annotated[
         bool, typer.Option("--replace", help="Drop every entry not in these paths.")
     ] = False,
     model: ModelOption = None,
+    zendesk_help_center: Annotated[
+        bool,
+        typer.Option(
+            "--zendesk-help-center",
+            help="Also import the Zendesk Help Center's articles (ZENDESK_SUBDOMAIN; see "
+            "docs/zendesk.md).",
+        ),
+    ] = False,
+    zendesk_export: Annotated[
+        Path | None,
+        typer.Option(help="Read Help Center articles from this exported JSON file instead."),
+    ] = None,
 ) -> None:
     """Add or update knowledge from files; only changed items are re-embedded."""
     from bot.service import ingest
@@ -123,8 +167,23 @@ def kb_ingest(
     from knowledge.embeddings import Embedder
     from knowledge.ingest import load_sources
 
+    if not paths and not zendesk_help_center and zendesk_export is None:
+        raise typer.BadParameter("give files or folders to ingest, or --zendesk-help-center")
     settings = _settings(model=model)
-    entries = load_sources(paths)
+    entries = load_sources(paths) if paths else []
+    if zendesk_help_center or zendesk_export is not None:
+        # Imported here: only those who use Zendesk need these.
+        from adapters.zendesk.help_center import read_articles
+        from knowledge.zendesk_help_center import articles_to_entries
+
+        with _progress() as bar:
+            task = bar.add_task("Help Center pages", total=None)
+            articles = read_articles(
+                zendesk_export,
+                on_page=lambda n, _, total: bar.update(task, completed=n, total=total),
+            )
+        entries += articles_to_entries(articles)
+        console.print(f"Zendesk Help Center: {len(articles)} articles")
     kb = KnowledgeBase(settings.index_dir, Embedder(settings.model))
     report = ingest(kb, entries, replace_all=replace, progress=True)
     console.print(
@@ -265,7 +324,7 @@ def main() -> None:
     try:
         app()
     except SupportBotError as e:
-        err_console.print(f"[bold red]error:[/] {e}")
+        err_console.print(f"[bold red]error:[/] {escape(str(e))}")
         sys.exit(1)
 
 

@@ -14,7 +14,7 @@ from bot.model import Role, Turn
 
 _LEADS = re.compile(
     r"^(and|also|but|or|so|what about|how about|same for|same with|what if|and if|"
-    r"is that|is it|are they|does it|do they|can it|can they|will it|what's the|whats the)\b",
+    r"is that|is it|are they|does it|do they|can it|can they|will it)\b",
     re.IGNORECASE,
 )
 _ANAPHORA = re.compile(

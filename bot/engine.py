@@ -30,6 +30,7 @@ from bot.model import (
     Turn,
 )
 from bot.storage.store import ReplyInfo, Store
+from bot.text import clean_text
 from knowledge.calibration import ConfidenceModel
 from knowledge.retriever import Candidate, Retrieval, Retriever
 from policies.decision import Decision, DecisionConfig, decide
@@ -92,7 +93,7 @@ class Responder:
     def respond(self, text: str, history: Sequence[Turn] = ()) -> tuple[Reply, Trace]:
         """Decide the reply to `text` given the conversation so far (oldest first)."""
         started = time.perf_counter()
-        text = text.strip()
+        text = clean_text(text)
         if len(text) > self.config.max_message_chars:
             reply = Reply.fallback(
                 TOO_LONG_TEXT.format(length=len(text), limit=self.config.max_message_chars)
@@ -117,7 +118,8 @@ class Responder:
                     text, context, previous=self._last_answered(history), top=TOP_CANDIDATES
                 )
                 contextual_confidence = self.confidence.confidence(contextual.features)
-                if follow_up or contextual_confidence > confidence:
+                # Not a follow-up by its look: use the context only if it makes an answer.
+                if follow_up or contextual_confidence >= self.confidence.threshold:
                     retrieval, confidence, used_context = contextual, contextual_confidence, True
         policy_started = time.perf_counter()
         decision = decide(retrieval, confidence, self.confidence.threshold, self.config.decision)
@@ -197,7 +199,9 @@ class Engine:
 
     def _handle(self, message: InboundMessage) -> list[Reply]:
         started = time.perf_counter()
-        event = f"message:{message.message_id}"
+        message = replace(message, text=clean_text(message.text, normalize=False))
+        # Message ids are unique within a platform's workspace, not across workspaces.
+        event = f"message:{message.workspace}:{message.message_id}"
         if message.revision:
             event += f":{message.revision}"
         if not self.store.claim_event(message.platform, event):

@@ -80,7 +80,10 @@ def load_queries(path: Path | str) -> list[Query]:
         if expected is not None and not isinstance(expected, str):
             raise IngestError(path, '"expected" must be an entry id or null', number)
         history: list[Turn] = []
-        for turn in data.get("history") or []:
+        raw_history = data.get("history")
+        if raw_history is not None and not isinstance(raw_history, list):
+            raise IngestError(path, '"history" must be a list of turns', number)
+        for turn in raw_history or []:
             if (
                 not isinstance(turn, dict)
                 or turn.get("role") not in ("user", "bot")

@@ -63,7 +63,8 @@ class RetrieverConfig:
     lexical_weight: float = 0.1
     dense_weight: float = 0.1
     context_weight: float = 0.6
-    follow_up_lexical: float = 0.15
+    follow_up_lexical: float = 0.1
+    follow_up_sharpness: float = 4.0
 
 
 class Retriever:
@@ -115,26 +116,34 @@ class Retriever:
         around = {c.entry.id: c for c in topic.candidates}
         floor_own = min((c.dense for c in alone.candidates), default=0.0)
         floor_around = min((c.dense for c in topic.candidates), default=0.0)
+        # Each entry: the mean of its similarities to the message and to the topic, plus a
+        # bonus for the message's own words (BM25): they carry what is new ("business").
+        mean: dict[str, float] = {}
         joint: dict[str, float] = {}
         for entry_id in own.keys() | around.keys():
             a = own[entry_id].dense if entry_id in own else floor_own
             b = around[entry_id].dense if entry_id in around else floor_around
-            joint[entry_id] = (a + b) / 2
-        best = max(joint.values(), default=0.0)
-        # The mean of two similarities varies half as much as one: sharpen the vote to match.
-        weights = {e: float(np.exp(2 * self.config.tau * (d - best))) for e, d in joint.items()}
+            lexical = own[entry_id].lexical if entry_id in own else 0.0
+            mean[entry_id] = (a + b) / 2
+            joint[entry_id] = mean[entry_id] + self.config.follow_up_lexical * lexical
+        # The entry just answered takes no part in the vote: its share would otherwise leave
+        # the real follow-up candidates looking unsure.
+        voters = {e: j for e, j in joint.items() if e != previous}
+        best = max(voters.values(), default=0.0)
+        # The mean of two similarities spreads entries less than one similarity does: a
+        # sharper vote keeps shares comparable with a single query's.
+        sharp = self.config.follow_up_sharpness * self.config.tau
+        weights = {e: float(np.exp(sharp * (j - best))) for e, j in voters.items()}
+        weights.update({e: 0.0 for e in joint.keys() - voters.keys()})
         total = sum(weights.values()) or 1.0
         candidates = []
-        for entry_id, dense in joint.items():
+        for entry_id in joint:
             source = own.get(entry_id) or around[entry_id]
-            # The follow-up's own words are what is new: only they count lexically.
             lexical = own[entry_id].lexical if entry_id in own else 0.0
             share = weights[entry_id] / total
             votes = own[entry_id].votes if entry_id in own else 0
-            score = (
-                share + self.config.dense_weight * dense + self.config.follow_up_lexical * lexical
-            )
-            candidates.append(Candidate(source.entry, score, dense, share, lexical, votes))
+            score = share + self.config.dense_weight * joint[entry_id]
+            candidates.append(Candidate(source.entry, score, mean[entry_id], share, lexical, votes))
         candidates.sort(key=lambda c: (c.entry.id == previous, -c.score, c.entry.id))
         ranked = tuple(candidates[: max(top, 1)])
         timings = {

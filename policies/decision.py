@@ -20,9 +20,12 @@ class DecisionConfig:
         clarify_margin: candidates whose best similarity is within this of the best one's are
             "close" and offered as choices.
         max_options: how many topics a clarifying question names.
+        clarify_min_similarity: candidates less similar than this to the question are never
+            offered: naming unrelated topics is worse than saying "I don't know".
     """
 
     clarify_floor: float = 0.5
+    clarify_min_similarity: float = 0.4
     clarify_margin: float = 0.06
     max_options: int = 3
 
@@ -53,7 +56,10 @@ def decide(
         return Decision(ReplyKind.ANSWER, confidence, candidates[:1])
     best = candidates[0]
     close = tuple(
-        c for c in candidates if best.dense - c.dense <= config.clarify_margin and c.dense > 0
+        c
+        for c in candidates
+        if best.dense - c.dense <= config.clarify_margin
+        and c.dense >= config.clarify_min_similarity
     )[: config.max_options]
     distinct_topics = {c.entry.title or c.entry.question or c.entry.id for c in close}
     if (

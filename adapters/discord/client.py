@@ -1,0 +1,617 @@
+"""The thin transport shell: a discord.py client that feeds the engine and posts its replies.
+
+discord.py's `state.py` parses the gateway; this module only dispatches. Every decision is a pure
+function in `convert.py` (what to answer, which conversation, where the answer goes) or
+`render.py` (what the messages look like); the engine runs in a worker thread
+(`asyncio.to_thread`) because it does database and model work. Rate limits, heartbeats,
+reconnects and RESUME are discord.py's; a message delivered twice (a replay after RESUME) is
+answered once because the engine de-duplicates by message id in the database.
+
+    gateway ─▶ discord.py state ─▶ dispatch (drops bots' traffic) ─▶ on_message / reactions /
+    buttons ─▶ convert ─▶ engine (thread) ─▶ render ─▶ REST (threads, messages)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+import weakref
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import discord
+import yarl
+from discord.gateway import DiscordWebSocket
+from discord.http import Route
+
+from adapters.discord.convert import (
+    HANDOFF_TEXT,
+    AgentReply,
+    MessageFacts,
+    Place,
+    Placement,
+    Routing,
+    button_feedback,
+    button_message,
+    content_missing,
+    conversation_key,
+    feedback_value,
+    from_bot,
+    is_agents_traffic,
+    message_facts,
+    placement,
+    reaction_facts,
+    reaction_feedback,
+    reply_ref,
+    to_agent_reply,
+    to_inbound,
+    why_answer,
+)
+from adapters.discord.render import (
+    CHOOSE_PREFIX,
+    DOWN_ID,
+    HANDOFF_ID,
+    UP_ID,
+    ButtonSpec,
+    HandoffCard,
+    conversation_from_footer,
+    handoff_embed,
+    persistent_buttons,
+    render_reply,
+    thread_name,
+)
+from adapters.discord.settings import PORTAL, DiscordSettings
+from bot.engine import Engine
+from bot.errors import ConfigError
+from bot.model import ConversationKey, Reply
+
+__all__ = [
+    "AgentReplyHandler",
+    "FeedbackView",
+    "ShardedSupportBotClient",
+    "SupportBotClient",
+    "build_client",
+    "discord_endpoints",
+    "intents_for",
+    "serve",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Called with each agent's message in a handoff card's thread (the relay comes later).
+AgentReplyHandler = Callable[[AgentReply], Awaitable[None]]
+ButtonHandler = Callable[[str, "discord.Interaction[Any]"], Awaitable[None]]
+
+INTENT_HELP = (
+    f"turn on the Message Content intent: {PORTAL} → your application → Bot → Privileged "
+    "Gateway Intents → Message Content Intent, save, and restart `supportbot discord`"
+)
+NO_CONTENT_WARNING = (
+    "Discord delivered a message with no text (message %s in channel %s): the Message Content "
+    "intent is off, so the bot can only read DMs and messages that mention it. To answer "
+    "support channels and forum posts, " + INTENT_HELP
+)
+PERMISSION_HELP = (
+    "check the bot's permissions there: View Channel, Send Messages, Send Messages in Threads, "
+    "Create Public Threads, Read Message History"
+)
+THANKS_UP = "Thanks for the feedback! 👍"
+THANKS_DOWN = "Thanks for telling us. We'll use it to improve this answer."
+REPLY_GONE = "Sorry, I can't find that answer any more."
+
+
+# Endpoints -------------------------------------------------------------------------------------
+
+
+@contextmanager
+def discord_endpoints(api_url: str | None, gateway_url: str | None = None) -> Iterator[None]:
+    """Point discord.py at another Discord (a local fake) inside the block, and only there.
+
+    discord.py reads its REST base from the class attribute `discord.http.Route.BASE` and, for an
+    unsharded client, its first gateway URL from `DiscordWebSocket.DEFAULT_GATEWAY`; both are
+    process-wide, so they are set here and restored on exit. With `api_url` set and no
+    `gateway_url`, the client asks the API (`GET /gateway/bot`) at login, as sharded clients do.
+
+    Args:
+        api_url: e.g. ``http://127.0.0.1:8765/api/v10``; None leaves discord.py untouched.
+        gateway_url: e.g. ``ws://127.0.0.1:8765/gateway``.
+    """
+    saved_base, saved_gateway = Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY
+    if api_url is not None:
+        Route.BASE = api_url.rstrip("/")
+    if gateway_url is not None:
+        DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway_url)
+    try:
+        yield
+    finally:
+        Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY = saved_base, saved_gateway
+
+
+def intents_for(settings: DiscordSettings) -> discord.Intents:
+    """Servers, server and DM messages and reactions; message content when configured."""
+    intents = discord.Intents.none()
+    intents.guilds = True
+    intents.guild_messages = True
+    intents.dm_messages = True
+    intents.guild_reactions = True
+    intents.dm_reactions = True
+    intents.message_content = settings.message_content
+    return intents
+
+
+# Buttons ---------------------------------------------------------------------------------------
+
+
+class _Button(discord.ui.Button["FeedbackView"]):
+    def __init__(self, spec: ButtonSpec, on_click: ButtonHandler | None) -> None:
+        super().__init__(
+            style=discord.ButtonStyle(spec.style),
+            label=spec.label or None,
+            custom_id=spec.custom_id,
+            emoji=spec.emoji,
+        )
+        self._on_click = on_click
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        if self._on_click is not None and self.custom_id is not None:
+            await self._on_click(self.custom_id, interaction)
+
+
+class FeedbackView(discord.ui.View):
+    """Buttons with fixed custom ids and no timeout: a persistent view.
+
+    The client registers one instance holding every button (`persistent_buttons()`) at start-up,
+    with `on_click` set; it answers clicks on any message, also after a restart. Messages are
+    sent with a stopped instance holding only their own buttons, which supplies the components
+    without discord.py keeping a view per message in memory.
+    """
+
+    def __init__(self, buttons: Sequence[ButtonSpec], on_click: ButtonHandler | None = None):
+        super().__init__(timeout=None)
+        for spec in buttons:
+            self.add_item(_Button(spec, on_click))
+
+    async def on_error(
+        self,
+        interaction: discord.Interaction[Any],
+        error: Exception,
+        item: discord.ui.Item[Any],
+        /,
+    ) -> None:
+        """A failing click is logged with its button; the bot keeps running."""
+        custom_id = getattr(item, "custom_id", "?")
+        logger.error("Discord: button %s failed", custom_id, exc_info=error)
+
+
+def _display_view(buttons: Sequence[ButtonSpec]) -> FeedbackView:
+    view = FeedbackView(buttons)
+    view.stop()
+    return view
+
+
+# The client ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """Where an answer is posted, and the message it replies to (if it is a reply)."""
+
+    channel: discord.abc.Messageable
+    reference: discord.Message | None = None
+
+
+class SupportBotClient(discord.Client):
+    """The support bot on the Discord gateway.
+
+    Args:
+        settings: the Discord settings.
+        engine: the shared engine (its calls block: they run in worker threads).
+        **options: passed to `discord.Client` (e.g. `guild_ready_timeout` in tests).
+    """
+
+    def __init__(self, settings: DiscordSettings, engine: Engine, **options: Any) -> None:
+        # No message cache: handlers use the objects they were given (a cached message would be
+        # changed in place by a later edit while its handler waits) and memory stays flat.
+        options.setdefault("max_messages", None)
+        options.setdefault(
+            "allowed_mentions",
+            discord.AllowedMentions(everyone=False, users=False, roles=False, replied_user=True),
+        )
+        super().__init__(intents=intents_for(settings), **options)
+        self.settings = settings
+        self.engine = engine
+        self.routing = Routing(
+            support_channels=frozenset(settings.support_channels),
+            forum_channels=frozenset(settings.forum_channels),
+            agents_channel=settings.agents_channel,
+            threads=settings.threads,
+        )
+        self._warned_no_content = False
+        self._agent_handler: AgentReplyHandler | None = None
+        self._cards: dict[int, ConversationKey] = {}
+        # One turn at a time per conversation, in arrival order: a quick edit or a second
+        # message waits for the answer to the first instead of racing it.
+        self._turns: weakref.WeakValueDictionary[ConversationKey, asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
+
+    # Lifecycle ---------------------------------------------------------------------------------
+
+    async def setup_hook(self) -> None:
+        """After login, before the gateway: find a fake's gateway, register the buttons."""
+        if self.settings.api_url is not None and self.settings.gateway_url is None:
+            _, url, _ = await self.http.get_bot_gateway()
+            # Scoped by `discord_endpoints`, which restores the default on exit.
+            DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(url)
+        self.add_view(FeedbackView(persistent_buttons(), self._on_button))
+
+    async def on_ready(self) -> None:
+        user = self.user
+        logger.info(
+            "Discord: connected as %s (id %s) in %d server(s)",
+            user,
+            user.id if user else "?",
+            len(self.guilds),
+        )
+        self._check_channels()
+
+    def _check_channels(self) -> None:
+        """Warn at start-up about configured channels the bot cannot see or cannot use."""
+        for channel_id in self.routing.support_channels:
+            channel = self.get_channel(channel_id)
+            if channel is None:
+                logger.warning(
+                    "support channel %s is not visible to the bot: invite the bot to its server "
+                    "and %s",
+                    channel_id,
+                    PERMISSION_HELP,
+                )
+        for channel_id in self.routing.forum_channels:
+            channel = self.get_channel(channel_id)
+            if channel is None:
+                logger.warning("forum channel %s is not visible to the bot", channel_id)
+            elif not isinstance(channel, discord.ForumChannel):
+                logger.warning(
+                    "channel %s is configured as a forum but is a %s: list it in "
+                    "SUPPORTBOT_DISCORD_SUPPORT_CHANNELS instead",
+                    channel_id,
+                    getattr(channel, "type", "channel"),
+                )
+        agents = self.routing.agents_channel
+        if agents is not None and not isinstance(self.get_channel(agents), discord.TextChannel):
+            logger.warning(
+                "agents' channel %s is not a text channel the bot can see: handoff cards "
+                "cannot be posted",
+                agents,
+            )
+
+    def dispatch(self, event: str, /, *args: Any, **kwargs: Any) -> None:
+        """Drop traffic from this bot and other bots here, once, before any handler sees it."""
+        if self._from_bots(event, args):
+            logger.debug("ignored %s from a bot", event)
+            return
+        super().dispatch(event, *args, **kwargs)
+
+    def _from_bots(self, event: str, args: tuple[Any, ...]) -> bool:
+        me = self.user.id if self.user is not None else None
+        first = args[0] if args else None
+        if isinstance(first, discord.RawMessageUpdateEvent):
+            first = first.message
+        if event in ("message", "raw_message_edit") and isinstance(first, discord.Message):
+            author = first.author
+            is_bot = author.bot or author.system or first.webhook_id is not None
+            return from_bot(author.id, is_bot, me)
+        if isinstance(first, discord.RawReactionActionEvent):
+            member = first.member
+            return from_bot(first.user_id, bool(member is not None and member.bot), me)
+        return False
+
+    async def on_error(self, event_method: str, /, *args: Any, **kwargs: Any) -> None:
+        """A failing handler is logged with its event; the client keeps running."""
+        logger.exception("Discord: handling %s failed", event_method)
+
+    # Messages ----------------------------------------------------------------------------------
+
+    async def on_message(self, message: discord.Message) -> None:
+        await self._handle_message(message)
+
+    async def on_raw_message_edit(self, payload: discord.RawMessageUpdateEvent) -> None:
+        message = payload.message
+        if message.edited_at is None:
+            return  # an embed unfolding, a pin: not an edit of the text
+        await self._handle_message(message, revision=message.edited_at.isoformat())
+
+    def _my_role_id(self, guild: discord.Guild | None) -> int | None:
+        if guild is None or guild.me is None:
+            return None
+        role = guild.self_role
+        return role.id if role is not None else None
+
+    async def _resolve_channel(self, message: discord.Message) -> object:
+        """The message's channel; one discord.py had not cached is fetched once."""
+        channel = message.channel
+        if isinstance(channel, discord.PartialMessageable) and message.guild is not None:
+            cached = self.get_channel(channel.id)
+            if cached is not None:
+                return cached
+            try:
+                return await self.fetch_channel(channel.id)
+            except discord.HTTPException as e:
+                logger.debug("cannot fetch channel %s: %s", channel.id, e)
+        return channel
+
+    async def _handle_message(self, message: discord.Message, revision: str = "") -> None:
+        me = self.user
+        if me is None:
+            return
+        channel = await self._resolve_channel(message)
+        facts = message_facts(
+            message, me_id=me.id, my_role_id=self._my_role_id(message.guild), channel=channel
+        )
+        if is_agents_traffic(facts, self.routing):
+            if facts.place is Place.THREAD and not revision:
+                await self._relay_agent_reply(facts, channel)
+            return
+        async with self._turn_lock(conversation_key(facts)):
+            await self._answer(message, facts, revision)
+
+    def _turn_lock(self, key: ConversationKey) -> asyncio.Lock:
+        lock = self._turns.get(key)
+        if lock is None:
+            lock = self._turns[key] = asyncio.Lock()
+        return lock
+
+    async def _answer(self, message: discord.Message, facts: MessageFacts, revision: str) -> None:
+        takes_part = False
+        if facts.place is Place.THREAD:
+            takes_part = await asyncio.to_thread(self.engine.takes_part_in, conversation_key(facts))
+        why = why_answer(facts, self.routing, takes_part)
+        if why is None:
+            return
+        if content_missing(facts):
+            self._warn_no_content(facts)
+            return
+        inbound = to_inbound(facts, why, revision=revision)
+        replies = await asyncio.to_thread(self.engine.handle, inbound)
+        if not replies:
+            return
+        target = await self._target_for(message, facts, inbound.text)
+        await self._post(target, replies)
+
+    def _warn_no_content(self, facts: MessageFacts) -> None:
+        if self._warned_no_content:
+            logger.debug("message %s arrived without text", facts.message_id)
+            return
+        self._warned_no_content = True
+        logger.warning(NO_CONTENT_WARNING, facts.message_id, facts.channel_id)
+
+    async def _target_for(
+        self, message: discord.Message, facts: MessageFacts, question: str
+    ) -> _Target:
+        where = placement(facts, self.routing)
+        if where is Placement.NEW_THREAD:
+            try:
+                thread = await message.create_thread(name=thread_name(question))
+            except (discord.HTTPException, ValueError) as e:
+                logger.warning(
+                    "cannot start a thread on message %s in channel %s (%s): answering with a "
+                    "reply instead; %s",
+                    message.id,
+                    facts.channel_id,
+                    e,
+                    PERMISSION_HELP,
+                )
+                return _Target(message.channel, message)
+            return _Target(thread)
+        if where is Placement.REPLY:
+            return _Target(message.channel, message)
+        return _Target(message.channel)
+
+    async def _post(self, target: _Target, replies: Sequence[Reply]) -> None:
+        """Send replies in order; each reply's last message carries its buttons and is
+        remembered as the reply's platform reference (reactions and clicks find it there)."""
+        reference = target.reference
+        for reply in replies:
+            last: discord.Message | None = None
+            for chunk in render_reply(reply):
+                extra: dict[str, Any] = {}
+                if chunk.buttons:
+                    extra["view"] = _display_view(chunk.buttons)
+                if reference is not None:
+                    # A question deleted meanwhile must not make the answer fail.
+                    extra["reference"] = reference.to_reference(fail_if_not_exists=False)
+                try:
+                    last = await target.channel.send(chunk.content, **extra)
+                except discord.HTTPException as e:
+                    logger.warning(
+                        "cannot post reply %s in channel %s (%s): %s",
+                        reply.id,
+                        getattr(target.channel, "id", "?"),
+                        e,
+                        PERMISSION_HELP,
+                    )
+                    return
+                reference = None  # only the first message replies to the question
+            if last is not None and reply.id:
+                ref = reply_ref(last.channel.id, last.id)
+                await asyncio.to_thread(self.engine.attach_platform_ref, reply.id, ref)
+
+    # Feedback ----------------------------------------------------------------------------------
+
+    async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
+        await self._on_reaction(payload)
+
+    async def on_raw_reaction_remove(self, payload: discord.RawReactionActionEvent) -> None:
+        await self._on_reaction(payload)
+
+    async def _on_reaction(self, payload: discord.RawReactionActionEvent) -> None:
+        facts = reaction_facts(payload)
+        value = feedback_value(
+            facts.emoji_id, facts.emoji_name, self.settings.up_emoji, self.settings.down_emoji
+        )
+        if value is None:
+            return
+        me = self.user
+        author = facts.message_author_id
+        if author is not None and me is not None and author != me.id:
+            return  # not on one of the bot's messages: no need to ask the database
+        ref = reply_ref(facts.channel_id, facts.message_id)
+        info = await asyncio.to_thread(self.engine.reply_posted_as, ref)
+        if info is None:
+            return
+        event = reaction_feedback(facts, info.id, value, nonce=uuid.uuid4().hex)
+        changed = await asyncio.to_thread(self.engine.record_feedback, event)
+        logger.info(
+            "feedback reply=%s value=%s via reaction changed=%s", info.id, event.value, changed
+        )
+
+    async def _on_button(self, custom_id: str, interaction: discord.Interaction[Any]) -> None:
+        """A click on one of the persistent buttons.
+
+        Discord wants an acknowledgement within 3 seconds, so the interaction is deferred first
+        (no visible change) and the database work follows.
+        """
+        await interaction.response.defer()
+        message = interaction.message
+        if message is None:
+            return
+        ref = reply_ref(message.channel.id, message.id)
+        info = await asyncio.to_thread(self.engine.reply_posted_as, ref)
+        if info is None:
+            await interaction.followup.send(REPLY_GONE, ephemeral=True)
+            return
+        user_id = interaction.user.id
+        if custom_id in (UP_ID, DOWN_ID):
+            event = button_feedback(custom_id == UP_ID, info.id, user_id, interaction.id)
+            changed = await asyncio.to_thread(self.engine.record_feedback, event)
+            logger.info(
+                "feedback reply=%s value=%s via button changed=%s", info.id, event.value, changed
+            )
+            thanks = THANKS_UP if custom_id == UP_ID else THANKS_DOWN
+            await interaction.followup.send(thanks, ephemeral=True)
+            return
+        if custom_id == HANDOFF_ID:
+            # Handoff to a person comes with a later issue; until then the click asks for one in
+            # the user's name and the engine answers as it would to those words.
+            text = HANDOFF_TEXT
+        elif custom_id.startswith(CHOOSE_PREFIX):
+            index = int(custom_id.removeprefix(CHOOSE_PREFIX))
+            if index >= len(info.sources):
+                return
+            chosen = info.sources[index]
+            text = chosen.title or chosen.id
+        else:
+            return
+        conversation = await asyncio.to_thread(
+            self.engine.store.get_conversation, info.conversation_id
+        )
+        if conversation is None:
+            return
+        inbound = button_message(conversation.key, user_id, interaction.id, text)
+        channel = message.channel
+        in_place = isinstance(channel, discord.Thread | discord.DMChannel)
+        async with self._turn_lock(conversation.key):
+            replies = await asyncio.to_thread(self.engine.handle, inbound)
+            await self._post(_Target(channel, None if in_place else message), replies)
+
+    # Agents' side ------------------------------------------------------------------------------
+
+    def on_agent_reply(self, handler: AgentReplyHandler | None) -> None:
+        """Register the callback that receives agents' messages in handoff card threads."""
+        self._agent_handler = handler
+
+    async def post_handoff_card(self, card: HandoffCard) -> str:
+        """Post a handoff card in the agents' channel and start its thread.
+
+        Returns:
+            The card's reference, ``"{agents channel}:{card message}"``; agents' replies name it
+            as `AgentReply.card_ref`. The card's message id is also its thread's id.
+
+        Raises:
+            ConfigError: no agents' channel is configured, or it is not a text channel.
+            discord.HTTPException: Discord refused the message.
+        """
+        agents = self.routing.agents_channel
+        if agents is None:
+            raise ConfigError(
+                "no agents' channel: set SUPPORTBOT_DISCORD_AGENTS_CHANNEL to a staff channel id"
+            )
+        channel = self.get_channel(agents) or await self.fetch_channel(agents)
+        if not isinstance(channel, discord.TextChannel):
+            raise ConfigError(f"the agents' channel {agents} is not a text channel")
+        message = await channel.send(embed=discord.Embed.from_dict(dict(handoff_embed(card))))
+        thread = await message.create_thread(name=thread_name(f"{card.customer}: {card.question}"))
+        self._cards[thread.id] = card.conversation
+        logger.info("handoff card %s posted for %s", message.id, card.conversation)
+        return reply_ref(channel.id, message.id)
+
+    async def _card_conversation(self, facts: MessageFacts) -> ConversationKey | None:
+        """The conversation a card's thread is about: remembered, or read off the card."""
+        known = self._cards.get(facts.channel_id)
+        if known is not None or facts.parent_id is None:
+            return known
+        try:
+            parent = self.get_channel(facts.parent_id) or await self.fetch_channel(facts.parent_id)
+            if not isinstance(parent, discord.TextChannel):
+                return None
+            card = await parent.fetch_message(facts.channel_id)
+        except discord.HTTPException:
+            return None
+        for embed in card.embeds:
+            if embed.footer.text:
+                key = conversation_from_footer(embed.footer.text)
+                if key is not None:
+                    self._cards[facts.channel_id] = key
+                    return key
+        return None
+
+    async def _relay_agent_reply(self, facts: MessageFacts, channel: object) -> None:
+        if self._agent_handler is None:
+            logger.info(
+                "agent message %s in card %s: no relay registered", facts.message_id, channel
+            )
+            return
+        conversation = await self._card_conversation(facts)
+        if conversation is None:
+            return  # a thread in the agents' channel that is not a handoff card
+        await self._agent_handler(to_agent_reply(facts, conversation))
+
+
+class ShardedSupportBotClient(SupportBotClient, discord.AutoShardedClient):
+    """The same bot on several gateway connections (`SUPPORTBOT_DISCORD_SHARDED=1`)."""
+
+
+def build_client(settings: DiscordSettings, engine: Engine, **options: Any) -> SupportBotClient:
+    """The client the settings ask for: sharded or not."""
+    cls = ShardedSupportBotClient if settings.sharded else SupportBotClient
+    return cls(settings, engine, **options)
+
+
+async def serve(
+    settings: DiscordSettings,
+    engine: Engine,
+    *,
+    client: SupportBotClient | None = None,
+) -> None:
+    """Run the bot until the connection closes or the task is cancelled.
+
+    Raises:
+        ConfigError: Discord refused the token or the privileged intent.
+    """
+    bot = client or build_client(settings, engine)
+    with discord_endpoints(settings.api_url, settings.gateway_url):
+        try:
+            async with bot:
+                await bot.start(settings.token.get_secret_value())
+        except discord.LoginFailure as e:
+            raise ConfigError(f"Discord refused DISCORD_TOKEN ({e}); {PORTAL}") from e
+        except discord.PrivilegedIntentsRequired as e:
+            raise ConfigError(
+                "Discord refused the Message Content intent: "
+                + INTENT_HELP
+                + " (or set SUPPORTBOT_DISCORD_MESSAGE_CONTENT=false to answer DMs and "
+                "mentions only)"
+            ) from e

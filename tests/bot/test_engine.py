@@ -1,0 +1,576 @@
+"""The dialogue engine with the real model, the sample knowledge base and real databases.
+
+`Responder` tests check the decision alone; `Engine` tests check a whole turn, read back through
+the `Store`. One set of services (SQLite) is shared by the module: every test talks in
+conversations of its own, so they do not see each other's history.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+from sqlalchemy import make_url
+
+from bot.engine import ERROR_TEXT, FALLBACK_TEXT, Responder
+from bot.errors import StorageError
+from bot.model import (
+    ActionKind,
+    ConversationKey,
+    FeedbackEvent,
+    FeedbackValue,
+    InboundMessage,
+    Owner,
+    Reply,
+    ReplyKind,
+    Role,
+    Turn,
+)
+from bot.service import Services, build_services
+from bot.settings import Settings
+from bot.text import clean_text
+
+pytestmark = pytest.mark.model
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "SUPPORTBOT_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+def _build(data_dir: Path, embedder: object, **settings: object) -> Services:
+    """The bot's services on `data_dir`, sharing the session's already loaded model."""
+    services = build_services(Settings(data_dir=data_dir, **settings))  # type: ignore[arg-type]
+    # Same weights (the index's fingerprint check passed); only spares loading them again.
+    services.kb.embedder = embedder  # type: ignore[assignment]
+    return services
+
+
+@pytest.fixture(scope="module")
+def services(
+    tmp_path_factory: pytest.TempPathFactory,
+    sample_kb_dir: Path,
+    embedder: object,
+) -> Iterator[Services]:
+    data = tmp_path_factory.mktemp("engine") / "data"
+    shutil.copytree(sample_kb_dir, data / "index")
+    built = _build(data, embedder)
+    yield built
+    built.store.close()
+
+
+@pytest.fixture
+def responder(services: Services) -> Responder:
+    return services.engine.responder
+
+
+@pytest.fixture
+def no_retrieval(monkeypatch: pytest.MonkeyPatch, services: Services) -> None:
+    """Fail the test if the knowledge base is searched."""
+
+    def forbidden(*args: object, **kwargs: object) -> object:
+        raise AssertionError("the knowledge base was searched")
+
+    monkeypatch.setattr(services.retriever, "retrieve", forbidden)
+    monkeypatch.setattr(services.retriever, "retrieve_follow_up", forbidden)
+
+
+def new_channel() -> str:
+    return f"c-{uuid.uuid4().hex[:12]}"
+
+
+def message(
+    channel: str,
+    text: str,
+    *,
+    message_id: str | None = None,
+    user: str = "u-1",
+    addressed: bool = True,
+) -> InboundMessage:
+    return InboundMessage(
+        platform="web",
+        workspace="",
+        channel=channel,
+        user=user,
+        message_id=message_id or uuid.uuid4().hex,
+        text=text,
+        addressed=addressed,
+    )
+
+
+def conversation_id(services: Services, channel: str) -> str:
+    """The storage id of the web conversation on `channel` (it must exist already)."""
+    info = services.store.get_or_create_conversation(ConversationKey("web", "", channel), "?")
+    return info.id
+
+
+def table_growth(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    return {
+        name: after[name] - before.get(name, 0)
+        for name in after
+        if after[name] != before.get(name, 0)
+    }
+
+
+# Responder -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "entry"),
+    [
+        ("How do I reset my password?", "reset-password"),
+        ("How do I export a note as a PDF?", "export-pdf"),
+        ("Which payment methods do you accept?", "payment-methods"),
+        ("What are your support hours?", "support-hours"),
+    ],
+)
+def test_faq_question_is_answered_with_its_entry(
+    responder: Responder, text: str, entry: str
+) -> None:
+    reply, trace = responder.respond(text)
+
+    assert reply.kind is ReplyKind.ANSWER
+    assert reply.sources[0].id == entry
+    assert reply.text == responder.retriever.kb.entry(entry).answer  # type: ignore[union-attr]
+    assert 0.0 < reply.sources[0].score <= 1.0
+    assert reply.confidence is not None
+    assert reply.sources[0].score == pytest.approx(reply.confidence, abs=1e-4)
+    assert reply.confidence >= responder.confidence.threshold
+    kinds = [action.kind for action in reply.actions]
+    assert ActionKind.FEEDBACK_UP in kinds
+    assert ActionKind.FEEDBACK_DOWN in kinds
+    assert trace.decision is not None and trace.decision.answered
+    assert trace.retrieval is not None
+    assert trace.query == text
+    assert not trace.used_context
+    assert trace.timings["total_ms"] > 0
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "What's the weather in Paris tomorrow?",
+        "Give me a lasagna recipe",
+        "Who won the football World Cup in 2018?",
+    ],
+)
+def test_out_of_scope_question_is_never_answered(responder: Responder, text: str) -> None:
+    reply, trace = responder.respond(text)
+
+    assert reply.kind in (ReplyKind.FALLBACK, ReplyKind.CLARIFY)
+    assert reply.confidence is not None
+    assert reply.confidence < responder.confidence.threshold
+    assert trace.decision is not None and not trace.decision.answered
+    if reply.kind is ReplyKind.FALLBACK:
+        assert reply.text == FALLBACK_TEXT
+        assert reply.sources == ()
+        assert [a.kind for a in reply.actions] == [ActionKind.HANDOFF]
+
+
+@pytest.mark.usefixtures("no_retrieval")
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("hello", "Lumen Assistant"),
+        ("Hi there!", "Lumen Assistant"),
+        ("good morning team", "Lumen Assistant"),
+        ("thanks!", "welcome"),
+        ("Thank you so much", "welcome"),
+        ("bye", "Goodbye"),
+        ("Have a nice day!", "Goodbye"),
+    ],
+)
+def test_greetings_and_thanks_are_smalltalk_without_retrieval(
+    responder: Responder, text: str, says: str
+) -> None:
+    reply, trace = responder.respond(text)
+
+    assert reply.kind is ReplyKind.SMALLTALK
+    assert says in reply.text
+    assert reply.sources == ()
+    assert reply.actions == ()
+    assert trace.retrieval is None and trace.decision is None
+
+
+@pytest.mark.usefixtures("no_retrieval")
+@pytest.mark.parametrize("text", ["", "   ", "\n\t \r\n"], ids=["empty", "spaces", "whitespace"])
+def test_empty_text_gets_a_polite_prompt(responder: Responder, text: str) -> None:
+    reply, trace = responder.respond(text)
+
+    assert reply.kind is ReplyKind.SMALLTALK
+    assert "What would you like to know?" in reply.text
+    assert trace.retrieval is None
+
+
+@pytest.mark.usefixtures("no_retrieval")
+def test_very_long_text_is_refused_politely(responder: Responder) -> None:
+    text = ("How do I reset my password? " * 400)[:10_000]
+
+    reply, trace = responder.respond(text)
+
+    assert reply.kind is ReplyKind.FALLBACK
+    assert "too long" in reply.text
+    assert str(responder.config.max_message_chars) in reply.text
+    assert [a.kind for a in reply.actions] == [ActionKind.HANDOFF]
+    assert trace.retrieval is None
+    assert len(trace.query) <= 200
+
+
+ODD_TEXTS = [
+    pytest.param("😀🎉🔥🙈", id="emoji"),
+    pytest.param("🏳️‍🌈" * 60, id="zwj-emoji-sequences"),
+    pytest.param("كيف أعيد تعيين كلمة المرور الخاصة بي؟", id="arabic-rtl"),
+    pytest.param("איך אני מאפס את הסיסמה?", id="hebrew-rtl"),
+    pytest.param("\u202ereset my password\u202c", id="bidi-override"),
+    pytest.param("\u200b\u200b\u200b", id="zero-width-only"),
+    pytest.param("reset\x00my\x00password", id="nul-inside"),
+    pytest.param("\x00", id="nul-only"),
+    pytest.param("ｈｏｗ ｄｏ ｉ ｒｅｓｅｔ ｍｙ ｐａｓｓｗｏｒｄ", id="fullwidth"),
+    pytest.param("Z̷̢͉a̸̧͔l̵̨̛g̶͍̈o̴̰͝ password", id="zalgo"),
+    pytest.param("\x1b[31mred\x1b[0m \x07", id="control-chars"),
+    pytest.param("<script>alert(1)</script> ' OR 1=1; --", id="markup-and-sql"),
+    pytest.param("𝓗𝓸𝔀 𝓭𝓸 𝓘 𝓮𝔁𝓹𝓸𝓻𝓽?", id="math-alphanumerics"),
+]
+
+
+@pytest.mark.parametrize("text", ODD_TEXTS)
+def test_odd_text_gets_a_reply(responder: Responder, text: str) -> None:
+    reply, _ = responder.respond(text)
+
+    assert isinstance(reply, Reply)
+    assert reply.text.strip()
+    if reply.kind is ReplyKind.ANSWER:
+        assert reply.sources
+
+
+def test_lone_surrogate_gets_a_reply(responder: Responder) -> None:
+    reply, _ = responder.respond("reset my password \ud800")
+
+    assert reply.text.strip()
+
+
+# Engine.handle ---------------------------------------------------------------------------------
+
+
+def test_handle_persists_conversation_message_and_reply(services: Services) -> None:
+    store = services.store
+    channel = new_channel()
+    before = store.counts()
+
+    replies = services.engine.handle(message(channel, "How do I reset my password?", user="ann"))
+
+    assert len(replies) == 1
+    reply = replies[0]
+    assert reply.kind is ReplyKind.ANSWER
+    assert reply.id
+    assert reply.sources[0].id == "reset-password"
+    growth = table_growth(before, store.counts())
+    assert {name: growth.get(name, 0) for name in ("conversation", "message", "reply")} == {
+        "conversation": 1,
+        "message": 2,
+        "reply": 1,
+    }
+    assert growth.get("processed_event") == 1
+    assert "feedback" not in growth and "handoff" not in growth
+
+    conversation = store.get_conversation(conversation_id(services, channel))
+    assert conversation is not None
+    assert conversation.key == ConversationKey("web", "", channel)
+    assert conversation.customer == "ann"
+    assert conversation.owner is Owner.BOT
+    assert conversation.status == "open"
+    assert store.history(conversation.id) == [
+        Turn(Role.USER, "How do I reset my password?"),
+        Turn(Role.BOT, reply.text),
+    ]
+
+    stored = store.get_reply(reply.id)
+    assert stored is not None
+    assert stored.conversation_id == conversation.id
+    assert stored.kind is ReplyKind.ANSWER
+    assert stored.text == reply.text
+    assert stored.sources == reply.sources
+    assert [s.score for s in stored.sources] == [s.score for s in reply.sources]
+    assert stored.confidence == pytest.approx(reply.confidence)
+    assert stored.query == "How do I reset my password?"
+    assert stored.message_id is not None
+    assert stored.latency_ms is not None and stored.latency_ms > 0
+
+
+def test_handle_reads_the_history_for_a_follow_up(services: Services) -> None:
+    """The stored turns are the context: the follow-up's query carries the earlier question."""
+    channel = new_channel()
+    first = services.engine.handle(message(channel, "How much storage do I get on the free plan?"))
+    assert first[0].sources[0].id == "storage-limit-free"
+
+    follow_up = services.engine.handle(message(channel, "and if we're on Business?"))
+
+    assert follow_up[0].kind is ReplyKind.ANSWER
+    assert follow_up[0].sources[0].id == "storage-limit-business"
+    stored = services.store.get_reply(follow_up[0].id)
+    assert stored is not None
+    assert "storage" in stored.query.lower()
+    assert stored.query.endswith("and if we're on Business?")
+    assert len(services.store.history(conversation_id(services, channel))) == 4
+
+
+def test_same_message_id_twice_is_answered_once(services: Services) -> None:
+    store = services.store
+    channel, message_id = new_channel(), uuid.uuid4().hex
+    first = services.engine.handle(
+        message(channel, "How do I delete my account?", message_id=message_id)
+    )
+    after_first = store.counts()
+
+    second = services.engine.handle(
+        message(channel, "How do I delete my account?", message_id=message_id)
+    )
+
+    assert len(first) == 1
+    assert second == []
+    assert store.counts() == after_first
+    history = store.history(conversation_id(services, channel))
+    assert [turn.role for turn in history] == [Role.USER, Role.BOT]
+
+
+def test_message_ids_are_per_platform(services: Services) -> None:
+    """The de-duplication key is (platform, message id): another platform's id may repeat."""
+    shared_id = uuid.uuid4().hex
+    web = services.engine.handle(
+        message(new_channel(), "How do I reset my password?", message_id=shared_id)
+    )
+    other = InboundMessage(
+        "console", "", new_channel(), "u-1", shared_id, "How do I reset my password?"
+    )
+
+    assert len(web) == 1
+    assert len(services.engine.handle(other)) == 1
+
+
+def test_message_ids_are_per_workspace(services: Services) -> None:
+    shared_id = uuid.uuid4().hex[:8]
+    acme = InboundMessage("zendesk", "acme", new_channel(), "u-1", shared_id, "hello")
+    globex = InboundMessage("zendesk", "globex", new_channel(), "u-2", shared_id, "hello")
+
+    assert len(services.engine.handle(acme)) == 1
+    assert len(services.engine.handle(globex)) == 1
+
+
+def test_human_owned_conversation_gets_no_reply_but_is_recorded(services: Services) -> None:
+    store = services.store
+    channel = new_channel()
+    conversation = store.get_or_create_conversation(ConversationKey("web", "", channel), "u-1")
+    store.set_owner(conversation.id, Owner.HUMAN, "agent-7", "customer asked for a person")
+    replies_before = store.counts()["reply"]
+
+    replies = services.engine.handle(message(channel, "How do I reset my password?"))
+
+    assert replies == []
+    assert store.counts()["reply"] == replies_before
+    assert store.history(conversation.id) == [Turn(Role.USER, "How do I reset my password?")]
+
+    store.set_owner(conversation.id, Owner.BOT, "agent-7")
+    back = services.engine.handle(message(channel, "How do I reset my password?"))
+    assert [r.kind for r in back] == [ReplyKind.ANSWER]
+
+
+def test_unaddressed_message_gets_no_reply_but_is_recorded(services: Services) -> None:
+    store = services.store
+    channel = new_channel()
+    replies_before = store.counts()["reply"]
+
+    replies = services.engine.handle(
+        message(channel, "anyone know how to export to PDF?", addressed=False)
+    )
+
+    assert replies == []
+    assert store.counts()["reply"] == replies_before
+    conversation = conversation_id(services, channel)
+    assert store.history(conversation) == [Turn(Role.USER, "anyone know how to export to PDF?")]
+
+    answered = services.engine.handle(message(channel, "How do I export a note as a PDF?"))
+    assert answered[0].sources[0].id == "export-pdf"
+    assert len(store.history(conversation)) == 3
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "hello",
+        "x" * 10_000,
+        "😀 مرحبا \u202e\x00",
+    ],
+    ids=["empty", "greeting", "10k-chars", "odd-unicode"],
+)
+def test_handle_stores_every_kind_of_reply(services: Services, text: str) -> None:
+    channel = new_channel()
+
+    replies = services.engine.handle(message(channel, text))
+
+    assert len(replies) == 1
+    assert replies[0].text != ERROR_TEXT
+    stored = services.store.get_reply(replies[0].id)
+    assert stored is not None
+    assert stored.kind is replies[0].kind
+    history = services.store.history(conversation_id(services, channel))
+    # NUL and other control characters are dropped: PostgreSQL cannot store them.
+    stored_text = clean_text(text, normalize=False)
+    assert history == [Turn(Role.USER, stored_text), Turn(Role.BOT, replies[0].text)]
+
+
+def test_failure_inside_retrieval_becomes_an_apology(
+    services: Services, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(*args: object, **kwargs: object) -> object:
+        raise RuntimeError("the index is on fire")
+
+    monkeypatch.setattr(services.retriever, "retrieve", broken)
+    channel = new_channel()
+    replies_before = services.store.counts()["reply"]
+
+    with caplog.at_level(logging.ERROR, logger="bot.engine"):
+        replies = services.engine.handle(message(channel, "How do I reset my password?"))
+
+    assert len(replies) == 1
+    assert replies[0].kind is ReplyKind.FALLBACK
+    assert replies[0].text == ERROR_TEXT
+    assert ActionKind.HANDOFF in [a.kind for a in replies[0].actions]
+    assert "turn failed" in caplog.text
+    assert "the index is on fire" in caplog.text
+    assert services.store.counts()["reply"] == replies_before
+    assert services.store.history(conversation_id(services, channel)) == [
+        Turn(Role.USER, "How do I reset my password?")
+    ]
+
+
+# Engine.record_feedback ------------------------------------------------------------------------
+
+
+def feedback(reply_id: str, user: str, value: FeedbackValue | None, event_id: str) -> FeedbackEvent:
+    return FeedbackEvent("web", reply_id, user, value, event_id)
+
+
+def test_record_feedback_up_down_withdraw_and_repeats(services: Services) -> None:
+    engine, store = services.engine, services.store
+    reply = engine.handle(message(new_channel(), "How do I reset my password?"))[0]
+    tag = uuid.uuid4().hex
+
+    assert engine.record_feedback(feedback(reply.id, "ann", FeedbackValue.UP, f"{tag}-1"))
+    assert store.feedback_for(reply.id) == {"up": 1, "down": 0}
+    # The same event delivered again.
+    assert not engine.record_feedback(feedback(reply.id, "ann", FeedbackValue.UP, f"{tag}-1"))
+    # A new event with the same rating: counted once.
+    assert not engine.record_feedback(feedback(reply.id, "ann", FeedbackValue.UP, f"{tag}-2"))
+    assert store.feedback_for(reply.id) == {"up": 1, "down": 0}
+    # A change of mind replaces the rating.
+    assert engine.record_feedback(feedback(reply.id, "ann", FeedbackValue.DOWN, f"{tag}-3"))
+    assert store.feedback_for(reply.id) == {"up": 0, "down": 1}
+    # Another user counts separately.
+    assert engine.record_feedback(feedback(reply.id, "bob", FeedbackValue.UP, f"{tag}-4"))
+    assert store.feedback_for(reply.id) == {"up": 1, "down": 1}
+    # Withdrawing, once; a second withdrawal changes nothing.
+    assert engine.record_feedback(feedback(reply.id, "ann", None, f"{tag}-5"))
+    assert not engine.record_feedback(feedback(reply.id, "ann", None, f"{tag}-6"))
+    assert store.feedback_for(reply.id) == {"up": 1, "down": 0}
+    assert store.counts()["feedback"] >= 1
+
+
+def test_record_feedback_on_unknown_reply_raises_storage_error(services: Services) -> None:
+    with pytest.raises(StorageError, match="no reply"):
+        services.engine.record_feedback(
+            feedback("no-such-reply", "ann", FeedbackValue.UP, uuid.uuid4().hex)
+        )
+
+
+# PostgreSQL ------------------------------------------------------------------------------------
+
+
+def _libpq(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, uniquely named PostgreSQL database, dropped at teardown."""
+    admin = make_url(POSTGRES_ADMIN_URL)
+    name = f"supportbot_eng_{uuid.uuid4().hex[:12]}"
+    try:
+        connection = psycopg.connect(_libpq(POSTGRES_ADMIN_URL), autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL is unreachable: {exc}")
+        pytest.skip(f"PostgreSQL is unreachable: {exc}")
+    with connection:
+        connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield admin.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(_libpq(POSTGRES_ADMIN_URL), autocommit=True) as connection:
+            connection.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+@pytest.fixture
+def postgres_services(data_dir: Path, postgres_url: str, embedder: object) -> Iterator[Services]:
+    services = _build(data_dir, embedder, database_url=postgres_url)
+    yield services
+    services.store.close()
+
+
+@pytest.mark.postgres
+def test_handle_on_postgres(postgres_services: Services, postgres_url: str) -> None:
+    services = postgres_services
+    store = services.store
+    assert store.engine.url.get_backend_name() == "postgresql"
+    assert store.engine.url.database == make_url(postgres_url).database
+    channel = new_channel()
+
+    first = services.engine.handle(
+        message(channel, "How much does the Plus plan cost?", message_id="p1")
+    )
+    again = services.engine.handle(
+        message(channel, "How much does the Plus plan cost?", message_id="p1")
+    )
+    smalltalk = services.engine.handle(message(channel, "thanks!"))
+
+    assert [r.kind for r in first] == [ReplyKind.ANSWER]
+    assert first[0].sources[0].id == "pricing-plus"
+    assert again == []
+    assert [r.kind for r in smalltalk] == [ReplyKind.SMALLTALK]
+    conversation = conversation_id(services, channel)
+    assert store.history(conversation) == [
+        Turn(Role.USER, "How much does the Plus plan cost?"),
+        Turn(Role.BOT, first[0].text),
+        Turn(Role.USER, "thanks!"),
+        Turn(Role.BOT, smalltalk[0].text),
+    ]
+    stored = store.get_reply(first[0].id)
+    assert stored is not None
+    assert stored.sources == first[0].sources
+    assert stored.query == "How much does the Plus plan cost?"
+    counts = store.counts()
+    assert (counts["conversation"], counts["message"], counts["reply"]) == (1, 4, 2)
+
+    assert services.engine.record_feedback(feedback(first[0].id, "ann", FeedbackValue.UP, "f1"))
+    assert not services.engine.record_feedback(feedback(first[0].id, "ann", FeedbackValue.UP, "f1"))
+    assert store.feedback_for(first[0].id) == {"up": 1, "down": 0}
+
+
+@pytest.mark.postgres
+def test_nul_in_message_on_postgres(postgres_services: Services) -> None:
+    channel = new_channel()
+
+    replies = postgres_services.engine.handle(message(channel, "reset my password\x00"))
+
+    assert len(replies) == 1
+    assert replies[0].text != ERROR_TEXT
+    history = postgres_services.store.history(conversation_id(postgres_services, channel))
+    assert [turn.role for turn in history] == [Role.USER, Role.BOT]

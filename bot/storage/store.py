@@ -14,10 +14,11 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Final
 
-from sqlalchemy import Engine, func, literal, update
+from sqlalchemy import Engine, delete, func, literal, or_, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import Session, col, select
 
@@ -40,7 +41,10 @@ from bot.storage.tables import (
     Conversation,
     Feedback,
     Handoff,
+    Installation,
+    Lease,
     Message,
+    OAuthState,
     ProcessedEvent,
     ReplyRecord,
     metadata,
@@ -482,6 +486,17 @@ class Store:
             row = session.exec(query).first()
             return None if row is None else _reply_info(row)
 
+    def latest_reply(self, conversation_id: str, *, posted: bool = False) -> ReplyInfo | None:
+        """The conversation's newest reply (only among posted ones, with a platform ref, if
+        `posted`), or None."""
+        query = select(ReplyRecord).where(ReplyRecord.conversation_id == conversation_id)
+        if posted:
+            query = query.where(col(ReplyRecord.platform_ref).is_not(None))
+        query = query.order_by(col(ReplyRecord.created_at).desc(), col(ReplyRecord.id).desc())
+        with self._session("find a conversation's latest reply") as session:
+            row = session.exec(query.limit(1)).first()
+            return None if row is None else _reply_info(row)
+
     # Feedback --------------------------------------------------------------------------------
 
     def record_feedback(self, event: FeedbackEvent) -> bool:
@@ -561,6 +576,152 @@ class Store:
             for value, count in session.exec(query).all():
                 counts[value] = count
         return counts
+
+    # Installations, OAuth states, leases -----------------------------------------------------
+
+    def save_installation(
+        self,
+        platform: str,
+        client_id: str,
+        data: dict[str, Any],
+        *,
+        enterprise_id: str | None,
+        team_id: str | None,
+        user_id: str | None,
+        has_bot: bool,
+    ) -> None:
+        """Record an app installation (OAuth); later saves for the same workspace win."""
+        with self._session("store an installation") as session:
+            session.add(
+                Installation(
+                    platform=platform,
+                    client_id=client_id,
+                    enterprise_id=enterprise_id or "",
+                    team_id=team_id or "",
+                    user_id=user_id or "",
+                    has_bot=has_bot,
+                    data=data,
+                )
+            )
+            session.commit()
+
+    def find_installation(
+        self,
+        platform: str,
+        client_id: str,
+        *,
+        enterprise_id: str | None,
+        team_id: str | None,
+        user_id: str | None = None,
+        bot_only: bool = False,
+    ) -> dict[str, Any] | None:
+        """The newest installation's data for a workspace (and installing user, if given)."""
+        query = select(Installation).where(
+            Installation.platform == platform,
+            Installation.client_id == client_id,
+            Installation.enterprise_id == (enterprise_id or ""),
+            Installation.team_id == (team_id or ""),
+        )
+        if user_id is not None:
+            query = query.where(Installation.user_id == user_id)
+        if bot_only:
+            query = query.where(col(Installation.has_bot).is_(True))
+        query = query.order_by(col(Installation.id).desc()).limit(1)
+        with self._session("find an installation") as session:
+            row = session.exec(query).first()
+            return None if row is None else dict(row.data)
+
+    def delete_installations(
+        self,
+        platform: str,
+        client_id: str,
+        *,
+        enterprise_id: str | None,
+        team_id: str | None,
+        user_id: str | None = None,
+    ) -> int:
+        """Forget a workspace's installations (only one user's, if given); returns how many."""
+        statement = delete(Installation).where(
+            col(Installation.platform) == platform,
+            col(Installation.client_id) == client_id,
+            col(Installation.enterprise_id) == (enterprise_id or ""),
+            col(Installation.team_id) == (team_id or ""),
+        )
+        if user_id is not None:
+            statement = statement.where(col(Installation.user_id) == user_id)
+        with self._session("delete installations") as session:
+            result = session.exec(statement)
+            session.commit()
+            return int(result.rowcount)
+
+    def issue_oauth_state(self, platform: str, state: str, expires_at: datetime) -> None:
+        """Remember a one-time OAuth `state` until `expires_at`."""
+        with self._session("store an OAuth state") as session:
+            session.add(OAuthState(state=state, platform=platform, expires_at=expires_at))
+            session.commit()
+
+    def consume_oauth_state(self, platform: str, state: str) -> bool:
+        """Use up an OAuth `state`: True once if it was issued and has not expired."""
+        now = utcnow()
+        with self._session("use an OAuth state") as session:
+            session.exec(delete(OAuthState).where(col(OAuthState.expires_at) < now))
+            result = session.exec(
+                delete(OAuthState).where(
+                    col(OAuthState.state) == state, col(OAuthState.platform) == platform
+                )
+            )
+            session.commit()
+            return int(result.rowcount) == 1
+
+    def acquire_lease(self, name: str, holder: str, ttl_s: float) -> bool:
+        """Take or renew the lease `name` for `ttl_s` seconds, in one atomic statement.
+
+        The lease is granted when nobody holds it, when `holder` already holds it (a renewal), or
+        when the current holder let it expire. Expiry compares the callers' clocks, so replicas
+        need clocks in step to well within `ttl_s`.
+
+        Returns:
+            True if `holder` holds the lease now.
+
+        Raises:
+            StorageError: the database failed, or it is neither SQLite nor PostgreSQL (no upsert).
+        """
+        now = utcnow()
+        dialect = self._engine.dialect.name
+        if dialect == "postgresql":
+            insert: Any = postgresql.insert(Lease)
+        elif dialect == "sqlite":
+            insert = sqlite.insert(Lease)
+        else:
+            raise StorageError(f"leases need SQLite or PostgreSQL, not {dialect}")
+        statement = insert.values(
+            name=name, holder=holder, expires_at=now + timedelta(seconds=ttl_s)
+        ).on_conflict_do_update(
+            index_elements=[col(Lease.name)],
+            set_={"holder": insert.excluded.holder, "expires_at": insert.excluded.expires_at},
+            where=or_(col(Lease.holder) == holder, col(Lease.expires_at) < now),
+        )
+        # RETURNING rather than rowcount: drivers disagree on the rowcount of an upsert.
+        statement = statement.returning(col(Lease.holder))
+        with self._session("take a lease") as session:
+            granted = session.exec(statement).first() is not None
+            session.commit()
+            return granted
+
+    def release_lease(self, name: str, holder: str) -> bool:
+        """Give the lease up if `holder` holds it; True if it did."""
+        statement = delete(Lease).where(col(Lease.name) == name, col(Lease.holder) == holder)
+        with self._session("release a lease") as session:
+            result = session.exec(statement)
+            session.commit()
+            return int(result.rowcount) == 1
+
+    def lease_holder(self, name: str) -> str | None:
+        """Who holds the lease `name` now (None when it is free or expired)."""
+        query = select(Lease).where(Lease.name == name, col(Lease.expires_at) >= utcnow())
+        with self._session("read a lease") as session:
+            row = session.exec(query).first()
+            return None if row is None else row.holder
 
     # Stats -----------------------------------------------------------------------------------
 

@@ -16,7 +16,16 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import uuid4
 
-from sqlalchemy import JSON, DateTime, Dialect, MetaData, Text, TypeDecorator, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Dialect,
+    Index,
+    MetaData,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
@@ -28,7 +37,10 @@ __all__ = [
     "Conversation",
     "Feedback",
     "Handoff",
+    "Installation",
+    "Lease",
     "Message",
+    "OAuthState",
     "ProcessedEvent",
     "ReplyRecord",
     "StorageModel",
@@ -188,6 +200,49 @@ class ProcessedEvent(StorageModel, table=True):
     platform: str
     event_id: str
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class Installation(StorageModel, table=True):
+    """A platform app installed into a workspace through OAuth; the newest row wins.
+
+    `data` is the platform SDK's own record (tokens included), kept as JSON so the SDK can rebuild
+    it; "" stands for an absent enterprise, team or user id.
+    """
+
+    __tablename__ = "installation"
+    __table_args__ = (
+        Index("ix_installation_workspace", "platform", "client_id", "enterprise_id", "team_id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    platform: str
+    client_id: str
+    enterprise_id: str = ""
+    team_id: str = ""
+    user_id: str = ""
+    has_bot: bool = False
+    data: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    installed_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class OAuthState(StorageModel, table=True):
+    """A one-time OAuth `state` value handed out with an install link, until it expires."""
+
+    __tablename__ = "oauth_state"
+
+    state: str = Field(primary_key=True)
+    platform: str
+    expires_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class Lease(StorageModel, table=True):
+    """A named lease held by one process at a time until `expires_at` (e.g. a Socket Mode link)."""
+
+    __tablename__ = "lease"
+
+    name: str = Field(primary_key=True)
+    holder: str
+    expires_at: datetime = Field(sa_type=UTCDateTime)
 
 
 TABLE_NAMES: tuple[str, ...] = tuple(metadata.tables)

@@ -316,6 +316,7 @@ def test_counts(store: Store) -> None:
     store.set_owner(conversation.id, Owner.HUMAN, "U1")
     store.claim_event("slack", "Ev1")
     assert store.counts() == {
+        **dict.fromkeys(TABLE_NAMES, 0),
         "conversation": 1,
         "message": 2,
         "reply": 1,

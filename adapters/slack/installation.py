@@ -1,0 +1,188 @@
+"""OAuth installations and states in the bot's own database (tables ``installation`` and
+``oauth_state``, created by migration 0002), for slack-bolt's multi-workspace mode.
+
+Installations are slack_sdk's own records kept as JSON (tokens included: protect the database as
+you would the tokens). Each save adds a row; the newest row for a workspace wins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+from typing import Any
+from uuid import uuid4
+
+from slack_sdk.oauth.installation_store.async_installation_store import AsyncInstallationStore
+from slack_sdk.oauth.installation_store.models.bot import Bot
+from slack_sdk.oauth.installation_store.models.installation import Installation
+from slack_sdk.oauth.state_store.async_state_store import AsyncOAuthStateStore
+
+from adapters.slack.convert import PLATFORM
+from bot.model import utcnow
+from bot.storage.store import Store
+
+__all__ = ["DatabaseInstallationStore", "DatabaseOAuthStateStore"]
+
+logger = logging.getLogger(__name__)
+
+
+def _workspace(
+    enterprise_id: str | None, team_id: str | None, is_enterprise_install: bool | None
+) -> tuple[str | None, str | None]:
+    # An org-wide install serves every workspace of the org: it is stored without a team.
+    if is_enterprise_install:
+        return enterprise_id, None
+    return enterprise_id, team_id
+
+
+class DatabaseInstallationStore(AsyncInstallationStore):
+    """slack-bolt's installation store on the bot's database.
+
+    Args:
+        store: the bot's database.
+        client_id: the Slack app's client id (one database can serve several apps).
+    """
+
+    def __init__(self, store: Store, client_id: str) -> None:
+        self.store = store
+        self.client_id = client_id
+        self._logger = logger
+
+    @property
+    def logger(self) -> logging.Logger:
+        """The logger slack-bolt writes to."""
+        return self._logger
+
+    async def async_save(self, installation: Installation) -> None:
+        """Save an installation (after the OAuth flow)."""
+        enterprise_id, team_id = _workspace(
+            installation.enterprise_id, installation.team_id, installation.is_enterprise_install
+        )
+        data: dict[str, Any] = dict(vars(installation))
+        await asyncio.to_thread(
+            self.store.save_installation,
+            PLATFORM,
+            self.client_id,
+            data,
+            enterprise_id=enterprise_id,
+            team_id=team_id,
+            user_id=installation.user_id,
+            has_bot=installation.bot_token is not None,
+        )
+        logger.info(
+            "Slack app installed in team %s (enterprise %s)",
+            installation.team_id,
+            installation.enterprise_id,
+        )
+
+    async def async_save_bot(self, bot: Bot) -> None:
+        """Save a bot-only installation."""
+        await self.async_save(
+            Installation(
+                app_id=bot.app_id,
+                enterprise_id=bot.enterprise_id,
+                enterprise_name=bot.enterprise_name,
+                team_id=bot.team_id,
+                team_name=bot.team_name,
+                bot_token=bot.bot_token,
+                bot_id=bot.bot_id,
+                bot_user_id=bot.bot_user_id,
+                bot_scopes=bot.bot_scopes,
+                bot_refresh_token=bot.bot_refresh_token,
+                bot_token_expires_at=bot.bot_token_expires_at,
+                user_id="",
+                is_enterprise_install=bot.is_enterprise_install,
+                installed_at=bot.installed_at,
+                custom_values=bot.custom_values,
+            )
+        )
+
+    async def _find(
+        self,
+        enterprise_id: str | None,
+        team_id: str | None,
+        is_enterprise_install: bool | None,
+        *,
+        user_id: str | None = None,
+        bot_only: bool = False,
+    ) -> Installation | None:
+        enterprise_id, team_id = _workspace(enterprise_id, team_id, is_enterprise_install)
+        data = await asyncio.to_thread(
+            self.store.find_installation,
+            PLATFORM,
+            self.client_id,
+            enterprise_id=enterprise_id,
+            team_id=team_id,
+            user_id=user_id,
+            bot_only=bot_only,
+        )
+        return None if data is None else Installation(**data)
+
+    async def async_find_bot(
+        self,
+        *,
+        enterprise_id: str | None,
+        team_id: str | None,
+        is_enterprise_install: bool | None = False,
+    ) -> Bot | None:
+        """The newest bot installation of a workspace (or org)."""
+        found = await self._find(enterprise_id, team_id, is_enterprise_install, bot_only=True)
+        return None if found is None else found.to_bot()
+
+    async def async_find_installation(
+        self,
+        *,
+        enterprise_id: str | None,
+        team_id: str | None,
+        user_id: str | None = None,
+        is_enterprise_install: bool | None = False,
+    ) -> Installation | None:
+        """The newest installation of a workspace, or of one installing user in it."""
+        return await self._find(enterprise_id, team_id, is_enterprise_install, user_id=user_id)
+
+    async def async_delete_bot(self, *, enterprise_id: str | None, team_id: str | None) -> None:
+        """Forget a workspace's installations (the bot token goes with them)."""
+        await self.async_delete_installation(enterprise_id=enterprise_id, team_id=team_id)
+
+    async def async_delete_installation(
+        self,
+        *,
+        enterprise_id: str | None,
+        team_id: str | None,
+        user_id: str | None = None,
+    ) -> None:
+        """Forget a workspace's installations, or one user's."""
+        await asyncio.to_thread(
+            self.store.delete_installations,
+            PLATFORM,
+            self.client_id,
+            enterprise_id=enterprise_id,
+            team_id=team_id,
+            user_id=user_id,
+        )
+
+
+class DatabaseOAuthStateStore(AsyncOAuthStateStore):
+    """One-time OAuth ``state`` values in the bot's database, valid for ``expiration_seconds``."""
+
+    def __init__(self, store: Store, expiration_seconds: int = 600) -> None:
+        self.store = store
+        self.expiration_seconds = expiration_seconds
+        self._logger = logger
+
+    @property
+    def logger(self) -> logging.Logger:
+        """The logger slack-bolt writes to."""
+        return self._logger
+
+    async def async_issue(self, *args: Any, **kwargs: Any) -> str:
+        """A new state value."""
+        state = uuid4().hex
+        expires_at = utcnow() + timedelta(seconds=self.expiration_seconds)
+        await asyncio.to_thread(self.store.issue_oauth_state, PLATFORM, state, expires_at)
+        return state
+
+    async def async_consume(self, state: str) -> bool:
+        """True once for a state issued here that has not expired."""
+        return await asyncio.to_thread(self.store.consume_oauth_state, PLATFORM, state)

@@ -1,0 +1,167 @@
+"""Calls to the Slack Web API: the client, and posting a reply exactly once.
+
+The client honours ``429 Retry-After`` and retries failed connection attempts (slack_sdk retry
+handlers). A post that timed out or lost its connection may still have reached Slack, so
+`post_once` never re-posts blindly: before trying again it looks in the thread
+(``conversations.replies``) or the DM (``conversations.history``) for a message whose metadata
+carries the reply id, and uses that.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
+
+from aiohttp import ClientConnectorError, ClientError
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+
+from adapters.slack.render import METADATA_EVENT_TYPE, OutboundMessage
+from adapters.slack.settings import SlackSettings
+
+__all__ = ["PostError", "find_posted", "make_client", "post_once"]
+
+logger = logging.getLogger(__name__)
+
+#: How often a post is tried in all (the first try and the retries after timeouts).
+POST_ATTEMPTS = 3
+#: How far back a DM is searched for an earlier copy of a post.
+HISTORY_LOOKBACK = 50
+
+
+class PostError(Exception):
+    """A message could not be posted to Slack.
+
+    Attributes:
+        channel: where it was to go.
+        reply_id: the reply it carried ("" for none).
+    """
+
+    def __init__(self, message: str, *, channel: str, reply_id: str) -> None:
+        super().__init__(message)
+        self.channel = channel
+        self.reply_id = reply_id
+
+
+def make_client(settings: SlackSettings, token: str | None = None) -> AsyncWebClient:
+    """A Web API client for ``settings.api_url`` with the rate-limit and connection retries.
+
+    Args:
+        settings: the adapter's settings (base URL, timeout).
+        token: the bot token, where there is one workspace.
+    """
+    return AsyncWebClient(
+        token=token,
+        base_url=settings.api_url,
+        # aiohttp takes fractional seconds; the SDK only annotates the value as int.
+        timeout=cast(int, settings.http_timeout),
+        retry_handlers=[
+            AsyncRateLimitErrorRetryHandler(max_retry_count=3),
+            # Only failures to connect, which prove nothing was sent. The SDK's default list
+            # includes timeouts and dropped connections, after which a post may have arrived:
+            # `post_once` retries those itself, looking for the earlier copy first.
+            AsyncConnectionErrorRetryHandler(max_retry_count=2, error_types=[ClientConnectorError]),
+        ],
+    )
+
+
+def _carries(message: Mapping[str, Any], reply_id: str) -> bool:
+    metadata = message.get("metadata")
+    if not isinstance(metadata, Mapping) or metadata.get("event_type") != METADATA_EVENT_TYPE:
+        return False
+    payload = metadata.get("event_payload")
+    return isinstance(payload, Mapping) and payload.get("reply_id") == reply_id
+
+
+async def find_posted(
+    client: AsyncWebClient, *, channel: str, thread_ts: str | None, reply_id: str
+) -> str | None:
+    """The ts of a message already posted for ``reply_id`` in the thread (or the DM), or None."""
+    if thread_ts:
+        response = await client.conversations_replies(
+            channel=channel, ts=thread_ts, include_all_metadata=True, limit=200
+        )
+    else:
+        response = await client.conversations_history(
+            channel=channel, include_all_metadata=True, limit=HISTORY_LOOKBACK
+        )
+    messages: Sequence[Mapping[str, Any]] = response.get("messages") or []
+    for message in messages:
+        if _carries(message, reply_id):
+            ts = message.get("ts")
+            return str(ts) if ts else None
+    return None
+
+
+async def post_once(
+    client: AsyncWebClient,
+    *,
+    channel: str,
+    thread_ts: str | None,
+    message: OutboundMessage,
+    reply_id: str = "",
+    attempts: int = POST_ATTEMPTS,
+) -> str:
+    """Post a message and return its ts, retrying timeouts without ever posting it twice.
+
+    Args:
+        client: the workspace's Web API client.
+        channel: the channel (or DM) id.
+        thread_ts: the thread to post in; None for the top level.
+        message: text, blocks and metadata.
+        reply_id: the reply the message carries; without one a timed-out post is not retried,
+            as there is no way to tell whether it arrived.
+        attempts: tries in all.
+
+    Raises:
+        PostError: every try failed, or Slack refused the message.
+    """
+    last: Exception | None = None
+    for attempt in range(max(1, attempts if reply_id else 1)):
+        if attempt:
+            try:
+                found = await find_posted(
+                    client, channel=channel, thread_ts=thread_ts, reply_id=reply_id
+                )
+            except (SlackApiError, ClientError, TimeoutError) as e:
+                logger.warning("cannot check whether reply %s was posted: %s", reply_id, e)
+                found = None
+            if found:
+                logger.info("reply %s was posted before the timeout (ts %s)", reply_id, found)
+                return found
+        try:
+            response = await client.chat_postMessage(
+                channel=channel,
+                thread_ts=thread_ts,
+                text=message.text,
+                blocks=list(message.blocks),  # type: ignore[arg-type]
+                metadata=dict(message.metadata) if message.metadata else None,
+                unfurl_links=False,
+                unfurl_media=False,
+            )
+        except SlackApiError as e:
+            raise PostError(
+                f"Slack refused the message: {e.response.get('error')}",
+                channel=channel,
+                reply_id=reply_id,
+            ) from e
+        except (ClientError, TimeoutError) as e:
+            logger.warning(
+                "posting reply %s to %s failed (try %d of %d): %r",
+                reply_id or "-",
+                channel,
+                attempt + 1,
+                attempts,
+                e,
+            )
+            last = e
+            continue
+        return str(response["ts"])
+    raise PostError(
+        f"could not post to {channel}: {last!r}", channel=channel, reply_id=reply_id
+    ) from last

@@ -1,0 +1,302 @@
+"""A local Slack: the Web API methods the adapter calls, and a Socket Mode WebSocket.
+
+It answers like Slack (shapes from Slack's method reference), remembers the messages posted so
+``conversations.replies`` finds them, and records every call and every Socket Mode
+acknowledgement so tests can assert on them. Faults are scripted per method: a 429 with
+``Retry-After``, or a response delayed past the client's timeout (after the call took effect, as
+when a network drops the answer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import uuid4
+
+from aiohttp import WSMsgType, web
+
+TEAM = "T0TEST"
+BOT_USER = "U0BOT"
+BOT_ID = "B0BOT"
+APP_ID = "A0TEST"
+
+
+@dataclass
+class Call:
+    """One Web API call as the emulator received it."""
+
+    method: str
+    params: dict[str, Any]
+    token: str | None
+
+
+@dataclass
+class Fault:
+    """What to do instead of (or on top of) answering a call normally."""
+
+    #: "ratelimit": 429 with Retry-After; "slow": take effect, answer after ``seconds``;
+    #: "lost": answer after ``seconds`` without taking effect (the request died on the way).
+    kind: str
+    seconds: float = 1.0
+
+
+@dataclass
+class Identity:
+    """What ``auth.test`` says about a token."""
+
+    team: str = TEAM
+    user_id: str = BOT_USER
+    bot_id: str = BOT_ID
+
+
+@dataclass
+class SlackEmulator:
+    """Run with `start`, stop with `stop`; ``api_url`` is the Web API base URL."""
+
+    calls: list[Call] = field(default_factory=list)
+    call_times: list[float] = field(default_factory=list)
+    acks: list[dict[str, Any]] = field(default_factory=list)
+    ws_connections: int = 0
+    identities: dict[str, Identity] = field(default_factory=dict)
+    messages: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+    _faults: dict[str, list[Fault]] = field(default_factory=lambda: defaultdict(list))
+    _sockets: list[web.WebSocketResponse] = field(default_factory=list)
+    _ts: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    _runner: web.AppRunner | None = None
+    _changed: asyncio.Event = field(default_factory=asyncio.Event)
+    port: int = 0
+
+    # Lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_route("*", "/api/{method}", self._api)
+        app.router.add_get("/link/", self._websocket)
+        self._runner = web.AppRunner(app, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        for ws in list(self._sockets):
+            await ws.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api/"
+
+    # Scripting and inspection ------------------------------------------------------------------
+
+    def fail_next(self, method: str, fault: Fault) -> None:
+        """Apply ``fault`` to the next call of ``method``."""
+        self._faults[method].append(fault)
+
+    def calls_to(self, method: str) -> list[Call]:
+        return [call for call in self.calls if call.method == method]
+
+    def posts(self) -> list[dict[str, Any]]:
+        """Parameters of every chat.postMessage received (faulty ones included)."""
+        return [call.params for call in self.calls_to("chat.postMessage")]
+
+    async def wait_for(self, condition: Callable[[], bool], within: float = 5.0) -> None:
+        """Wait until ``condition()`` holds, re-checking after every call or ack."""
+        async with asyncio.timeout(within):
+            while not condition():
+                self._changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), 0.05)
+
+    def _notify(self) -> None:
+        self._changed.set()
+
+    def next_ts(self) -> str:
+        return f"1700000{next(self._ts):03d}.000100"
+
+    # Web API -----------------------------------------------------------------------------------
+
+    async def _api(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        params: dict[str, Any] = dict(request.query)
+        if request.can_read_body:
+            if request.content_type == "application/json":
+                params.update(await request.json())
+            else:
+                params.update(dict(await request.post()))
+        auth = request.headers.get("Authorization", "")
+        token = auth.removeprefix("Bearer ") if auth.startswith("Bearer ") else None
+        token = token or params.get("token")
+        self.calls.append(Call(method, params, token))
+        self.call_times.append(time.monotonic())
+        self._notify()
+        fault = self._faults[method].pop(0) if self._faults[method] else None
+        if fault is not None and fault.kind == "ratelimit":
+            return web.json_response(
+                {"ok": False, "error": "ratelimited"},
+                status=429,
+                headers={"Retry-After": str(int(fault.seconds))},
+            )
+        if fault is not None and fault.kind == "lost":
+            await asyncio.sleep(fault.seconds)
+            return web.json_response({"ok": False, "error": "request_timeout"})
+        handler = getattr(self, "_" + method.replace(".", "_"), None)
+        body = handler(params, token) if handler else {"ok": False, "error": "unknown_method"}
+        if fault is not None and fault.kind == "slow":
+            await asyncio.sleep(fault.seconds)
+        return web.json_response(body)
+
+    def _auth_test(self, params: dict[str, Any], token: str | None) -> dict[str, Any]:
+        who = self.identities.get(token or "", Identity())
+        return {
+            "ok": True,
+            "url": "https://test.slack.com/",
+            "team": "Test",
+            "user": "supportbot",
+            "team_id": who.team,
+            "user_id": who.user_id,
+            "bot_id": who.bot_id,
+            "is_enterprise_install": False,
+        }
+
+    def _chat_postMessage(self, params: dict[str, Any], token: str | None) -> dict[str, Any]:
+        channel = params.get("channel")
+        if not channel:
+            return {"ok": False, "error": "channel_not_found"}
+        ts = self.next_ts()
+        who = self.identities.get(token or "", Identity())
+        message: dict[str, Any] = {
+            "type": "message",
+            "subtype": "bot_message",
+            "text": params.get("text", ""),
+            "ts": ts,
+            "bot_id": who.bot_id,
+            "user": who.user_id,
+        }
+        if params.get("thread_ts"):
+            message["thread_ts"] = str(params["thread_ts"])
+        for key in ("blocks", "metadata"):  # JSON text when sent as a form
+            if params.get(key):
+                value = params[key]
+                message[key] = json.loads(value) if isinstance(value, str) else value
+        self.messages[channel].append(message)
+        return {"ok": True, "channel": channel, "ts": ts, "message": message}
+
+    def _chat_update(self, params: dict[str, Any], token: str | None) -> dict[str, Any]:
+        for message in self.messages[params["channel"]]:
+            if message["ts"] == params["ts"]:
+                message["text"] = params.get("text", message["text"])
+        return {"ok": True, "channel": params["channel"], "ts": params["ts"]}
+
+    def _reactions_add(self, params: dict[str, Any], token: str | None) -> dict[str, Any]:
+        return {"ok": True}
+
+    def _users_info(self, params: dict[str, Any], token: str | None) -> dict[str, Any]:
+        user = params["user"]
+        return {
+            "ok": True,
+            "user": {
+                "id": user,
+                "team_id": TEAM,
+                "name": user.lower(),
+                "real_name": f"User {user}",
+                "is_bot": False,
+                "profile": {"display_name": f"user-{user.lower()}", "real_name": f"User {user}"},
+            },
+        }
+
+    def _visible(self, message: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+        shown = dict(message)
+        if str(params.get("include_all_metadata", "")).lower() not in ("1", "true"):
+            shown.pop("metadata", None)
+        return shown
+
+    def _conversations_replies(self, params: dict[str, Any], token: str | None) -> dict[str, Any]:
+        ts = params["ts"]
+        thread = [
+            self._visible(m, params)
+            for m in self.messages[params["channel"]]
+            if m["ts"] == ts or m.get("thread_ts") == ts
+        ]
+        return {"ok": True, "messages": thread, "has_more": False}
+
+    def _conversations_history(self, params: dict[str, Any], token: str | None) -> dict[str, Any]:
+        top = [
+            self._visible(m, params)
+            for m in reversed(self.messages[params["channel"]])
+            if "thread_ts" not in m or m["thread_ts"] == m["ts"]
+        ]
+        return {"ok": True, "messages": top, "has_more": False}
+
+    def _oauth_v2_access(self, params: dict[str, Any], token: str | None) -> dict[str, Any]:
+        team = "T0OAUTH"
+        bot_token = f"xoxb-{team}-{params.get('code', 'code')}"
+        self.identities[bot_token] = Identity(team=team, user_id="U0BOT2", bot_id="B0BOT2")
+        return {
+            "ok": True,
+            "app_id": APP_ID,
+            "authed_user": {"id": "U0INSTALLER"},
+            "scope": "app_mentions:read,chat:write,im:history",
+            "token_type": "bot",
+            "access_token": bot_token,
+            "bot_user_id": "U0BOT2",
+            "team": {"id": team, "name": "OAuth Team"},
+            "enterprise": None,
+            "is_enterprise_install": False,
+        }
+
+    def _apps_connections_open(self, params: dict[str, Any], token: str | None) -> dict[str, Any]:
+        return {"ok": True, "url": f"ws://127.0.0.1:{self.port}/link/?ticket={uuid4().hex}"}
+
+    # Socket Mode -------------------------------------------------------------------------------
+
+    async def _websocket(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(autoping=True)
+        await ws.prepare(request)
+        self.ws_connections += 1
+        self._sockets.append(ws)
+        self._notify()
+        await ws.send_json(
+            {
+                "type": "hello",
+                "num_connections": 1,
+                "debug_info": {"host": "applink-emulator", "approximate_connection_time": 18060},
+                "connection_info": {"app_id": APP_ID},
+            }
+        )
+        try:
+            async for frame in ws:
+                if frame.type == WSMsgType.TEXT:
+                    self.acks.append(json.loads(frame.data))
+                    self._notify()
+        finally:
+            self._sockets.remove(ws)
+            self._notify()
+        return ws
+
+    @property
+    def open_sockets(self) -> int:
+        return len(self._sockets)
+
+    async def send_envelope(self, payload: dict[str, Any], kind: str = "events_api") -> str:
+        """Deliver an Events API payload over the open Socket Mode connection."""
+        envelope_id = str(uuid4())
+        envelope = {
+            "envelope_id": envelope_id,
+            "payload": payload,
+            "type": kind,
+            "accepts_response_payload": False,
+            "retry_attempt": 0,
+            "retry_reason": "",
+        }
+        assert self._sockets, "no Socket Mode connection is open"
+        await self._sockets[-1].send_json(envelope)
+        return envelope_id

@@ -1,0 +1,258 @@
+"""The Zendesk Support API calls the adapter makes, over an injected `httpx.AsyncClient`.
+
+Errors::
+
+    SupportBotError
+    └── ZendeskError          a call failed; `status` is the HTTP status (None: no answer)
+
+Writes are sent once: a timeout is not retried, since Zendesk may have applied the change. Only a
+429 or 503 with ``Retry-After`` (Zendesk's rate limit and maintenance answers, sent before anything
+changed) is retried, at most `MAX_RETRIES` times, waiting at most `MAX_RETRY_WAIT_S` each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Final, cast
+
+import httpx
+
+from adapters.zendesk.payloads import (
+    SatisfactionRating,
+    SatisfactionRatingsPage,
+    TicketCreate,
+    TicketResponse,
+    TicketUpdate,
+)
+from adapters.zendesk.settings import ZendeskSettings
+from bot.errors import SupportBotError
+
+__all__ = [
+    "ZendeskClient",
+    "ZendeskError",
+    "api_auth",
+    "audit_id_of",
+    "comment_id_of",
+    "make_http_client",
+    "next_link",
+    "same_origin",
+]
+
+logger = logging.getLogger(__name__)
+
+MAX_RETRIES: Final = 2
+MAX_RETRY_WAIT_S: Final = 10.0
+#: Pages read by one listing at most: a runaway `next` link cannot loop forever.
+MAX_PAGES: Final = 1000
+USER_AGENT = "supportbot-zendesk/0.1"
+
+
+class ZendeskError(SupportBotError):
+    """A Zendesk API call failed.
+
+    Attributes:
+        status: the HTTP status, or None when Zendesk did not answer.
+        path: the API path called.
+    """
+
+    def __init__(self, message: str, *, status: int | None, path: str) -> None:
+        self.status = status
+        self.path = path
+        super().__init__(message)
+
+
+def api_auth(settings: ZendeskSettings) -> httpx.Auth | None:
+    """API token authentication (``{email}/token:{token}``), or None without credentials."""
+    if settings.email is None or settings.api_token is None:
+        return None
+    return httpx.BasicAuth(f"{settings.email}/token", settings.api_token.get_secret_value())
+
+
+def make_http_client(
+    settings: ZendeskSettings,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> httpx.AsyncClient:
+    """An HTTP client for the account's API: base URL, API token authentication, timeout."""
+    return httpx.AsyncClient(
+        base_url=settings.base_url,
+        auth=api_auth(settings),
+        timeout=settings.http_timeout,
+        transport=transport,
+        headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+    )
+
+
+def comment_id_of(response: TicketResponse) -> int | None:
+    """The id of the comment a ticket create or update added (from the change's audit)."""
+    audit = response.get("audit") or {}
+    for event in audit.get("events") or []:
+        if event.get("type") == "Comment" and isinstance(event.get("id"), int):
+            return event["id"]
+    return None
+
+
+def audit_id_of(response: TicketResponse) -> int | None:
+    """The id of the audit that records a ticket create or update."""
+    audit_id = (response.get("audit") or {}).get("id")
+    return audit_id if isinstance(audit_id, int) else None
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return min(max(float(value), 0.0), MAX_RETRY_WAIT_S)
+    except ValueError:
+        return None
+
+
+class ZendeskClient:
+    """Tickets, comments and satisfaction ratings.
+
+    Args:
+        http: a client whose base URL is the account's ``…/api/v2/`` (see `make_http_client`);
+            the caller closes it, or calls `aclose`.
+    """
+
+    def __init__(self, http: httpx.AsyncClient) -> None:
+        self.http = http
+
+    async def aclose(self) -> None:
+        """Close the HTTP client."""
+        await self.http.aclose()
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Mapping[str, Any] | None = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        for attempt in range(MAX_RETRIES + 1):
+            try:
+                response = await self.http.request(method, path, json=json, params=params)
+            except httpx.HTTPError as e:
+                raise ZendeskError(
+                    f"Zendesk did not answer {method} {path}: {e!r}", status=None, path=path
+                ) from e
+            wait = _retry_after(response)
+            if response.status_code in (429, 503) and wait is not None and attempt < MAX_RETRIES:
+                logger.warning(
+                    "Zendesk answered %s to %s %s; retrying in %.1fs",
+                    response.status_code,
+                    method,
+                    path,
+                    wait,
+                )
+                await asyncio.sleep(wait)
+                continue
+            if response.is_error:
+                raise ZendeskError(
+                    f"Zendesk refused {method} {path}: HTTP {response.status_code} "
+                    f"{response.text[:300]}",
+                    status=response.status_code,
+                    path=path,
+                )
+            try:
+                data = response.json()
+            except ValueError as e:
+                raise ZendeskError(
+                    f"Zendesk answered {method} {path} with something that is not JSON",
+                    status=response.status_code,
+                    path=path,
+                ) from e
+            if not isinstance(data, dict):
+                raise ZendeskError(
+                    f"Zendesk answered {method} {path} with JSON that is not an object",
+                    status=response.status_code,
+                    path=path,
+                )
+            return data
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def update_ticket(self, ticket_id: int, ticket: TicketUpdate) -> TicketResponse:
+        """``PUT /tickets/{id}.json``: add a comment and/or change fields.
+
+        Raises:
+            ZendeskError: the update failed.
+        """
+        data = await self._request("PUT", f"tickets/{ticket_id}.json", json={"ticket": ticket})
+        return cast(TicketResponse, data)
+
+    async def create_ticket(self, ticket: TicketCreate) -> TicketResponse:
+        """``POST /tickets.json``.
+
+        Raises:
+            ZendeskError: the ticket was not created.
+        """
+        data = await self._request("POST", "tickets.json", json={"ticket": ticket})
+        return cast(TicketResponse, data)
+
+    async def satisfaction_ratings(
+        self, *, score: str = "received", start_time: int | None = None, page_size: int = 100
+    ) -> AsyncIterator[SatisfactionRating]:
+        """``GET /satisfaction_ratings.json`` (cursor pagination), every page.
+
+        Args:
+            score: Zendesk's filter ("received": good and bad).
+            start_time: only ratings created at or after this Unix time.
+            page_size: ratings per page (at most 100).
+
+        Raises:
+            ZendeskError: a page could not be read (needs an admin's credentials).
+        """
+        first: dict[str, Any] = {"score": score, "page[size]": page_size}
+        if start_time is not None:
+            first["start_time"] = start_time
+        path: str = "satisfaction_ratings.json"
+        params: Mapping[str, Any] | None = first
+        for _ in range(MAX_PAGES):
+            page = cast(SatisfactionRatingsPage, await self._request("GET", path, params=params))
+            for rating in page.get("satisfaction_ratings") or []:
+                yield rating
+            following = next_link(page, str(self.http.base_url))
+            if following is None:
+                return
+            path, params = following, None
+        logger.warning("satisfaction ratings: stopped after %d pages", MAX_PAGES)
+
+
+def same_origin(url: str, base_url: str) -> bool:
+    """Whether `url` is on the same scheme, host and port as `base_url` (credentials are only
+    ever sent there)."""
+    a, b = httpx.URL(url), httpx.URL(base_url)
+    return (a.scheme, a.host, a.port) == (b.scheme, b.host, b.port)
+
+
+def next_link(page: Mapping[str, Any], base_url: str) -> str | None:
+    """The next page's URL, or None on the last page.
+
+    Reads cursor pagination (``meta.has_more`` + ``links.next``) or offset pagination
+    (``next_page``). A link to another origin than `base_url` is not followed (it would carry
+    the API credentials elsewhere).
+    """
+    following = _raw_next_link(page)
+    if following is None:
+        return None
+    following = str(httpx.URL(base_url).join(following))
+    if not same_origin(following, base_url):
+        logger.warning("not following a next-page link to another host: %s", following)
+        return None
+    return following
+
+
+def _raw_next_link(page: Mapping[str, Any]) -> str | None:
+    meta = page.get("meta")
+    links = page.get("links")
+    if isinstance(meta, Mapping) and "has_more" in meta:
+        if not meta.get("has_more"):
+            return None
+        following = links.get("next") if isinstance(links, Mapping) else None
+        return following if isinstance(following, str) and following else None
+    following = page.get("next_page")
+    return following if isinstance(following, str) and following else None

@@ -1,0 +1,104 @@
+"""The transport shell: ``POST /zendesk/webhook`` in the bot's FastAPI app, and `mount`.
+
+Request path::
+
+    body read (413 past MAX_BODY_BYTES) → signature and timestamp checked (401, nothing stored)
+    → JSON parsed into a `TicketComment` (400 when malformed; 200 "ignored" for other events)
+    → `ZendeskAdapter.handle` → 200 with what was done
+
+The work is done before answering: one engine turn and one or two API calls fit well within
+Zendesk's webhook timeout, and Zendesk sees a failure as it happens in the logs of the webhook.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from contextlib import AbstractAsyncContextManager
+from datetime import UTC, datetime, timedelta
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from adapters.zendesk import convert
+from adapters.zendesk.adapter import ZendeskAdapter
+from adapters.zendesk.settings import ZendeskSettings
+from adapters.zendesk.signature import SignatureError, verify_headers
+from bot.service import Services
+
+__all__ = ["MAX_BODY_BYTES", "WEBHOOK_PATH", "mount", "webhook_router"]
+
+logger = logging.getLogger(__name__)
+
+WEBHOOK_PATH = "/zendesk/webhook"
+#: Event payloads are a few kilobytes; anything far bigger is refused unread.
+MAX_BODY_BYTES = 1_000_000
+
+
+def webhook_router(adapter: ZendeskAdapter) -> APIRouter:
+    """The webhook route, bound to `adapter`."""
+    router = APIRouter()
+    max_age = timedelta(seconds=adapter.settings.signature_max_age_s)
+
+    @router.post(WEBHOOK_PATH, include_in_schema=False)
+    async def zendesk_webhook(request: Request) -> JSONResponse:
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > MAX_BODY_BYTES:
+            return JSONResponse({"detail": "body too large"}, status_code=413)
+        body = await request.body()
+        if len(body) > MAX_BODY_BYTES:
+            return JSONResponse({"detail": "body too large"}, status_code=413)
+        try:
+            verify_headers(
+                adapter.webhook_secret,
+                body,
+                request.headers,
+                now=datetime.now(UTC),
+                max_age=max_age,
+            )
+        except SignatureError as e:
+            logger.warning("Zendesk webhook refused: %s", e.reason)
+            return JSONResponse({"detail": "invalid signature"}, status_code=401)
+        try:
+            comment = convert.parse_event(json.loads(body))
+        except (ValueError, UnicodeDecodeError) as e:
+            # json.JSONDecodeError and convert.MalformedEvent are both ValueErrors.
+            logger.warning("Zendesk webhook with a malformed body: %s", e)
+            return JSONResponse({"detail": f"malformed event: {e}"}, status_code=400)
+        if comment is None:
+            return JSONResponse({"status": "ignored", "route": "other event"})
+        outcome = await adapter.handle(comment)
+        return JSONResponse(
+            {"status": outcome.status, "route": outcome.route.value, "replies": outcome.replies}
+        )
+
+    return router
+
+
+def mount(
+    app: FastAPI, services: Services, *, settings: ZendeskSettings | None = None
+) -> AbstractAsyncContextManager[None] | None:
+    """The ``supportbot.adapters`` entry point: mount Zendesk when it is configured.
+
+    Args:
+        app: the bot's web app.
+        services: the bot's services.
+        settings: Zendesk settings; read from the environment when None.
+
+    Returns:
+        The adapter's lifetime (the satisfaction poll), or None when Zendesk is not configured.
+        The adapter itself is ``app.state.zendesk`` (for `on_agent_comment`, `create_ticket_for`,
+        `hand_off`).
+
+    Raises:
+        ConfigError: Zendesk settings are present but cannot work; the message says how to fix
+            them.
+    """
+    settings = settings or ZendeskSettings.from_env()
+    if not settings.configured:
+        return None
+    adapter = ZendeskAdapter(services, settings)
+    app.state.zendesk = adapter
+    app.include_router(webhook_router(adapter))
+    logger.info("Zendesk adapter mounted for %s", adapter.workspace)
+    return adapter.lifetime()

@@ -1,23 +1,30 @@
 """The dialogue engine: one decision per turn, the same for every platform.
 
-`Engine.handle` is the whole turn for a live message::
+Policies decide, the engine acts. `Engine.handle` (one message) and `Engine.handle_burst` (several
+messages from one person, one turn) run a live turn::
 
-    de-duplicate (database) → find or create the conversation → record the message
-    → smalltalk? → build the query (follow-ups read the history) → retrieve → decide
-    → compose the reply with its sources → record the reply
+    de-duplicate (database) → find or create the conversation → read its state → record the
+    message(s) → the policy pipeline decides (`policies.pipeline`; it asks the `Responder` for the
+    knowledge base's proposal only when the turn gets that far) → act: stay silent, reply, or hand
+    over (owner → human, a handoff reply, a `HandoffRequest` to the sink) → record the reply
 
-`Responder.respond` is the decision part alone (no database): `supportbot eval` runs it so offline
-figures measure exactly what live messages get.
+At most one reply per turn. `Responder.respond` is the knowledge part alone (no database, no
+conversation policies): `supportbot eval` runs it, so offline figures measure the retrieval and
+the answering decision that live turns use.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Sequence
+import weakref
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from bot.context import context_for, looks_like_follow_up
+from bot.debounce import Clock, Debouncer, Timing
+from bot.handoff import Attempt, HandoffRequest, HandoffSink, LoggingHandoffSink
 from bot.model import (
     ConversationKey,
     FeedbackEvent,
@@ -29,12 +36,18 @@ from bot.model import (
     Source,
     Turn,
 )
-from bot.storage.store import ReplyInfo, Store
+from bot.state import read_history
+from bot.storage.store import ConversationInfo, ReplyInfo, Store
 from bot.text import clean_text
 from knowledge.calibration import ConfidenceModel
 from knowledge.retriever import Candidate, Retrieval, Retriever
+from policies.config import PolicyConfig, load_policy_config
 from policies.decision import Decision, DecisionConfig, decide
+from policies.escalation import handoff_question
+from policies.pipeline import Pipeline, PipelineResult
+from policies.sentiment import compound
 from policies.smalltalk import SmalltalkConfig, smalltalk_reply
+from policies.state import ConversationState, KnowledgeResult, Outcome, TurnContext
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +59,10 @@ CLARIFY_TEXT = "I want to be sure I answer the right question. Which of these do
 ERROR_TEXT = "Sorry, something went wrong on my side while answering. Please try again in a moment."
 #: Candidates kept per query: enough for recall@5 and the reciprocal rank in evaluation.
 TOP_CANDIDATES = 20
+#: Candidates the policies see (other close topics for a repeated question).
+POLICY_CANDIDATES = 8
+#: The bot's replies a handoff request lists as what it tried.
+HANDOFF_ATTEMPTS = 3
 TOO_LONG_TEXT = (
     "That message is too long for me to read in one go ({length} characters; the limit is "
     "{limit}). Could you send the main question in a shorter message?"
@@ -65,10 +82,26 @@ class Trace:
 
 @dataclass(frozen=True, slots=True)
 class EngineConfig:
+    """Settings of the decision path.
+
+    Attributes:
+        history_turns: the messages a follow-up is read against.
+        state_turns: the messages the conversation state is built from (misses, repeats, 👎,
+            abuse count, resolved thread).
+        max_message_chars: longer messages are refused politely.
+        decision: the answering decision's settings.
+        smalltalk: the `Responder`'s own smalltalk (the engine's comes from the policy settings).
+    """
+
     history_turns: int = 8
+    state_turns: int = 40
     max_message_chars: int = 4000
     decision: DecisionConfig = field(default_factory=DecisionConfig)
     smalltalk: SmalltalkConfig = field(default_factory=SmalltalkConfig)
+
+
+#: Posts a turn's replies on the platform: the message that closed the turn, and the replies.
+Deliver = Callable[[InboundMessage, list[Reply]], Awaitable[None]]
 
 
 class Responder:
@@ -166,70 +199,321 @@ class Responder:
 
 
 class Engine:
-    """Runs live turns: the database around the `Responder`'s decision.
+    """Runs live turns: reads the conversation, asks the policies, and acts on their decision.
 
     Args:
         store: the database.
-        responder: the decision path.
+        responder: the knowledge path (retrieval and the answering decision); the engine only
+            calls its `respond` and reads its `config`.
+        policies: the validated policy settings; the bundled defaults when None.
+        handoff_sink: receives a `HandoffRequest` for each handoff; by default one that logs.
     """
 
-    def __init__(self, store: Store, responder: Responder) -> None:
+    def __init__(
+        self,
+        store: Store,
+        responder: Responder,
+        *,
+        policies: PolicyConfig | None = None,
+        handoff_sink: HandoffSink | None = None,
+    ) -> None:
         self.store = store
         self.responder = responder
+        self.policies = policies if policies is not None else load_policy_config()
+        self.handoff_sink: HandoffSink = handoff_sink or LoggingHandoffSink()
+        self._pipelines: dict[str, Pipeline] = {}
+        self._debouncers: weakref.WeakSet[Debouncer] = weakref.WeakSet()
 
     @property
     def config(self) -> EngineConfig:
         return self.responder.config
 
+    def pipeline_for(self, key: ConversationKey) -> Pipeline:
+        """The policy pipeline of a conversation's channel (per-channel settings applied)."""
+        name, settings = self.policies.resolve(key.platform, key.channel)
+        pipeline = self._pipelines.get(name)
+        if pipeline is None:
+            pipeline = self._pipelines[name] = Pipeline(settings)
+        return pipeline
+
+    # Turns -------------------------------------------------------------------------------------
+
     def handle(self, message: InboundMessage) -> list[Reply]:
-        """Run one turn for a live message; returns the replies to send (none for duplicates).
+        """Run one turn for a live message; returns the replies to send (none or one).
 
         Failures stay inside the turn: the customer gets an apology, the error is logged.
         """
+        return self.handle_burst([message])
+
+    def handle_burst(self, messages: Sequence[InboundMessage]) -> list[Reply]:
+        """Run one turn for several messages from one person in one conversation.
+
+        Every message is de-duplicated and recorded; the turn's text is their texts joined, and it
+        gets at most one reply. `Debouncer` groups messages into such bursts.
+
+        Raises:
+            ValueError: no messages, or messages from different people or conversations.
+        """
+        batch = self._check_batch(messages)
         try:
-            return self._handle(message)
+            return self._turn(batch, answer=True)
         except Exception:
             logger.exception(
                 "turn failed platform=%s conversation=%s message=%s",
-                message.platform,
-                message.conversation,
-                message.message_id,
+                batch[-1].platform,
+                batch[-1].conversation,
+                ",".join(m.message_id for m in batch),
             )
             return [Reply.fallback(ERROR_TEXT)]
 
-    def _handle(self, message: InboundMessage) -> list[Reply]:
+    def record(self, messages: Sequence[InboundMessage]) -> None:
+        """Record messages in their conversation without answering them.
+
+        For a turn cancelled because another person answered first (`human_replied`).
+        """
+        batch = self._check_batch(messages)
+        try:
+            self._turn(batch, answer=False)
+        except Exception:
+            logger.exception(
+                "recording failed platform=%s conversation=%s",
+                batch[-1].platform,
+                batch[-1].conversation,
+            )
+
+    @staticmethod
+    def _check_batch(messages: Sequence[InboundMessage]) -> list[InboundMessage]:
+        batch = list(messages)
+        if not batch:
+            raise ValueError("a turn needs at least one message")
+        first = batch[0]
+        if any(m.conversation != first.conversation or m.user != first.user for m in batch):
+            raise ValueError("a turn's messages must share one conversation and one author")
+        return batch
+
+    def _turn(self, messages: list[InboundMessage], *, answer: bool) -> list[Reply]:
         started = time.perf_counter()
-        message = replace(message, text=clean_text(message.text, normalize=False))
-        # Message ids are unique within a platform's workspace, not across workspaces.
-        event = f"message:{message.workspace}:{message.message_id}"
-        if message.revision:
-            event += f":{message.revision}"
-        if not self.store.claim_event(message.platform, event):
-            logger.info("duplicate message %s ignored", message.message_id)
+        fresh: list[InboundMessage] = []
+        for message in messages:
+            message = replace(message, text=clean_text(message.text, normalize=False))
+            # Message ids are unique within a platform's workspace, not across workspaces.
+            event = f"message:{message.workspace}:{message.message_id}"
+            if message.revision:
+                event += f":{message.revision}"
+            if self.store.claim_event(message.platform, event):
+                fresh.append(message)
+            else:
+                logger.info("duplicate message %s ignored", message.message_id)
+        if not fresh:
             return []
-        conversation = self.store.get_or_create_conversation(message.conversation, message.user)
-        if message.revision and self.store.answered_message(conversation.id, message.message_id):
-            logger.info("edit of already answered message %s: no second answer", message.message_id)
+        key, user = fresh[0].conversation, fresh[0].user
+        conversation = self.store.get_or_create_conversation(key, user)
+        unanswered: list[InboundMessage] = []
+        for message in fresh:
+            answered = message.revision and self.store.answered_message(
+                conversation.id, message.message_id
+            )
+            if answered:
+                logger.info(
+                    "edit of already answered message %s: no second answer", message.message_id
+                )
+                continue
+            unanswered.append(message)
+        if not unanswered:
             return []
-        history = self.store.history(conversation.id, limit=self.config.history_turns)
-        message_row = self.store.add_message(
-            conversation.id, Role.USER, message.user, message.text, message.message_id
+        history = read_history(self.store, conversation.id, self.config.state_turns)
+        rows = [
+            self.store.add_message(conversation.id, Role.USER, m.user, m.text, m.message_id)
+            for m in unanswered
+        ]
+        if not answer:
+            return []
+
+        pipeline = self.pipeline_for(key)
+        state = ConversationState.from_history(
+            history,
+            owner=conversation.owner,
+            customer=conversation.customer,
+            resolved=conversation.status == "closed",
+            is_abusive=pipeline.is_abusive,
         )
-        if conversation.owner is Owner.HUMAN or not message.addressed:
+        text = "\n".join(m.text for m in unanswered if m.text)
+        turn = TurnContext(
+            text=text,
+            user=user,
+            platform=key.platform,
+            channel=key.channel,
+            addressed=any(m.addressed for m in unanswered),
+            sentiment=compound(text),
+            conversation=str(key),
+            messages=len(unanswered),
+        )
+        plain = [Turn(t.role, t.text) for t in history[-self.config.history_turns :]]
+        result = pipeline.run(turn, state, lambda: self._knowledge(text, plain))
+        return self._act(result, conversation, state, rows[-1], started)
+
+    def _knowledge(self, text: str, history: Sequence[Turn]) -> KnowledgeResult:
+        """The knowledge base's proposal for a message: the `Responder`'s reply and candidates."""
+        reply, trace = self.responder.respond(text, history)
+        retrieval = trace.retrieval
+        candidates: tuple[Source, ...] = reply.sources
+        if retrieval is not None:
+            candidates = tuple(
+                Source(
+                    c.entry.id,
+                    round(c.dense, 4),
+                    c.entry.title or c.entry.question,
+                    c.entry.url,
+                )
+                for c in retrieval.candidates[:POLICY_CANDIDATES]
+            )
+        searched = retrieval is not None or trace.decision is not None
+        return KnowledgeResult(reply, trace.query, candidates, searched)
+
+    def _act(
+        self,
+        result: PipelineResult,
+        conversation: ConversationInfo,
+        state: ConversationState,
+        message_row: int,
+        started: float,
+    ) -> list[Reply]:
+        decision, turn = result.decision, result.turn
+        if decision.resolve:
+            self.store.set_status(conversation.id, "closed")
+        elif state.resolved and decision.speaks:
+            self.store.set_status(conversation.id, "open")  # a new question reopens the thread
+        if decision.outcome is Outcome.SILENT or decision.reply is None:
+            logger.debug(
+                "turn conversation=%s silent policy=%s reason=%s",
+                conversation.id,
+                decision.policy,
+                decision.reason,
+            )
             return []
-        reply, trace = self.responder.respond(message.text, history)
+        reply = decision.reply
+        handoff = decision.outcome is Outcome.HANDOFF
+        if handoff:
+            self.store.set_owner(
+                conversation.id,
+                Owner.HUMAN,
+                actor="bot",
+                reason=decision.reason or decision.policy,
+            )
+        query = turn.knowledge.query if turn.knowledge is not None else turn.text[:200]
         latency = (time.perf_counter() - started) * 1000
         reply_id = self.store.add_reply(
-            conversation.id, message_row, reply, query=trace.query, latency_ms=latency
+            conversation.id, message_row, reply, query=query, latency_ms=latency
         )
+        reply = replace(reply, id=reply_id)
         logger.info(
-            "turn conversation=%s kind=%s confidence=%s latency_ms=%.1f",
+            "turn conversation=%s policy=%s kind=%s confidence=%s latency_ms=%.1f",
             conversation.id,
+            decision.policy,
             reply.kind,
             f"{reply.confidence:.3f}" if reply.confidence is not None else "-",
             latency,
         )
-        return [replace(reply, id=reply_id)]
+        if handoff:
+            self._request_handoff(conversation, state, turn, reply, decision.reason)
+        return [reply]
+
+    def _request_handoff(
+        self,
+        conversation: ConversationInfo,
+        state: ConversationState,
+        turn: TurnContext,
+        reply: Reply,
+        reason: str,
+    ) -> None:
+        settings = self.pipeline_for(conversation.key).settings
+        attempts = tuple(
+            Attempt(t.text, t.reply_kind, t.sources)
+            for t in state.history
+            if t.role is Role.BOT and t.reply_kind is not None
+        )[-HANDOFF_ATTEMPTS:]
+        transcript = (
+            *(Turn(t.role, t.text) for t in state.history),
+            Turn(Role.USER, turn.text),
+            Turn(Role.BOT, reply.text),
+        )
+        request = HandoffRequest(
+            conversation_id=conversation.id,
+            key=conversation.key,
+            customer=conversation.customer or turn.user,
+            platform=conversation.key.platform,
+            question=handoff_question(turn.text, state, settings.escalation.request_phrases),
+            reason=reason,
+            attempts=attempts,
+            sentiment=turn.sentiment,
+            transcript=transcript,
+            reply_id=reply.id,
+        )
+        try:
+            self.handoff_sink.request(request)
+        except Exception:
+            # The conversation is already the agents' and the customer was told: keep the turn.
+            logger.exception(
+                "handoff sink failed conversation=%s reason=%s", conversation.id, reason
+            )
+
+    # Turn-taking hooks for adapters --------------------------------------------------------------
+
+    def mark_resolved(self, key: ConversationKey) -> bool:
+        """The customer marked the conversation resolved (e.g. a ✅ reaction).
+
+        The bot then stays silent there until the customer asks something new.
+
+        Returns:
+            True if an open conversation was marked, False if there is none or it was already.
+        """
+        conversation = self.store.find_conversation(key)
+        if conversation is None or conversation.status == "closed":
+            return False
+        self.store.set_status(conversation.id, "closed")
+        logger.info("conversation %s marked resolved", conversation.id)
+        return True
+
+    def timing_for(self, key: ConversationKey) -> Timing:
+        """The burst window and head start of a conversation's channel, from the settings."""
+        turn_taking = self.pipeline_for(key).settings.turn_taking
+        return Timing(turn_taking.burst_window_seconds, turn_taking.head_start_seconds)
+
+    def debouncer(self, deliver: Deliver, *, clock: Clock | None = None) -> Debouncer:
+        """A `Debouncer` that runs this engine's turns and hands the replies to `deliver`.
+
+        Bursts become one turn (`handle_burst`); a turn cancelled by `human_replied` is recorded
+        unanswered (`record`). The engine's `human_replied` reaches every debouncer made here.
+
+        Args:
+            deliver: posts a turn's replies; called with the turn's last message.
+            clock: the time source (a `ManualClock` in tests).
+        """
+
+        async def on_turn(messages: tuple[InboundMessage, ...]) -> None:
+            replies = await asyncio.to_thread(self.handle_burst, messages)
+            await deliver(messages[-1], replies)
+
+        async def on_cancel(messages: tuple[InboundMessage, ...]) -> None:
+            await asyncio.to_thread(self.record, messages)
+
+        debouncer = Debouncer(on_turn, timing=self.timing_for, on_cancel=on_cancel, clock=clock)
+        self._debouncers.add(debouncer)
+        return debouncer
+
+    def human_replied(self, key: ConversationKey, user: str) -> bool:
+        """Another person answered in a conversation: cancel the bot's pending answer there.
+
+        Call it from the event loop that runs the debouncers, for every message by a person
+        other than the customer (an agent, another member of a shared channel).
+
+        Returns:
+            Whether a pending bot answer was cancelled.
+        """
+        cancelled = [d.human_replied(key, user) for d in list(self._debouncers)]
+        return any(cancelled)
+
+    # Lookups for adapters ------------------------------------------------------------------------
 
     def takes_part_in(self, key: ConversationKey) -> bool:
         """Whether the bot has a conversation at `key` (e.g. it answered in that thread)."""

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bot.engine import Engine, EngineConfig, Responder
+from bot.handoff import HandoffSink
 from bot.settings import Settings, sample_kb_paths
 from bot.storage.store import Store
 from knowledge.base import IngestReport, KnowledgeBase
@@ -19,7 +20,9 @@ from knowledge.calibration import ConfidenceModel, derive
 from knowledge.embeddings import Embedder
 from knowledge.retriever import Retriever
 from knowledge.types import Entry
+from policies.config import PolicyConfig, load_policy_config
 from policies.smalltalk import SmalltalkConfig
+from policies.texts import wording
 
 logger = logging.getLogger(__name__)
 
@@ -84,15 +87,50 @@ def open_kb(settings: Settings, *, bootstrap: bool = True, progress: bool = Fals
     return kb.load()
 
 
-def build_services(settings: Settings, *, progress: bool = False) -> Services:
+def load_policies(settings: Settings) -> PolicyConfig:
+    """The conversation policies: ``SUPPORTBOT_POLICIES`` or the bundled defaults, validated.
+
+    Raises:
+        ConfigError: the file is missing or invalid; the message says where and how to fix it.
+    """
+    return load_policy_config(settings.policies, default_bot_name=settings.bot_name)
+
+
+def build_services(
+    settings: Settings,
+    *,
+    progress: bool = False,
+    handoff_sink: HandoffSink | None = None,
+) -> Services:
+    """Assemble every part from the settings.
+
+    The policy settings are validated first, so a bad file stops the start-up before the
+    database or the knowledge base is touched.
+
+    Args:
+        settings: the process settings.
+        progress: show progress while the sample knowledge base is built on first start.
+        handoff_sink: receives the engine's handoff requests (default: one that logs).
+
+    Raises:
+        ConfigError: the policy settings are invalid.
+    """
+    policies = load_policies(settings)
+    texts = wording(policies.base)
     store = Store.from_url(settings.db_url)
     kb = open_kb(settings, progress=progress)
     retriever = Retriever(kb)
     config = EngineConfig(
         history_turns=settings.history_turns,
         max_message_chars=settings.max_message_chars,
-        smalltalk=SmalltalkConfig(bot_name=settings.bot_name),
+        smalltalk=SmalltalkConfig(
+            bot_name=policies.base.persona.bot_name or settings.bot_name,
+            # Already formatted: braces in them are meant literally.
+            greeting=texts.greeting.replace("{", "{{").replace("}", "}}"),
+            thanks=texts.thanks.replace("{", "{{").replace("}", "}}"),
+            goodbye=texts.goodbye.replace("{", "{{").replace("}", "}}"),
+        ),
     )
     responder = Responder(retriever, confidence_model(kb, settings.threshold), config)
-    engine = Engine(store, responder)
+    engine = Engine(store, responder, policies=policies, handoff_sink=handoff_sink)
     return Services(settings, store, kb, retriever, engine)

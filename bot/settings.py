@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     port: int = 8000
     bot_name: str = "Lumen Assistant"
     max_message_chars: int = 4000
+    #: The conversation policies' YAML file (``SUPPORTBOT_POLICIES``); None: the bundled defaults.
+    policies: Path | None = None
 
     @field_validator("threshold")
     @classmethod

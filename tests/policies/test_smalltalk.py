@@ -104,3 +104,48 @@ def test_replies_come_from_the_config() -> None:
     assert smalltalk_reply("hi", config) == "Hello from Ada"
     assert smalltalk_reply("thanks", config) == "np"
     assert smalltalk_reply("bye", config) == "ciao Ada"
+
+
+# The policy: the channel's persona -------------------------------------------------------------
+
+
+def _policy(overrides: dict[str, object] | None = None):  # type: ignore[no-untyped-def]
+    from policies.smalltalk import SmalltalkPolicy
+    from tests.policies.builders import settings, texts
+
+    return SmalltalkPolicy(settings(overrides), texts(overrides))
+
+
+def test_policy_answers_in_the_informal_default() -> None:
+    from policies.state import Outcome
+    from tests.policies.builders import state, turn
+
+    policy = _policy()
+    assert policy.applies(turn("hello"), state())
+    decision = policy.decide(turn("hello"), state())
+    assert decision is not None and decision.outcome is Outcome.REPLY
+    assert decision.reply is not None
+    assert decision.reply.text == "Hi! I'm Lumen Assistant. What can I help you with?"
+    assert not policy.applies(turn("how do I export?"), state())
+
+
+def test_policy_uses_tone_name_texts_and_sign_off() -> None:
+    from tests.policies.builders import state, turn
+
+    policy = _policy(
+        {
+            "persona": {"bot_name": "Nova", "tone": "formal", "sign_off": "The Lumen team"},
+            "texts": {"thanks": "My pleasure, from {bot_name}."},
+        }
+    )
+
+    greeting = policy.decide(turn("good morning Nova"), state())
+    thanks = policy.decide(turn("thank you"), state())
+    goodbye = policy.decide(turn("bye"), state())
+
+    assert greeting is not None and greeting.reply is not None
+    assert greeting.reply.text == "Hello, I am Nova. How may I help you?"
+    assert thanks is not None and thanks.reply is not None
+    assert thanks.reply.text == "My pleasure, from Nova."
+    assert goodbye is not None and goodbye.reply is not None
+    assert goodbye.reply.text == "Thank you for contacting us. Goodbye.\n\nThe Lumen team"

@@ -75,7 +75,9 @@ def main() -> None:
             message = InboundMessage(
                 platform="bench",
                 workspace="",
-                channel=f"{run}-{i % 50}",
+                # A new conversation per message: the turn then makes the same decision as
+                # the decision-only pass, so their difference is the turn's own overhead.
+                channel=f"{run}-{i}",
                 user=f"u{i % 50}",
                 message_id=f"{run}-{i}",
                 text=text,
@@ -104,7 +106,7 @@ def main() -> None:
         ("fusion", stages.get("fusion_ms", [])),
         ("policy + reply", stages.get("policy_ms", [])),
         ("whole decision", decision),
-        ("database (turn - decision)", database),
+        ("database + policies (turn - decision)", database),
         ("whole turn (Engine.handle)", turns),
     ]
     for name, values in rows:

@@ -24,7 +24,13 @@ from dataclasses import dataclass, field, replace
 
 from bot.context import context_for, looks_like_follow_up
 from bot.debounce import Clock, Debouncer, Timing
-from bot.handoff import Attempt, HandoffRequest, HandoffSink, LoggingHandoffSink
+from bot.handoff import (
+    Attempt,
+    CustomerListener,
+    HandoffRequest,
+    HandoffSink,
+    LoggingHandoffSink,
+)
 from bot.model import (
     ConversationKey,
     FeedbackEvent,
@@ -326,6 +332,8 @@ class Engine:
             self.store.add_message(conversation.id, Role.USER, m.user, m.text, m.message_id)
             for m in unanswered
         ]
+        if conversation.owner is Owner.HUMAN:
+            self._pass_to_person(conversation, unanswered)
         if not answer:
             return []
 
@@ -351,6 +359,25 @@ class Engine:
         plain = [Turn(t.role, t.text) for t in history[-self.config.history_turns :]]
         result = pipeline.run(turn, state, lambda: self._knowledge(text, plain))
         return self._act(result, conversation, state, rows[-1], started)
+
+    def _pass_to_person(
+        self, conversation: ConversationInfo, messages: Sequence[InboundMessage]
+    ) -> None:
+        """While a person owns the conversation, the sink (the relay) hears the customer."""
+        sink = self.handoff_sink
+        if not isinstance(sink, CustomerListener):
+            return
+        for message in messages:
+            if message.user != conversation.customer or not message.text:
+                continue
+            try:
+                sink.customer_said(conversation.key, message.text, message.message_id)
+            except Exception:
+                logger.exception(
+                    "relaying a customer message failed conversation=%s message=%s",
+                    conversation.id,
+                    message.message_id,
+                )
 
     def _knowledge(self, text: str, history: Sequence[Turn]) -> KnowledgeResult:
         """The knowledge base's proposal for a message: the `Responder`'s reply and candidates."""

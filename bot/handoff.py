@@ -16,7 +16,7 @@ from typing import Protocol, runtime_checkable
 
 from bot.model import ConversationKey, ReplyKind, Source, Turn, utcnow
 
-__all__ = ["Attempt", "HandoffRequest", "HandoffSink", "LoggingHandoffSink"]
+__all__ = ["Attempt", "CustomerListener", "HandoffRequest", "HandoffSink", "LoggingHandoffSink"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +77,20 @@ class HandoffSink(Protocol):
 
     def request(self, handoff: HandoffRequest) -> None:
         """Bring a person into the conversation (or queue that)."""
+
+
+@runtime_checkable
+class CustomerListener(Protocol):
+    """A sink that also hears the customer while the conversation is human-owned (the relay).
+
+    Contract:
+        * The engine calls `customer_said` for each new message by the conversation's customer
+          while a person owns it, after the message was stored, in the engine's thread.
+        * It SHOULD return quickly and MUST tolerate a repeated `message_id` (it de-duplicates).
+    """
+
+    def customer_said(self, key: ConversationKey, text: str, message_id: str) -> bool:
+        """Pass a customer's message on to the person; True if it was."""
 
 
 class LoggingHandoffSink:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from bot.engine import Engine, EngineConfig, Responder
 from bot.handoff import HandoffSink
+from bot.relay import Relay, RelayConfig
 from bot.settings import Settings, sample_kb_paths
 from bot.storage.store import Store
 from knowledge.base import IngestReport, KnowledgeBase
@@ -34,6 +35,8 @@ class Services:
     kb: KnowledgeBase
     retriever: Retriever
     engine: Engine
+    #: The human-handoff relay, when ``SUPPORTBOT_HANDOFF_DESK`` names a desk.
+    relay: Relay | None = None
 
 
 def ingest(
@@ -110,7 +113,8 @@ def build_services(
     Args:
         settings: the process settings.
         progress: show progress while the sample knowledge base is built on first start.
-        handoff_sink: receives the engine's handoff requests (default: one that logs).
+        handoff_sink: receives the engine's handoff requests (default: the relay when
+            ``SUPPORTBOT_HANDOFF_DESK`` is set, else one that logs).
 
     Raises:
         ConfigError: the policy settings are invalid.
@@ -132,5 +136,17 @@ def build_services(
         ),
     )
     responder = Responder(retriever, confidence_model(kb, settings.threshold), config)
+    relay = None
+    if handoff_sink is None and settings.handoff_desk is not None:
+        relay = Relay(
+            store,
+            RelayConfig(
+                desk=settings.handoff_desk,
+                timeout_s=settings.handoff_timeout_s,
+                poll_s=settings.relay_poll_s,
+                contact=settings.handoff_contact,
+            ),
+        )
+        handoff_sink = relay
     engine = Engine(store, responder, policies=policies, handoff_sink=handoff_sink)
-    return Services(settings, store, kb, retriever, engine)
+    return Services(settings, store, kb, retriever, engine, relay)

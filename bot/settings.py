@@ -7,6 +7,7 @@ A user who configures nothing gets a SQLite file and the bundled sample knowledg
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -40,6 +41,14 @@ class Settings(BaseSettings):
     max_message_chars: int = 4000
     #: The conversation policies' YAML file (``SUPPORTBOT_POLICIES``); None: the bundled defaults.
     policies: Path | None = None
+    #: Where handed-over conversations go (``SUPPORTBOT_HANDOFF_DESK``); None: handoffs are logged.
+    handoff_desk: Literal["slack", "zendesk", "discord"] | None = None
+    #: Seconds a handoff waits for an agent before the customer is offered another way.
+    handoff_timeout_s: float = Field(default=600.0, gt=0)
+    #: Seconds between the relay's delivery rounds in each adapter.
+    relay_poll_s: float = Field(default=1.0, gt=0)
+    #: Completes "You can ..." when nobody claims a handoff in time.
+    handoff_contact: str = "open a ticket on our help center"
 
     @field_validator("threshold")
     @classmethod

@@ -29,6 +29,7 @@ from discord.http import Route
 
 from adapters.discord.convert import (
     HANDOFF_TEXT,
+    PLATFORM,
     AgentReply,
     MessageFacts,
     Place,
@@ -50,6 +51,7 @@ from adapters.discord.convert import (
     to_inbound,
     why_answer,
 )
+from adapters.discord.relay import DiscordCustomerChannel, DiscordDesk
 from adapters.discord.render import (
     CHOOSE_PREFIX,
     DOWN_ID,
@@ -67,6 +69,7 @@ from adapters.discord.settings import PORTAL, DiscordSettings
 from bot.engine import Engine
 from bot.errors import ConfigError
 from bot.model import ConversationKey, Reply
+from bot.relay import Relay
 
 __all__ = [
     "AgentReplyHandler",
@@ -237,6 +240,34 @@ class SupportBotClient(discord.Client):
         self._turns: weakref.WeakValueDictionary[ConversationKey, asyncio.Lock] = (
             weakref.WeakValueDictionary()
         )
+        self._relay_task: asyncio.Task[None] | None = None
+        self._join_relay()
+
+    def _join_relay(self) -> None:
+        """Serve Discord's customers (and the agents' desk, when it is Discord's) for the relay
+        that the engine hands conversations to, if it does."""
+        relay = self.engine.handoff_sink
+        if not isinstance(relay, Relay):
+            return
+        relay.register_channel(PLATFORM, DiscordCustomerChannel(self))
+        if relay.config.desk != PLATFORM or self.routing.agents_channel is None:
+            return
+        relay.register_desk(PLATFORM, DiscordDesk(self))
+
+        async def to_relay(reply: AgentReply) -> None:
+            await asyncio.to_thread(
+                relay.agent_said, reply.card_ref, reply.user, reply.text, reply.message_id
+            )
+
+        self.on_agent_reply(to_relay)
+
+    async def close(self) -> None:
+        """Stop the relay's delivery loop, then disconnect."""
+        if self._relay_task is not None:
+            self._relay_task.cancel()
+            await asyncio.gather(self._relay_task, return_exceptions=True)
+            self._relay_task = None
+        await super().close()
 
     # Lifecycle ---------------------------------------------------------------------------------
 
@@ -247,6 +278,9 @@ class SupportBotClient(discord.Client):
             # Scoped by `discord_endpoints`, which restores the default on exit.
             DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(url)
         self.add_view(FeedbackView(persistent_buttons(), self._on_button))
+        relay = self.engine.handoff_sink
+        if isinstance(relay, Relay) and self._relay_task is None:
+            self._relay_task = asyncio.create_task(relay.run((PLATFORM,)), name="discord-relay")
 
     async def on_ready(self) -> None:
         user = self.user

@@ -21,6 +21,7 @@ replicas, a lease in the database (`LeaseKeeper`) lets one process at a time hol
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -60,6 +61,7 @@ from adapters.slack.payloads import (
     MessageEvent,
     ReactionEvent,
 )
+from adapters.slack.relay import SlackCustomerChannel, SlackDesk
 from adapters.slack.settings import SlackMode, SlackSettings
 from bot.errors import ConfigError, StorageError
 from bot.model import FeedbackEvent, InboundMessage, Reply
@@ -200,6 +202,8 @@ class SlackAdapter:
         self._register()
         self._socket: AsyncSocketModeHandler | None = None
         self.lease: LeaseKeeper | None = None
+        self._relay_task: asyncio.Task[None] | None = None
+        self._join_relay()
 
     # Set-up -------------------------------------------------------------------------------------
 
@@ -245,6 +249,26 @@ class SlackAdapter:
         # Anything else subscribed is acknowledged, so Slack does not retry it.
         bolt.event(re.compile(r".*"))(self._on_other_event)
 
+    def _join_relay(self) -> None:
+        """Serve Slack's customers (and the agents' desk, when it is Slack's) for the relay."""
+        relay = self.services.relay
+        if relay is None:
+            return
+        if self.mode is SlackMode.OAUTH:
+            # The relay posts with one bot token; per-workspace tokens are not wired yet.
+            logger.warning("Slack: the handoff relay needs a single-workspace bot token")
+            return
+        relay.register_channel(PLATFORM, SlackCustomerChannel(self.client))
+        if relay.config.desk == PLATFORM and self.settings.agents_channel:
+            relay.register_desk(PLATFORM, SlackDesk(self.client, self.settings.agents_channel))
+
+            async def to_relay(reply: convert.AgentReply) -> None:
+                await asyncio.to_thread(
+                    relay.agent_said, reply.card_ref, reply.user, reply.text, reply.ts
+                )
+
+            self.on_agent_reply(to_relay)
+
     def on_agent_reply(self, callback: AgentReplyCallback) -> None:
         """Call ``callback`` with every agent's reply in a handoff card's thread."""
         self._agent_callbacks.append(callback)
@@ -285,9 +309,17 @@ class SlackAdapter:
                 on_lost=self._disconnect,
             )
             await self.lease.start()
+        if self.services.relay is not None:
+            self._relay_task = asyncio.create_task(
+                self.services.relay.run((PLATFORM,)), name="slack-relay"
+            )
         try:
             yield
         finally:
+            if self._relay_task is not None:
+                self._relay_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._relay_task
             if self.lease is not None:
                 await self.lease.stop()
             await self.tasks.close(self.settings.shutdown_grace)

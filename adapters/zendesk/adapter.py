@@ -40,6 +40,7 @@ from adapters.zendesk.client import (
 )
 from adapters.zendesk.convert import PLATFORM, AgentComment, Route, TicketComment
 from adapters.zendesk.payloads import SatisfactionRating, TicketCreate, TicketUpdate
+from adapters.zendesk.relay import ZendeskCustomerChannel, ZendeskDesk
 from adapters.zendesk.sentiment import SentimentScorer
 from adapters.zendesk.settings import ZendeskSettings
 from bot.errors import StorageError
@@ -115,8 +116,31 @@ class ZendeskAdapter:
         self.client = ZendeskClient(http or make_http_client(settings))
         self.sentiment = SentimentScorer()
         self._callbacks: list[AgentCommentCallback] = []
+        self._join_relay()
 
     # Registration ----------------------------------------------------------------------------
+
+    def _join_relay(self) -> None:
+        """Serve Zendesk's customers (and the agents' desk, when it is Zendesk) for the relay."""
+        relay = self.services.relay
+        if relay is None:
+            return
+        relay.register_channel(PLATFORM, ZendeskCustomerChannel(self))
+        if relay.config.desk != PLATFORM:
+            return
+        relay.register_desk(PLATFORM, ZendeskDesk(self))
+
+        async def to_relay(comment: AgentComment) -> None:
+            message_id = comment.comment_id or comment.sent_at.isoformat()
+            await asyncio.to_thread(
+                relay.agent_said,
+                str(comment.ticket_id),
+                comment.author_name or comment.author_id,
+                comment.text,
+                str(message_id),
+            )
+
+        self.on_agent_comment(to_relay)
 
     def on_agent_comment(self, callback: AgentCommentCallback) -> None:
         """Call `callback` with every agent's public comment on a relay ticket (one opened by
@@ -448,12 +472,18 @@ class ZendeskAdapter:
         poller: asyncio.Task[None] | None = None
         if self.settings.satisfaction_poll_s > 0:
             poller = asyncio.create_task(self._poll_satisfaction(), name="zendesk-satisfaction")
+        relay_task: asyncio.Task[None] | None = None
+        if self.services.relay is not None:
+            relay_task = asyncio.create_task(
+                self.services.relay.run((PLATFORM,)), name="zendesk-relay"
+            )
         try:
             yield
         finally:
-            if poller is not None:
-                poller.cancel()
-                await asyncio.gather(poller, return_exceptions=True)
+            for task in (poller, relay_task):
+                if task is not None:
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
             await self.client.aclose()
 
     def lifetime(self) -> AbstractAsyncContextManager[None]:

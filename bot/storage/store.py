@@ -46,12 +46,21 @@ from bot.storage.tables import (
     Message,
     OAuthState,
     ProcessedEvent,
+    RelayLink,
+    RelayOutbox,
     ReplyRecord,
     metadata,
     new_id,
 )
 
-__all__ = ["CONVERSATION_STATUSES", "ConversationInfo", "ReplyInfo", "Store"]
+__all__ = [
+    "CONVERSATION_STATUSES",
+    "ConversationInfo",
+    "OutboxItem",
+    "RelayLinkInfo",
+    "ReplyInfo",
+    "Store",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +120,81 @@ class ReplyInfo:
     message_id: int | None = None
     latency_ms: float | None = None
     created_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RelayLinkInfo:
+    """A handed-over conversation's link to an agents' card (see `bot.relay`).
+
+    Attributes:
+        conversation_id: the conversation.
+        desk: the platform of the agents' desk.
+        card_ref: the card's reference on the desk; None until it is opened.
+        state: "waiting", "claimed", "resolved" or "released".
+        claimed_by: the agent who claimed it.
+        request: what the card shows (a serialized `HandoffRequest`).
+        created_at: when the handoff was linked (aware UTC).
+        claimed_at: when an agent claimed it.
+        deadline: when an unclaimed handoff times out.
+    """
+
+    conversation_id: str
+    desk: str
+    card_ref: str | None
+    state: str
+    claimed_by: str | None
+    request: dict[str, Any]
+    created_at: datetime
+    claimed_at: datetime | None
+    deadline: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    """A message the relay posts on a platform (see `Store.enqueue_relay`)."""
+
+    id: int
+    conversation_id: str
+    direction: str
+    target_platform: str
+    target_ref: str
+    text: str
+    author: str
+    origin_key: str
+    status: str
+    created_at: datetime
+    sent_at: datetime | None
+
+
+def _link_info(row: RelayLink) -> RelayLinkInfo:
+    return RelayLinkInfo(
+        conversation_id=row.conversation_id,
+        desk=row.desk,
+        card_ref=row.card_ref,
+        state=row.state,
+        claimed_by=row.claimed_by,
+        request=dict(row.request),
+        created_at=row.created_at,
+        claimed_at=row.claimed_at,
+        deadline=row.deadline,
+    )
+
+
+def _outbox_item(row: RelayOutbox) -> OutboxItem:
+    assert row.id is not None
+    return OutboxItem(
+        id=row.id,
+        conversation_id=row.conversation_id,
+        direction=row.direction,
+        target_platform=row.target_platform,
+        target_ref=row.target_ref,
+        text=row.text,
+        author=row.author,
+        origin_key=row.origin_key,
+        status=row.status,
+        created_at=row.created_at,
+        sent_at=row.sent_at,
+    )
 
 
 def _conversation_info(row: Conversation) -> ConversationInfo:
@@ -722,6 +806,201 @@ class Store:
         with self._session("read a lease") as session:
             row = session.exec(query).first()
             return None if row is None else row.holder
+
+    def has_event(self, platform: str, event_id: str) -> bool:
+        """Whether `claim_event(platform, event_id)` was called before."""
+        query = select(ProcessedEvent).where(
+            ProcessedEvent.platform == platform, ProcessedEvent.event_id == event_id
+        )
+        with self._session("read a processed event") as session:
+            return session.exec(query).first() is not None
+
+    def record_handoff(
+        self, conversation_id: str, from_owner: Owner, to_owner: Owner, actor: str, reason: str
+    ) -> None:
+        """Record an owner event without changing the owner (e.g. an agent claiming it)."""
+        with self._session("record a handoff") as session:
+            session.add(
+                Handoff(
+                    conversation_id=conversation_id,
+                    from_owner=from_owner.value,
+                    to_owner=to_owner.value,
+                    actor=actor,
+                    reason=reason,
+                )
+            )
+            session.commit()
+
+    # Relay -----------------------------------------------------------------------------------
+
+    def open_relay_link(
+        self, conversation_id: str, desk: str, request: dict[str, Any], deadline: datetime
+    ) -> None:
+        """Link a handed-over conversation to a card still to open on `desk` ("waiting").
+
+        A conversation handed over again gets a fresh link (and later a fresh card).
+        """
+        with self._session("link a handoff") as session:
+            row = session.get(RelayLink, conversation_id)
+            if row is None:
+                row = RelayLink(conversation_id=conversation_id, desk=desk, deadline=deadline)
+            row.desk, row.request, row.deadline = desk, request, deadline
+            row.card_ref, row.state, row.claimed_by, row.claimed_at = None, "waiting", None, None
+            row.created_at = utcnow()
+            session.add(row)
+            session.commit()
+
+    def relay_link(self, conversation_id: str) -> RelayLinkInfo | None:
+        """The relay link of a conversation, if it was ever handed over through the relay."""
+        with self._session("read a relay link") as session:
+            row = session.get(RelayLink, conversation_id)
+            return None if row is None else _link_info(row)
+
+    def relay_link_by_card(self, card_ref: str) -> RelayLinkInfo | None:
+        """The relay link whose card is `card_ref`."""
+        query = select(RelayLink).where(RelayLink.card_ref == card_ref)
+        with self._session("find a relay link") as session:
+            row = session.exec(query).first()
+            return None if row is None else _link_info(row)
+
+    def relay_links_to_open(self, desk: str) -> list[RelayLinkInfo]:
+        """Links on `desk` whose card is not opened yet, oldest first."""
+        query = (
+            select(RelayLink)
+            .where(RelayLink.desk == desk, col(RelayLink.card_ref).is_(None))
+            .order_by(col(RelayLink.created_at))
+        )
+        with self._session("list relay links") as session:
+            return [_link_info(row) for row in session.exec(query)]
+
+    def set_relay_card(
+        self, conversation_id: str, card_ref: str | None, *, expect: str | None
+    ) -> bool:
+        """Set a link's card reference if it is still `expect` (a claim token, or None)."""
+        match = (
+            col(RelayLink.card_ref).is_(None)
+            if expect is None
+            else col(RelayLink.card_ref) == expect
+        )
+        statement = (
+            update(RelayLink)
+            .where(col(RelayLink.conversation_id) == conversation_id)
+            .where(match)
+            .values(card_ref=card_ref)
+        )
+        with self._session("set a relay card") as session:
+            result = session.exec(statement)
+            session.commit()
+            return int(result.rowcount) == 1
+
+    def set_relay_state(
+        self,
+        conversation_id: str,
+        state: str,
+        *,
+        from_states: tuple[str, ...],
+        claimed_by: str | None = None,
+        claimed_at: datetime | None = None,
+    ) -> bool:
+        """Move a link to `state` if it is in one of `from_states`, atomically; True if it moved."""
+        values: dict[str, Any] = {"state": state}
+        if claimed_by is not None:
+            values["claimed_by"] = claimed_by
+            values["claimed_at"] = claimed_at or utcnow()
+        statement = (
+            update(RelayLink)
+            .where(col(RelayLink.conversation_id) == conversation_id)
+            .where(col(RelayLink.state).in_(from_states))
+            .values(**values)
+        )
+        with self._session("change a relay link") as session:
+            result = session.exec(statement)
+            session.commit()
+            return int(result.rowcount) == 1
+
+    def expired_relay_links(self, now: datetime) -> list[RelayLinkInfo]:
+        """Links nobody claimed before their deadline."""
+        query = select(RelayLink).where(
+            RelayLink.state == "waiting", col(RelayLink.deadline) <= now
+        )
+        with self._session("list expired relay links") as session:
+            return [_link_info(row) for row in session.exec(query)]
+
+    def enqueue_relay(
+        self,
+        conversation_id: str,
+        *,
+        direction: str,
+        target_platform: str,
+        target_ref: str,
+        text: str,
+        author: str,
+        origin_key: str,
+    ) -> bool:
+        """Queue a message to post; False (nothing queued) if `origin_key` was queued before."""
+        with self._session("queue a relayed message") as session:
+            session.add(
+                RelayOutbox(
+                    conversation_id=conversation_id,
+                    direction=direction,
+                    target_platform=target_platform,
+                    target_ref=target_ref,
+                    text=text,
+                    author=author,
+                    origin_key=origin_key,
+                )
+            )
+            try:
+                session.commit()
+            except IntegrityError:
+                session.rollback()
+                logger.debug("relay: %s was queued before", origin_key)
+                return False
+            return True
+
+    def pending_relay(self, platform: str, limit: int = 100) -> list[OutboxItem]:
+        """Messages waiting to be posted on `platform`, oldest first."""
+        query = (
+            select(RelayOutbox)
+            .where(RelayOutbox.target_platform == platform, RelayOutbox.status == "pending")
+            .order_by(col(RelayOutbox.id))
+            .limit(limit)
+        )
+        with self._session("list queued relay messages") as session:
+            return [_outbox_item(row) for row in session.exec(query)]
+
+    def relay_outbox(self, conversation_id: str) -> list[OutboxItem]:
+        """Every queued or sent message of a conversation, oldest first."""
+        query = (
+            select(RelayOutbox)
+            .where(RelayOutbox.conversation_id == conversation_id)
+            .order_by(col(RelayOutbox.id))
+        )
+        with self._session("list relay messages") as session:
+            return [_outbox_item(row) for row in session.exec(query)]
+
+    def claim_relay_delivery(self, item_id: int) -> bool:
+        """Mark a queued message sent before posting it; True if this caller got it."""
+        statement = (
+            update(RelayOutbox)
+            .where(col(RelayOutbox.id) == item_id, col(RelayOutbox.status) == "pending")
+            .values(status="sent", sent_at=utcnow())
+        )
+        with self._session("claim a relay delivery") as session:
+            result = session.exec(statement)
+            session.commit()
+            return int(result.rowcount) == 1
+
+    def unclaim_relay_delivery(self, item_id: int) -> None:
+        """Put back a message whose posting failed, to be tried again."""
+        statement = (
+            update(RelayOutbox)
+            .where(col(RelayOutbox.id) == item_id)
+            .values(status="pending", sent_at=None)
+        )
+        with self._session("retry a relay delivery") as session:
+            session.exec(statement)
+            session.commit()
 
     # Stats -----------------------------------------------------------------------------------
 

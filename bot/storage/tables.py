@@ -42,6 +42,8 @@ __all__ = [
     "Message",
     "OAuthState",
     "ProcessedEvent",
+    "RelayLink",
+    "RelayOutbox",
     "ReplyRecord",
     "StorageModel",
     "UTCDateTime",
@@ -243,6 +245,52 @@ class Lease(StorageModel, table=True):
     name: str = Field(primary_key=True)
     holder: str
     expires_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class RelayLink(StorageModel, table=True):
+    """A handed-over conversation and the agents' card it is relayed to (one per conversation).
+
+    `state` is "waiting" (nobody claimed it yet), "claimed", "resolved" or "released"; `card_ref`
+    is None until the desk opened the card. `request` keeps what the card shows, so that the
+    process serving the desk can open it.
+    """
+
+    __tablename__ = "relay_link"
+    __table_args__ = (Index("ix_relay_link_card_ref", "card_ref"),)
+
+    conversation_id: str = Field(
+        foreign_key="conversation.id", ondelete="CASCADE", primary_key=True
+    )
+    desk: str
+    card_ref: str | None = None
+    state: str = "waiting"
+    claimed_by: str | None = None
+    request: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    claimed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    deadline: datetime = Field(sa_type=UTCDateTime)
+
+
+class RelayOutbox(StorageModel, table=True):
+    """A message the relay will post (or posted) on a platform; `origin_key` de-duplicates."""
+
+    __tablename__ = "relay_outbox"
+    __table_args__ = (
+        UniqueConstraint("origin_key", name="uq_relay_outbox_origin_key"),
+        Index("ix_relay_outbox_pending", "target_platform", "status"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    conversation_id: str = Field(foreign_key="conversation.id", ondelete="CASCADE")
+    direction: str
+    target_platform: str
+    target_ref: str
+    text: str = Field(sa_type=Text)
+    author: str
+    origin_key: str
+    status: str = "pending"
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 TABLE_NAMES: tuple[str, ...] = tuple(metadata.tables)

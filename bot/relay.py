@@ -1,0 +1,485 @@
+"""The human-handoff relay: brings a person from the agents' desk into a customer's conversation.
+
+`Relay` is the engine's `HandoffSink`. On a handoff it links the conversation to a card that the
+configured desk (the Slack agents' channel, a Zendesk ticket, a Discord agents' channel) opens;
+from then on, while the conversation is human-owned, it carries messages both ways::
+
+    customer message ─ customer_said ─┐                 ┌─ Desk.post(card, text)
+                                      ├─ relay_outbox ──┤
+    agent reply ───── agent_said ─────┘   (database)    └─ CustomerChannel.post(key, text)
+
+Every message is written to the outbox before it is posted, under an origin key that is unique
+(the platform message it came from), so a repeated delivery of the same event is queued once.
+`deliver_pending(platform)` posts what is queued for one platform, claiming each row
+(pending → sent) before posting it, so two processes never post the same row. Each process runs
+it for the platforms it serves: a Discord process and the web process relay to each other through
+the shared database. What the relay posts itself is remembered (`processed_event`,
+``relay-post:<ref>``) and never relayed back.
+
+Agents' commands, in the card's thread:
+
+* the first reply (or ``!claim``) claims the conversation; the claim is recorded with who and when;
+* ``!release`` gives the conversation back to the bot and tells the customer;
+* ``!resolve`` closes the conversation, gives it back to the bot and tells the customer.
+
+`check_timeouts(now)` releases handoffs nobody claimed before their deadline and offers the
+customer another way (email, a ticket). This module imports no platform SDK: adapters supply
+`Desk` and `CustomerChannel` implementations and register them with `register_desk` and
+`register_channel`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any, Protocol, runtime_checkable
+
+from bot.handoff import Attempt, HandoffRequest
+from bot.model import ConversationKey, Owner, ReplyKind, Role, Source, Turn, utcnow
+from bot.storage.store import OutboxItem, RelayLinkInfo, Store
+from bot.storage.tables import new_id
+
+__all__ = [
+    "CustomerChannel",
+    "Desk",
+    "Relay",
+    "RelayConfig",
+    "RelayOutcome",
+    "request_from_json",
+    "request_to_json",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Link states in which messages are relayed.
+ACTIVE = ("waiting", "claimed")
+_OPENING = "opening:"
+
+
+@runtime_checkable
+class Desk(Protocol):
+    """Where agents pick up handoffs (an agents' channel, a helpdesk).
+
+    Contract:
+        * `open_card` shows the handoff to the agents and returns a reference to it; agents'
+          replies under it MUST reach `Relay.agent_said` with that reference.
+        * `post` adds a message under a card; it returns the posted message's platform id (so the
+          relay ignores it when it comes back as an event), or None.
+        * Both raise on failure; the relay retries on its next delivery round.
+    """
+
+    async def open_card(self, request: HandoffRequest) -> str:
+        """Open a card for a handoff; returns its reference."""
+
+    async def post(self, card_ref: str, text: str) -> str | None:
+        """Post `text` under the card; returns the new message's id, if known."""
+
+
+@runtime_checkable
+class CustomerChannel(Protocol):
+    """Where a customer's conversation happens, seen from the relay.
+
+    Contract:
+        * `post` shows `text` to the customer in the conversation at `key` and returns the posted
+          message's platform id, or None; it raises on failure (the relay retries).
+    """
+
+    async def post(self, key: ConversationKey, text: str) -> str | None:
+        """Post an agent's (or the relay's) message to the customer."""
+
+
+class RelayOutcome(StrEnum):
+    """What `Relay.agent_said` did with an agent's message."""
+
+    RELAYED = "relayed"
+    CLAIMED = "claimed"
+    RELEASED = "released"
+    RESOLVED = "resolved"
+    IGNORED = "ignored"
+    DUPLICATE = "duplicate"
+
+
+@dataclass(frozen=True, slots=True)
+class RelayConfig:
+    """The relay's settings and the texts it posts.
+
+    Attributes:
+        desk: the platform whose desk opens cards ("slack", "zendesk", "discord").
+        timeout_s: how long a handoff may wait for an agent before the customer is offered
+            another way.
+        poll_s: how often adapters run `deliver_pending` and `check_timeouts`.
+        contact: the other way offered when nobody claims in time, completing "You can ..."
+            (e.g. "email help@yourcompany.com"); `SUPPORTBOT_HANDOFF_CONTACT`.
+    """
+
+    desk: str
+    timeout_s: float = 600.0
+    poll_s: float = 1.0
+    claimed_text: str = "A person from our support team has joined the conversation."
+    released_text: str = (
+        "Our support team has handed the conversation back to me. Ask me anything, or ask for a "
+        "person again at any time."
+    )
+    resolved_text: str = (
+        "Our support team marked this conversation as resolved. Write again if you need more help."
+    )
+    contact: str = "open a ticket on our help center"
+    timeout_text: str = (
+        "Sorry, nobody from our support team is free right now. You can {contact}, and we will "
+        "get back to you. Meanwhile, I'm still here to help."
+    )
+    claimed_note: str = "Claimed by {agent}."
+    released_note: str = "Released by {agent}: the bot answers again."
+    resolved_note: str = "Resolved by {agent}."
+    timeout_note: str = "Nobody claimed this in time; the customer was offered email or a ticket."
+    inactive_note: str = "This conversation is no longer handed over ({state}); nothing was sent."
+
+
+# Serializing a HandoffRequest, so that another process can open its card ----------------------
+
+
+def request_to_json(request: HandoffRequest) -> dict[str, Any]:
+    """A `HandoffRequest` as JSON-ready data (inverse: `request_from_json`)."""
+    return {
+        "conversation_id": request.conversation_id,
+        "key": str(request.key),
+        "customer": request.customer,
+        "platform": request.platform,
+        "question": request.question,
+        "reason": request.reason,
+        "attempts": [
+            {
+                "text": a.text,
+                "kind": a.kind.value,
+                "sources": [
+                    {"id": s.id, "score": s.score, "title": s.title, "url": s.url}
+                    for s in a.sources
+                ],
+            }
+            for a in request.attempts
+        ],
+        "sentiment": request.sentiment,
+        "transcript": [{"role": t.role.value, "text": t.text} for t in request.transcript],
+        "reply_id": request.reply_id,
+        "requested_at": request.requested_at.isoformat(),
+    }
+
+
+def request_from_json(data: dict[str, Any]) -> HandoffRequest:
+    """The `HandoffRequest` that `request_to_json` wrote."""
+    return HandoffRequest(
+        conversation_id=str(data["conversation_id"]),
+        key=ConversationKey.parse(str(data["key"])),
+        customer=str(data["customer"]),
+        platform=str(data["platform"]),
+        question=str(data["question"]),
+        reason=str(data["reason"]),
+        attempts=tuple(
+            Attempt(
+                str(a["text"]),
+                ReplyKind(a["kind"]),
+                tuple(
+                    Source(str(s["id"]), float(s["score"]), s.get("title"), s.get("url"))
+                    for s in a.get("sources", ())
+                ),
+            )
+            for a in data.get("attempts", ())
+        ),
+        sentiment=float(data.get("sentiment", 0.0)),
+        transcript=tuple(Turn(Role(t["role"]), str(t["text"])) for t in data.get("transcript", ())),
+        reply_id=str(data.get("reply_id", "")),
+        requested_at=datetime.fromisoformat(str(data["requested_at"])),
+    )
+
+
+class Relay:
+    """The engine's handoff sink that relays between customers and agents (see module docs).
+
+    Args:
+        store: the shared database.
+        config: the desk, timeout and texts.
+        clock: the current time (aware UTC); tests pass a fixed one.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        config: RelayConfig,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.store = store
+        self.config = config
+        self._clock = clock
+        self._desks: dict[str, Desk] = {}
+        self._channels: dict[str, CustomerChannel] = {}
+
+    # Registration ------------------------------------------------------------------------------
+
+    def register_desk(self, platform: str, desk: Desk) -> None:
+        """Serve the agents' desk of `platform` in this process."""
+        self._desks[platform] = desk
+
+    def register_channel(self, platform: str, channel: CustomerChannel) -> None:
+        """Serve the customers of `platform` in this process."""
+        self._channels[platform] = channel
+
+    @property
+    def platforms(self) -> tuple[str, ...]:
+        """The platforms this process delivers to (desks and customer channels)."""
+        return tuple(sorted({*self._desks, *self._channels}))
+
+    # Handoffs ----------------------------------------------------------------------------------
+
+    def request(self, handoff: HandoffRequest) -> None:
+        """Link the conversation to a card that the desk's process opens on its next round."""
+        deadline = self._clock() + timedelta(seconds=self.config.timeout_s)
+        self.store.open_relay_link(
+            handoff.conversation_id, self.config.desk, request_to_json(handoff), deadline
+        )
+        logger.info(
+            "relay: handoff of conversation %s queued for the %s desk",
+            handoff.conversation_id,
+            self.config.desk,
+        )
+
+    # Inbound -----------------------------------------------------------------------------------
+
+    def customer_said(self, key: ConversationKey, text: str, message_id: str) -> bool:
+        """Relay a customer's message to the card, if the conversation is handed over.
+
+        Returns:
+            True if the message was queued for the agents.
+        """
+        if self.store.has_event(key.platform, f"relay-post:{message_id}"):
+            return False
+        conversation = self.store.find_conversation(key)
+        if conversation is None or conversation.owner is not Owner.HUMAN:
+            return False
+        link = self.store.relay_link(conversation.id)
+        if link is None or link.state not in ACTIVE:
+            return False
+        card = link.card_ref if link.card_ref and not link.card_ref.startswith(_OPENING) else ""
+        return self.store.enqueue_relay(
+            conversation.id,
+            direction="to_agent",
+            target_platform=link.desk,
+            target_ref=card,
+            text=text,
+            author=conversation.customer,
+            origin_key=f"customer:{key}:{message_id}",
+        )
+
+    def agent_said(self, card_ref: str, agent: str, text: str, message_id: str) -> RelayOutcome:
+        """Handle an agent's message under a card: a command, or a reply for the customer."""
+        link = self.store.relay_link_by_card(card_ref)
+        if link is None or self.store.has_event(link.desk, f"relay-post:{message_id}"):
+            return RelayOutcome.IGNORED
+        if not self.store.claim_event(f"relay:{link.desk}", f"agent:{card_ref}:{message_id}"):
+            return RelayOutcome.DUPLICATE
+        words = text.strip().split(maxsplit=1)
+        command = words[0].lower() if words else ""
+        if link.state not in ACTIVE:
+            self._note(link, self.config.inactive_note.format(state=link.state), message_id)
+            return RelayOutcome.IGNORED
+        if command == "!claim":
+            self._claim(link, agent, message_id)
+            return RelayOutcome.CLAIMED
+        if command == "!release":
+            return self._give_back(link, agent, message_id, resolve=False)
+        if command == "!resolve":
+            return self._give_back(link, agent, message_id, resolve=True)
+        claimed = link.state == "waiting" and self._claim(link, agent, message_id)
+        conversation = self.store.get_conversation(link.conversation_id)
+        if conversation is None:
+            return RelayOutcome.IGNORED
+        self.store.add_message(conversation.id, Role.AGENT, agent, text, message_id)
+        self.store.enqueue_relay(
+            conversation.id,
+            direction="to_customer",
+            target_platform=conversation.key.platform,
+            target_ref=str(conversation.key),
+            text=text,
+            author=agent,
+            origin_key=f"agent:{link.desk}:{card_ref}:{message_id}",
+        )
+        return RelayOutcome.CLAIMED if claimed else RelayOutcome.RELAYED
+
+    def _claim(self, link: RelayLinkInfo, agent: str, message_id: str) -> bool:
+        now = self._clock()
+        if not self.store.set_relay_state(
+            link.conversation_id,
+            "claimed",
+            from_states=("waiting",),
+            claimed_by=agent,
+            claimed_at=now,
+        ):
+            return False
+        self.store.record_handoff(
+            link.conversation_id, Owner.HUMAN, Owner.HUMAN, actor=agent, reason="claimed"
+        )
+        logger.info("relay: conversation %s claimed by %s", link.conversation_id, agent)
+        self._tell_customer(link, self.config.claimed_text, f"claimed:{message_id}")
+        self._note(link, self.config.claimed_note.format(agent=agent), message_id)
+        return True
+
+    def _give_back(
+        self, link: RelayLinkInfo, agent: str, message_id: str, *, resolve: bool
+    ) -> RelayOutcome:
+        state = "resolved" if resolve else "released"
+        if not self.store.set_relay_state(link.conversation_id, state, from_states=ACTIVE):
+            return RelayOutcome.IGNORED
+        self.store.set_owner(link.conversation_id, Owner.BOT, actor=agent, reason=state)
+        if resolve:
+            self.store.set_status(link.conversation_id, "closed")
+        text = self.config.resolved_text if resolve else self.config.released_text
+        self._tell_customer(link, text, f"{state}:{message_id}")
+        note = self.config.resolved_note if resolve else self.config.released_note
+        self._note(link, note.format(agent=agent), message_id)
+        logger.info("relay: conversation %s %s by %s", link.conversation_id, state, agent)
+        return RelayOutcome.RESOLVED if resolve else RelayOutcome.RELEASED
+
+    def _tell_customer(self, link: RelayLinkInfo, text: str, origin: str) -> None:
+        conversation = self.store.get_conversation(link.conversation_id)
+        if conversation is None:
+            return
+        self.store.add_message(conversation.id, Role.BOT, "relay", text)
+        self.store.enqueue_relay(
+            conversation.id,
+            direction="to_customer",
+            target_platform=conversation.key.platform,
+            target_ref=str(conversation.key),
+            text=text,
+            author="relay",
+            origin_key=f"relay:{conversation.id}:{origin}",
+        )
+
+    def _note(self, link: RelayLinkInfo, text: str, origin: str) -> None:
+        card = link.card_ref if link.card_ref and not link.card_ref.startswith(_OPENING) else ""
+        self.store.enqueue_relay(
+            link.conversation_id,
+            direction="to_agent",
+            target_platform=link.desk,
+            target_ref=card,
+            text=text,
+            author="relay",
+            origin_key=f"note:{link.conversation_id}:{origin}",
+        )
+
+    # Timeouts ----------------------------------------------------------------------------------
+
+    def check_timeouts(self, now: datetime | None = None) -> int:
+        """Release the handoffs nobody claimed in time and offer their customers another way.
+
+        Returns:
+            How many handoffs timed out.
+        """
+        now = now or self._clock()
+        expired = 0
+        for link in self.store.expired_relay_links(now):
+            if not self.store.set_relay_state(
+                link.conversation_id, "released", from_states=("waiting",)
+            ):
+                continue  # claimed meanwhile
+            expired += 1
+            self.store.set_owner(link.conversation_id, Owner.BOT, actor="relay", reason="timeout")
+            stamp = link.created_at.isoformat()
+            text = self.config.timeout_text.format(contact=self.config.contact)
+            self._tell_customer(link, text, f"timeout:{stamp}")
+            self._note(link, self.config.timeout_note, f"timeout:{stamp}")
+            logger.info("relay: handoff of conversation %s timed out", link.conversation_id)
+        return expired
+
+    # Delivery ----------------------------------------------------------------------------------
+
+    async def deliver_pending(self, platform: str) -> int:
+        """Open the cards and post the messages queued for `platform`; returns how many posted.
+
+        Failures are logged and left queued for the next round.
+        """
+        posted = 0
+        desk = self._desks.get(platform)
+        if desk is not None:
+            links = await asyncio.to_thread(self.store.relay_links_to_open, platform)
+            for link in links:
+                posted += await self._open_card(desk, link)
+        items = await asyncio.to_thread(self.store.pending_relay, platform)
+        for item in items:
+            posted += await self._deliver(item)
+        return posted
+
+    async def _open_card(self, desk: Desk, link: RelayLinkInfo) -> int:
+        token = f"{_OPENING}{new_id()}"
+        taken = await asyncio.to_thread(
+            self.store.set_relay_card, link.conversation_id, token, expect=None
+        )
+        if not taken:
+            return 0
+        try:
+            card_ref = await desk.open_card(request_from_json(link.request))
+        except Exception:
+            logger.exception("relay: cannot open a card for conversation %s", link.conversation_id)
+            await asyncio.to_thread(
+                self.store.set_relay_card, link.conversation_id, None, expect=token
+            )
+            return 0
+        await asyncio.to_thread(
+            self.store.set_relay_card, link.conversation_id, card_ref, expect=token
+        )
+        logger.info("relay: card %s opened for conversation %s", card_ref, link.conversation_id)
+        return 1
+
+    async def _deliver(self, item: OutboxItem) -> int:
+        desk = self._desks.get(item.target_platform)
+        channel = self._channels.get(item.target_platform)
+        target = item.target_ref
+        if item.direction == "to_agent":
+            if desk is None:
+                return 0
+            if not target:
+                link = await asyncio.to_thread(self.store.relay_link, item.conversation_id)
+                if link is None or not link.card_ref or link.card_ref.startswith(_OPENING):
+                    return 0  # the card is not open yet: next round
+                target = link.card_ref
+        elif channel is None:
+            return 0
+        if not await asyncio.to_thread(self.store.claim_relay_delivery, item.id):
+            return 0  # another process took it
+        try:
+            if item.direction == "to_agent":
+                assert desk is not None
+                ref = await desk.post(target, item.text)
+            else:
+                assert channel is not None
+                ref = await channel.post(ConversationKey.parse(target), item.text)
+        except Exception:
+            logger.exception("relay: cannot post message %s on %s", item.id, item.target_platform)
+            await asyncio.to_thread(self.store.unclaim_relay_delivery, item.id)
+            return 0
+        if ref:
+            await asyncio.to_thread(
+                self.store.claim_event, item.target_platform, f"relay-post:{ref}"
+            )
+        return 1
+
+    async def run_round(self, platforms: Iterable[str] | None = None) -> int:
+        """One polling round: time out stale handoffs, then deliver for each platform."""
+        await asyncio.to_thread(self.check_timeouts)
+        posted = 0
+        for platform in platforms if platforms is not None else self.platforms:
+            posted += await self.deliver_pending(platform)
+        return posted
+
+    async def run(self, platforms: Iterable[str] | None = None) -> None:
+        """Poll until cancelled, every `config.poll_s` seconds; errors are logged, not raised."""
+        chosen = tuple(platforms) if platforms is not None else None
+        while True:
+            try:
+                await self.run_round(chosen)
+            except Exception:
+                logger.exception("relay: delivery round failed")
+            await asyncio.sleep(self.config.poll_s)

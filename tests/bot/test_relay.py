@@ -1,0 +1,375 @@
+"""The handoff relay with in-memory desks and customer channels, on a real (SQLite) store."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from bot.handoff import Attempt, CustomerListener, HandoffRequest, HandoffSink
+from bot.model import ConversationKey, Owner, ReplyKind, Role, Source, Turn
+from bot.relay import (
+    CustomerChannel,
+    Desk,
+    Relay,
+    RelayConfig,
+    RelayOutcome,
+    request_from_json,
+    request_to_json,
+)
+from bot.storage.store import Store
+
+KEY = ConversationKey("slack", "T1", "D1", "")
+NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+
+class FakeDesk:
+    def __init__(self) -> None:
+        self.cards: list[HandoffRequest] = []
+        self.posts: list[tuple[str, str]] = []
+        self.fail = False
+
+    async def open_card(self, request: HandoffRequest) -> str:
+        if self.fail:
+            raise RuntimeError("desk down")
+        self.cards.append(request)
+        return f"C9:card{len(self.cards)}"
+
+    async def post(self, card_ref: str, text: str) -> str | None:
+        if self.fail:
+            raise RuntimeError("desk down")
+        self.posts.append((card_ref, text))
+        return f"desk-post-{len(self.posts)}"
+
+
+class FakeChannel:
+    def __init__(self) -> None:
+        self.posts: list[tuple[ConversationKey, str]] = []
+
+    async def post(self, key: ConversationKey, text: str) -> str | None:
+        self.posts.append((key, text))
+        return f"customer-post-{len(self.posts)}"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    opened = Store.from_url(f"sqlite:///{tmp_path / 'relay.db'}")
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def desk() -> FakeDesk:
+    return FakeDesk()
+
+
+@pytest.fixture
+def channel() -> FakeChannel:
+    return FakeChannel()
+
+
+@pytest.fixture
+def relay(store: Store, clock: Clock, desk: FakeDesk, channel: FakeChannel) -> Relay:
+    made = Relay(store, RelayConfig(desk="slack", timeout_s=300), clock=clock)
+    made.register_desk("slack", desk)
+    made.register_channel("slack", channel)
+    return made
+
+
+def _handoff(store: Store, relay: Relay, key: ConversationKey = KEY) -> str:
+    """A conversation handed over as the engine does it: owner → human, then the sink."""
+    conversation = store.get_or_create_conversation(key, "U1")
+    store.add_message(conversation.id, Role.USER, "U1", "I want a refund", "m0")
+    store.set_owner(conversation.id, Owner.HUMAN, actor="bot", reason="customer_request:human")
+    relay.request(
+        HandoffRequest(
+            conversation_id=conversation.id,
+            key=key,
+            customer="U1",
+            platform=key.platform,
+            question="I want a refund",
+            reason="customer_request:human",
+            attempts=(Attempt("Try this", ReplyKind.ANSWER, (Source("kb1", 0.5, "T", "u"),)),),
+            transcript=(Turn(Role.USER, "I want a refund"), Turn(Role.BOT, "A person will reply")),
+        )
+    )
+    return conversation.id
+
+
+def test_relay_is_a_handoff_sink_and_hears_customers(relay: Relay) -> None:
+    assert isinstance(relay, HandoffSink)
+    assert isinstance(relay, CustomerListener)
+    assert isinstance(FakeDesk(), Desk)
+    assert isinstance(FakeChannel(), CustomerChannel)
+
+
+def test_request_round_trips_through_json() -> None:
+    request = HandoffRequest(
+        conversation_id="c1",
+        key=KEY,
+        customer="U1",
+        platform="slack",
+        question="q",
+        reason="topic:legal",
+        attempts=(Attempt("a", ReplyKind.FALLBACK, (Source("s", 0.1, None, None),)),),
+        sentiment=-0.5,
+        transcript=(Turn(Role.USER, "q"),),
+        reply_id="r1",
+        requested_at=NOW,
+    )
+    assert request_from_json(request_to_json(request)) == request
+
+
+async def test_handoff_opens_one_card_on_the_desk(
+    relay: Relay, store: Store, desk: FakeDesk
+) -> None:
+    conversation_id = _handoff(store, relay)
+    link = store.relay_link(conversation_id)
+    assert link is not None and link.state == "waiting" and link.card_ref is None
+    assert link.deadline == NOW + timedelta(seconds=300)
+
+    assert await relay.deliver_pending("slack") == 1
+    assert await relay.deliver_pending("slack") == 0
+    assert [card.question for card in desk.cards] == ["I want a refund"]
+    assert desk.cards[0].attempts[0].sources[0].id == "kb1"
+    link = store.relay_link(conversation_id)
+    assert link is not None and link.card_ref == "C9:card1"
+
+
+async def test_a_failing_desk_is_retried(relay: Relay, store: Store, desk: FakeDesk) -> None:
+    _handoff(store, relay)
+    desk.fail = True
+    assert await relay.deliver_pending("slack") == 0
+    desk.fail = False
+    assert await relay.deliver_pending("slack") == 1
+    assert len(desk.cards) == 1
+
+
+async def test_customer_messages_reach_the_card_once(
+    relay: Relay, store: Store, desk: FakeDesk
+) -> None:
+    _handoff(store, relay)
+    # Before the card is open: queued, posted once it is.
+    assert relay.customer_said(KEY, "are you there?", "m1")
+    await relay.deliver_pending("slack")
+    assert desk.posts == [("C9:card1", "are you there?")]
+    assert relay.customer_said(KEY, "hello?", "m2")
+    assert not relay.customer_said(KEY, "hello?", "m2")  # the same message again
+    await relay.deliver_pending("slack")
+    await relay.deliver_pending("slack")
+    assert desk.posts[1:] == [("C9:card1", "hello?")]
+
+
+async def test_bot_owned_conversations_are_not_relayed(relay: Relay, store: Store) -> None:
+    store.get_or_create_conversation(KEY, "U1")
+    assert not relay.customer_said(KEY, "hi", "m1")
+    assert not relay.customer_said(ConversationKey("slack", "T1", "D404", ""), "hi", "m2")
+
+
+async def test_first_agent_reply_claims_and_reaches_the_customer(
+    relay: Relay, store: Store, desk: FakeDesk, channel: FakeChannel
+) -> None:
+    conversation_id = _handoff(store, relay)
+    await relay.deliver_pending("slack")
+    outcome = relay.agent_said("C9:card1", "A1", "Hi, I'm Ann. Let me check.", "a1")
+    assert outcome is RelayOutcome.CLAIMED
+    assert relay.agent_said("C9:card1", "A1", "Hi, I'm Ann. Let me check.", "a1") is (
+        RelayOutcome.DUPLICATE
+    )
+    assert relay.agent_said("C9:card1", "A1", "Found it.", "a2") is RelayOutcome.RELAYED
+    await relay.deliver_pending("slack")
+    await relay.deliver_pending("slack")
+    assert [text for _, text in channel.posts] == [
+        relay.config.claimed_text,
+        "Hi, I'm Ann. Let me check.",
+        "Found it.",
+    ]
+    assert all(key == KEY for key, _ in channel.posts)
+    link = store.relay_link(conversation_id)
+    assert link is not None
+    assert (link.state, link.claimed_by, link.claimed_at) == ("claimed", "A1", NOW)
+    assert desk.posts == [("C9:card1", "Claimed by A1.")]
+    history = store.history(conversation_id, 20)
+    assert Turn(Role.AGENT, "Found it.") in [Turn(t.role, t.text) for t in history]
+    conversation = store.get_conversation(conversation_id)
+    assert conversation is not None and conversation.owner is Owner.HUMAN
+
+
+async def test_own_posts_are_never_relayed_back(
+    relay: Relay, store: Store, desk: FakeDesk, channel: FakeChannel
+) -> None:
+    _handoff(store, relay)
+    await relay.deliver_pending("slack")
+    relay.customer_said(KEY, "hello", "m1")
+    await relay.deliver_pending("slack")
+    # The desk echoes the relay's own post back as an agent message: ignored.
+    assert relay.agent_said("C9:card1", "bot", "hello", "desk-post-1") is RelayOutcome.IGNORED
+    relay.agent_said("C9:card1", "A1", "hi", "a1")
+    await relay.deliver_pending("slack")
+    # The customer channel echoes the relay's post: not relayed to the card again.
+    assert not relay.customer_said(KEY, "hi", "customer-post-2")
+    assert relay.agent_said("C404:x", "A1", "hi", "a9") is RelayOutcome.IGNORED
+
+
+async def test_claim_command(relay: Relay, store: Store, channel: FakeChannel) -> None:
+    conversation_id = _handoff(store, relay)
+    await relay.deliver_pending("slack")
+    assert relay.agent_said("C9:card1", "A2", "!claim", "a1") is RelayOutcome.CLAIMED
+    assert relay.agent_said("C9:card1", "A3", "me too", "a2") is RelayOutcome.RELAYED
+    link = store.relay_link(conversation_id)
+    assert link is not None and link.claimed_by == "A2"
+    await relay.deliver_pending("slack")
+    assert [text for _, text in channel.posts] == [relay.config.claimed_text, "me too"]
+
+
+async def test_release_gives_the_conversation_back(
+    relay: Relay, store: Store, channel: FakeChannel, desk: FakeDesk
+) -> None:
+    conversation_id = _handoff(store, relay)
+    await relay.deliver_pending("slack")
+    relay.agent_said("C9:card1", "A1", "hello", "a1")
+    assert relay.agent_said("C9:card1", "A1", "!release", "a2") is RelayOutcome.RELEASED
+    conversation = store.get_conversation(conversation_id)
+    assert conversation is not None and conversation.owner is Owner.BOT
+    assert not relay.customer_said(KEY, "thanks", "m5")
+    assert relay.agent_said("C9:card1", "A1", "one more thing", "a3") is RelayOutcome.IGNORED
+    await relay.deliver_pending("slack")
+    assert channel.posts[-1][1] == relay.config.released_text
+    assert "one more thing" not in [text for _, text in channel.posts]
+    assert desk.posts[-1][1].startswith("This conversation is no longer handed over")
+
+
+async def test_resolve_closes_the_conversation(
+    relay: Relay, store: Store, channel: FakeChannel
+) -> None:
+    conversation_id = _handoff(store, relay)
+    await relay.deliver_pending("slack")
+    assert relay.agent_said("C9:card1", "A1", "!resolve", "a1") is RelayOutcome.RESOLVED
+    conversation = store.get_conversation(conversation_id)
+    assert conversation is not None
+    assert (conversation.status, conversation.owner) == ("closed", Owner.BOT)
+    await relay.deliver_pending("slack")
+    assert channel.posts[-1][1] == relay.config.resolved_text
+
+
+async def test_unclaimed_handoffs_time_out(
+    relay: Relay, store: Store, clock: Clock, channel: FakeChannel, desk: FakeDesk
+) -> None:
+    conversation_id = _handoff(store, relay)
+    await relay.deliver_pending("slack")
+    assert relay.check_timeouts(NOW + timedelta(seconds=299)) == 0
+    assert relay.check_timeouts(NOW + timedelta(seconds=300)) == 1
+    assert relay.check_timeouts(NOW + timedelta(seconds=900)) == 0
+    await relay.deliver_pending("slack")
+    expected = relay.config.timeout_text.format(contact=relay.config.contact)
+    assert [text for _, text in channel.posts] == [expected]
+    assert desk.posts == [("C9:card1", relay.config.timeout_note)]
+    conversation = store.get_conversation(conversation_id)
+    assert conversation is not None and conversation.owner is Owner.BOT
+
+
+async def test_claimed_handoffs_do_not_time_out(relay: Relay, store: Store) -> None:
+    _handoff(store, relay)
+    await relay.deliver_pending("slack")
+    relay.agent_said("C9:card1", "A1", "!claim", "a1")
+    assert relay.check_timeouts(NOW + timedelta(days=1)) == 0
+
+
+async def test_two_processes_share_the_outbox(store: Store, clock: Clock) -> None:
+    """The web process serves the Slack desk; a Discord process serves Discord customers."""
+    web, discord = (
+        Relay(store, RelayConfig(desk="slack"), clock=clock),
+        Relay(store, RelayConfig(desk="slack"), clock=clock),
+    )
+    desk, channel = FakeDesk(), FakeChannel()
+    web.register_desk("slack", desk)
+    discord.register_channel("discord", channel)
+    key = ConversationKey("discord", "G1", "D7", "")
+    _handoff(store, discord, key)
+    assert await discord.deliver_pending("slack") == 0  # not served there
+    assert await web.deliver_pending("slack") == 1
+    discord.customer_said(key, "hi agents", "m1")
+    web.agent_said("C9:card1", "A1", "hi customer", "a1")
+    assert await web.deliver_pending("discord") == 0
+    assert await discord.deliver_pending("discord") == 2
+    assert await web.deliver_pending("slack") == 2
+    assert [text for _, text in channel.posts] == [web.config.claimed_text, "hi customer"]
+    assert [text for _, text in desk.posts] == ["hi agents", "Claimed by A1."]
+
+
+async def test_a_handoff_after_release_opens_a_new_card(
+    relay: Relay, store: Store, desk: FakeDesk
+) -> None:
+    conversation_id = _handoff(store, relay)
+    await relay.deliver_pending("slack")
+    relay.agent_said("C9:card1", "A1", "!release", "a1")
+    _handoff(store, relay)
+    await relay.deliver_pending("slack")
+    link = store.relay_link(conversation_id)
+    assert link is not None and (link.card_ref, link.state) == ("C9:card2", "waiting")
+
+
+@pytest.mark.model
+def test_build_services_makes_the_relay_the_engines_sink_and_it_hears_the_customer(
+    data_dir: Path,
+) -> None:
+    from bot.model import InboundMessage
+    from bot.service import build_services
+    from bot.settings import Settings
+
+    plain = build_services(Settings(data_dir=data_dir))
+    assert plain.relay is None
+    plain.store.close()
+
+    services = build_services(
+        Settings(data_dir=data_dir, handoff_desk="discord", handoff_timeout_s=42)
+    )
+    try:
+        relay = services.relay
+        assert relay is not None and services.engine.handoff_sink is relay
+        assert (relay.config.desk, relay.config.timeout_s) == ("discord", 42)
+        key = ConversationKey("web", "site", "s1", "")
+
+        def say(text: str, n: int, user: str = "visitor") -> list[str]:
+            message = InboundMessage(
+                platform="web",
+                workspace="site",
+                channel="s1",
+                thread="",
+                user=user,
+                text=text,
+                message_id=f"w{n}",
+                addressed=True,
+            )
+            return [reply.text for reply in services.engine.handle(message)]
+
+        assert say("I want to talk to a person", 1)
+        conversation = services.store.find_conversation(key)
+        assert conversation is not None and conversation.owner is Owner.HUMAN
+        link = services.store.relay_link(conversation.id)
+        assert link is not None and (link.desk, link.state) == ("discord", "waiting")
+
+        assert say("my invoice is wrong", 2) == []
+        assert say("my invoice is wrong", 2) == []  # a repeated delivery
+        assert say("I'm a colleague", 3, user="someone-else") == []
+        queued = services.store.relay_outbox(conversation.id)
+        assert [(item.direction, item.target_platform, item.text) for item in queued] == [
+            ("to_agent", "discord", "my invoice is wrong")
+        ]
+    finally:
+        services.store.close()

@@ -214,6 +214,18 @@ class Debouncer:
         pending = self._pending.get((key, user))
         return tuple(pending.messages) if pending else ()
 
+    @property
+    def busy(self) -> bool:
+        """Whether a turn is pending or running (or a cancelled one is being recorded)."""
+        return bool(self._pending or self._running)
+
+    async def wait_done(self) -> None:
+        """Wait until no turn is pending or running (pending ones run when their wait ends)."""
+        while self.busy:
+            tasks = [p.task for p in self._pending.values() if p.task is not None]
+            await asyncio.gather(*tasks, *self._running, return_exceptions=True)
+            await asyncio.sleep(0)
+
     async def flush(self) -> None:
         """Run every pending turn now, and wait for all running turns to finish."""
         for pending in list(self._pending.values()):

@@ -28,13 +28,16 @@ from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
 from adapters.discord.convert import (
+    DM_WORKSPACE,
     HANDOFF_TEXT,
     PLATFORM,
     AgentReply,
     MessageFacts,
     Place,
     Placement,
+    ReactionFacts,
     Routing,
+    Why,
     button_feedback,
     button_message,
     content_missing,
@@ -66,9 +69,10 @@ from adapters.discord.render import (
     thread_name,
 )
 from adapters.discord.settings import PORTAL, DiscordSettings
+from bot.debounce import Clock, Debouncer
 from bot.engine import Engine
 from bot.errors import ConfigError
-from bot.model import ConversationKey, Reply
+from bot.model import ConversationKey, InboundMessage, Reply
 from bot.relay import Relay
 
 __all__ = [
@@ -134,13 +138,16 @@ def discord_endpoints(api_url: str | None, gateway_url: str | None = None) -> It
 
 
 def intents_for(settings: DiscordSettings) -> discord.Intents:
-    """Servers, server and DM messages and reactions; message content when configured."""
+    """Servers, server and DM messages, reactions and typing; message content when configured."""
     intents = discord.Intents.none()
     intents.guilds = True
     intents.guild_messages = True
     intents.dm_messages = True
     intents.guild_reactions = True
     intents.dm_reactions = True
+    # Typing keeps a customer's pending turn open (the debouncer's `extend`).
+    intents.guild_typing = True
+    intents.dm_typing = True
     intents.message_content = settings.message_content
     return intents
 
@@ -206,16 +213,30 @@ class _Target:
     reference: discord.Message | None = None
 
 
+#: Reactions by which a customer marks a conversation resolved.
+RESOLVE_EMOJI = frozenset({"✅", "✔️", "☑️"})
+#: How long closing waits for the turns still pending to be answered.
+CLOSE_GRACE_S = 10.0
+
+
 class SupportBotClient(discord.Client):
     """The support bot on the Discord gateway.
 
     Args:
         settings: the Discord settings.
         engine: the shared engine (its calls block: they run in worker threads).
+        clock: the time source of the turn-taking debouncer (a `ManualClock` in tests).
         **options: passed to `discord.Client` (e.g. `guild_ready_timeout` in tests).
     """
 
-    def __init__(self, settings: DiscordSettings, engine: Engine, **options: Any) -> None:
+    def __init__(
+        self,
+        settings: DiscordSettings,
+        engine: Engine,
+        *,
+        clock: Clock | None = None,
+        **options: Any,
+    ) -> None:
         # No message cache: handlers use the objects they were given (a cached message would be
         # changed in place by a later edit while its handler waits) and memory stays flat.
         options.setdefault("max_messages", None)
@@ -241,6 +262,13 @@ class SupportBotClient(discord.Client):
             weakref.WeakValueDictionary()
         )
         self._relay_task: asyncio.Task[None] | None = None
+        self._clock = clock
+        # Bursts become one turn; made when first needed (on the event loop), closed in `close`.
+        self._debouncer: Debouncer | None = None
+        # Where each pending turn's answer goes: its person's latest message, per conversation.
+        self._questions: dict[
+            tuple[ConversationKey, str], tuple[discord.Message, MessageFacts]
+        ] = {}
         self._join_relay()
 
     def _join_relay(self) -> None:
@@ -262,12 +290,31 @@ class SupportBotClient(discord.Client):
         self.on_agent_reply(to_relay)
 
     async def close(self) -> None:
-        """Stop the relay's delivery loop, then disconnect."""
+        """Answer the turns still waiting, stop the relay's delivery loop, then disconnect."""
+        await self._close_debouncer()
         if self._relay_task is not None:
             self._relay_task.cancel()
             await asyncio.gather(self._relay_task, return_exceptions=True)
             self._relay_task = None
         await super().close()
+
+    def debouncer(self) -> Debouncer:
+        """The client's turn-taking debouncer (made on first use, for this client only)."""
+        if self._debouncer is None:
+            self._debouncer = self.engine.debouncer(self._deliver, clock=self._clock)
+        return self._debouncer
+
+    async def _close_debouncer(self) -> None:
+        debouncer, self._debouncer = self._debouncer, None
+        if debouncer is None:
+            return
+        try:
+            async with asyncio.timeout(CLOSE_GRACE_S):
+                await debouncer.flush()
+        except TimeoutError:
+            logger.warning("Discord: closing; turns still running were dropped")
+        await debouncer.close()
+        self._questions.clear()
 
     # Lifecycle ---------------------------------------------------------------------------------
 
@@ -389,8 +436,34 @@ class SupportBotClient(discord.Client):
             if facts.place is Place.THREAD and not revision:
                 await self._relay_agent_reply(facts, channel)
             return
-        async with self._turn_lock(conversation_key(facts)):
+        key = conversation_key(facts)
+        async with self._turn_lock(key):
+            if (
+                not revision
+                and facts.guild_id is not None
+                and self._another_person_wrote(key, str(facts.author_id))
+            ):
+                # A person answering someone else is recorded (after the turn it cancelled, so
+                # the conversation keeps its customer), not answered by the bot.
+                await self.debouncer().wait_idle()
+                inbound = to_inbound(facts, Why.THREAD)
+                await asyncio.to_thread(self.engine.record, [inbound])
+                return
             await self._answer(message, facts, revision)
+
+    def _another_person_wrote(self, key: ConversationKey, user: str) -> bool:
+        """Head start: a person wrote in a shared channel's conversation, so the bot's pending
+        answer to someone else there is cancelled (when the channel has a head start).
+
+        Returns:
+            Whether a pending answer was cancelled.
+        """
+        if self.engine.timing_for(key).head_start_s <= 0:
+            return False
+        if not self.engine.human_replied(key, user):
+            return False
+        logger.info("Discord: %s answered first in %s; the bot stays quiet", user, key)
+        return True
 
     def _turn_lock(self, key: ConversationKey) -> asyncio.Lock:
         lock = self._turns.get(key)
@@ -401,7 +474,10 @@ class SupportBotClient(discord.Client):
     async def _answer(self, message: discord.Message, facts: MessageFacts, revision: str) -> None:
         takes_part = False
         if facts.place is Place.THREAD:
-            takes_part = await asyncio.to_thread(self.engine.takes_part_in, conversation_key(facts))
+            key = conversation_key(facts)
+            takes_part = bool(self.debouncer().pending(key, str(facts.author_id))) or (
+                await asyncio.to_thread(self.engine.takes_part_in, key)
+            )
         why = why_answer(facts, self.routing, takes_part)
         if why is None:
             return
@@ -409,9 +485,19 @@ class SupportBotClient(discord.Client):
             self._warn_no_content(facts)
             return
         inbound = to_inbound(facts, why, revision=revision)
-        replies = await asyncio.to_thread(self.engine.handle, inbound)
-        if not replies:
+        # One turn per burst: the debouncer runs it once the customer pauses (`_deliver`).
+        self._questions[(inbound.conversation, inbound.user)] = (message, facts)
+        self.debouncer().submit(inbound)
+
+    async def _deliver(self, inbound: InboundMessage, replies: list[Reply]) -> None:
+        """Post a turn's replies where the answer to its last message goes."""
+        slot = (inbound.conversation, inbound.user)
+        question = self._questions.get(slot)
+        if self._debouncer is None or not self._debouncer.pending(*slot):
+            self._questions.pop(slot, None)
+        if not replies or question is None:
             return
+        message, facts = question
         target = await self._target_for(message, facts, inbound.text)
         await self._post(target, replies)
 
@@ -481,8 +567,29 @@ class SupportBotClient(discord.Client):
     async def on_raw_reaction_remove(self, payload: discord.RawReactionActionEvent) -> None:
         await self._on_reaction(payload)
 
+    async def on_raw_typing(self, payload: discord.RawTypingEvent) -> None:
+        """A person typing keeps their pending turn open one more burst window."""
+        me = self.user
+        if me is not None and payload.user_id == me.id:
+            return
+        key = self._typing_key(payload.channel_id, payload.guild_id)
+        if key is not None and self._debouncer is not None:
+            self._debouncer.extend(key, str(payload.user_id))
+
+    def _typing_key(self, channel_id: int, guild_id: int | None) -> ConversationKey | None:
+        """The conversation of a DM or a thread (a channel's questions are each their own)."""
+        if guild_id is None:
+            return ConversationKey(PLATFORM, DM_WORKSPACE, str(channel_id))
+        channel = self.get_channel(channel_id)
+        if isinstance(channel, discord.Thread) and channel.parent_id is not None:
+            return ConversationKey(PLATFORM, str(guild_id), str(channel.parent_id), str(channel_id))
+        return None
+
     async def _on_reaction(self, payload: discord.RawReactionActionEvent) -> None:
         facts = reaction_facts(payload)
+        if facts.added and facts.emoji_id is None and facts.emoji_name in RESOLVE_EMOJI:
+            await self._resolve(facts)
+            return
         value = feedback_value(
             facts.emoji_id, facts.emoji_name, self.settings.up_emoji, self.settings.down_emoji
         )
@@ -501,6 +608,34 @@ class SupportBotClient(discord.Client):
         logger.info(
             "feedback reply=%s value=%s via reaction changed=%s", info.id, event.value, changed
         )
+
+    async def _resolve(self, facts: ReactionFacts) -> None:
+        """A ✅ by the customer on a message of their conversation marks it resolved: one of
+        the bot's answers, or a message in a DM or thread the bot takes part in."""
+        info = await asyncio.to_thread(
+            self.engine.reply_posted_as, reply_ref(facts.channel_id, facts.message_id)
+        )
+        conversation = None
+        if info is not None:
+            conversation = await asyncio.to_thread(
+                self.engine.store.get_conversation, info.conversation_id
+            )
+        else:
+            key = self._typing_key(facts.channel_id, facts.guild_id)
+            if key is None and facts.guild_id is not None:
+                # A question in a channel is its own conversation, keyed by its id.
+                key = ConversationKey(
+                    PLATFORM, str(facts.guild_id), str(facts.channel_id), str(facts.message_id)
+                )
+            if key is not None:
+                conversation = await asyncio.to_thread(self.engine.store.find_conversation, key)
+        if conversation is None or conversation.customer != str(facts.user_id):
+            return
+        # A turn still waiting there is answered first; the ✅ then closes the conversation.
+        if self._debouncer is not None:
+            await self._debouncer.wait_done()
+        if await asyncio.to_thread(self.engine.mark_resolved, conversation.key):
+            logger.info("Discord: conversation %s marked resolved by a reaction", conversation.key)
 
     async def _on_button(self, custom_id: str, interaction: discord.Interaction[Any]) -> None:
         """A click on one of the persistent buttons.

@@ -63,8 +63,9 @@ from adapters.slack.payloads import (
 )
 from adapters.slack.relay import SlackCustomerChannel, SlackDesk
 from adapters.slack.settings import SlackMode, SlackSettings
+from bot.debounce import Clock, Debouncer
 from bot.errors import ConfigError, StorageError
-from bot.model import FeedbackEvent, InboundMessage, Reply
+from bot.model import ConversationKey, FeedbackEvent, InboundMessage, Reply
 from bot.service import Services
 
 __all__ = ["EVENTS_PATH", "MAX_BODY_BYTES", "SlackAdapter", "TaskTracker"]
@@ -78,6 +79,8 @@ REDIRECT_PATH = "/slack/oauth_redirect"
 MAX_BODY_BYTES = 1_000_000
 #: Requests signed longer ago than this are refused as replays (Slack's own rule).
 SIGNATURE_MAX_AGE_S = 5 * 60
+#: The reactions by which a customer marks a conversation resolved (skin tones ignored).
+RESOLVE_REACTIONS = frozenset({"white_check_mark", "heavy_check_mark", "ballot_box_with_check"})
 
 
 class TaskTracker:
@@ -170,13 +173,19 @@ class SlackAdapter:
         services: the bot's services (engine and database).
         settings: Slack settings; validated here.
         holder: this process's id for the Socket Mode lease (default: host, pid, random).
+        clock: the time source of the turn-taking debouncer (a `ManualClock` in tests).
 
     Raises:
         ConfigError: the settings cannot work, or Slack is not configured at all.
     """
 
     def __init__(
-        self, services: Services, settings: SlackSettings, *, holder: str | None = None
+        self,
+        services: Services,
+        settings: SlackSettings,
+        *,
+        holder: str | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.mode = settings.check()
         if self.mode is SlackMode.OFF:
@@ -203,6 +212,14 @@ class SlackAdapter:
         self._socket: AsyncSocketModeHandler | None = None
         self.lease: LeaseKeeper | None = None
         self._relay_task: asyncio.Task[None] | None = None
+        self._clock = clock
+        # Bursts become one turn; made when first needed (on the event loop), closed at shutdown.
+        self._debouncer: Debouncer | None = None
+        # The client that answers each conversation with a pending turn (per workspace in OAuth).
+        self._turn_clients: dict[ConversationKey, AsyncWebClient] = {}
+        # Turns on their way to the debouncer, per conversation: a head-start cancellation waits
+        # for them, so it also reaches a question that arrived just before the other person.
+        self._arriving: dict[ConversationKey, set[asyncio.Task[None]]] = {}
         self._join_relay()
 
     # Set-up -------------------------------------------------------------------------------------
@@ -309,6 +326,7 @@ class SlackAdapter:
                 on_lost=self._disconnect,
             )
             await self.lease.start()
+        self.debouncer()
         if self.services.relay is not None:
             self._relay_task = asyncio.create_task(
                 self.services.relay.run((PLATFORM,)), name="slack-relay"
@@ -323,6 +341,26 @@ class SlackAdapter:
             if self.lease is not None:
                 await self.lease.stop()
             await self.tasks.close(self.settings.shutdown_grace)
+            await self._close_debouncer()
+
+    def debouncer(self) -> Debouncer:
+        """The adapter's turn-taking debouncer (made on first use, for this adapter only)."""
+        if self._debouncer is None:
+            self._debouncer = self.engine.debouncer(self._deliver, clock=self._clock)
+        return self._debouncer
+
+    async def _close_debouncer(self) -> None:
+        """At shutdown: answer the turns still waiting now, within the grace period."""
+        debouncer, self._debouncer = self._debouncer, None
+        if debouncer is None:
+            return
+        try:
+            async with asyncio.timeout(self.settings.shutdown_grace):
+                await debouncer.flush()
+        except TimeoutError:
+            logger.warning("shutting down: Slack turns still running were dropped")
+        await debouncer.close()
+        self._turn_clients.clear()
 
     def lifetime(self) -> AbstractAsyncContextManager[None]:
         """Runs with the web app: Socket Mode (under the lease) and, at shutdown, waiting for
@@ -409,21 +447,71 @@ class SlackAdapter:
             return
         new = cast(MessageEvent, event)
         route = convert.route_message(new, **routing)
+        answered_first = None
+        if route not in (Route.AGENT_REPLY, Route.MENTION):
+            answered_first = self._another_person_wrote(new, team, context.bot_user_id)
         if route is Route.AGENT_REPLY:
             if self._agent_callbacks:
                 reply = convert.agent_reply(new, team)
                 self.tasks.spawn(self._agent_reply(body, reply), name=f"slack-agent:{reply.ts}")
         elif route in (Route.ANSWER, Route.IF_IN_THREAD):
             message = convert.message_to_inbound(new, team, bot_user_id=context.bot_user_id)
-            self._spawn_turn(body, message, context.client, route)
+            if answered_first is not None:
+                # A person answering someone else is recorded, not answered by the bot.
+                self.tasks.spawn(
+                    self._record(str(body.get("event_id") or ""), message, answered_first),
+                    name=f"slack-record:{message.message_id}",
+                )
+            else:
+                self._spawn_turn(body, message, context.client, route)
+
+    def _another_person_wrote(
+        self, event: MessageEvent, team: str, bot_user_id: str | None
+    ) -> set[asyncio.Task[None]] | None:
+        """Head start: a person wrote in a shared channel's conversation, so the bot's pending
+        answer to someone else there is cancelled (when the channel has a head start).
+
+        Returns:
+            None when the message answers nobody's pending turn; otherwise the work to wait
+            for before recording it (the cancellation, when a turn is still arriving).
+        """
+        if convert.is_dm(event["channel"], event.get("channel_type")):
+            return None
+        message = convert.message_to_inbound(event, team, bot_user_id=bot_user_id)
+        key = message.conversation
+        if self.engine.timing_for(key).head_start_s <= 0:
+            return None
+        arriving = set(self._arriving.get(key, ()))
+        if not arriving:
+            return set() if self._cancel_pending(key, message.user) else None
+
+        async def after_arrivals() -> None:
+            await asyncio.wait(arriving)
+            self._cancel_pending(key, message.user)
+
+        return {self.tasks.spawn(after_arrivals(), name=f"slack-head-start:{message.message_id}")}
+
+    def _cancel_pending(self, key: ConversationKey, user: str) -> bool:
+        if not self.engine.human_replied(key, user):
+            return False
+        logger.info("Slack: %s answered first in %s; the bot stays quiet", user, key)
+        return True
 
     async def _on_reaction(
         self, body: dict[str, Any], event: ReactionEvent, context: AsyncBoltContext
     ) -> None:
-        if convert.reaction_value(event["reaction"], self._up, self._down) is None:
-            return
         ref = convert.reaction_ref(event)
         if ref is None:
+            return
+        if event["type"] == "reaction_added" and convert.is_resolve_reaction(
+            event["reaction"], RESOLVE_REACTIONS
+        ):
+            self.tasks.spawn(
+                self._resolve(event, self._team(body, context)),
+                name=f"slack-resolve:{body.get('event_id')}",
+            )
+            return
+        if convert.reaction_value(event["reaction"], self._up, self._down) is None:
             return
         self.tasks.spawn(
             self._reaction(body, event, ref, self._team(body, context)),
@@ -490,10 +578,20 @@ class SlackAdapter:
         route: Route,
     ) -> None:
         event_id = str(body.get("event_id") or "") if body is not None else ""
-        self.tasks.spawn(
+        task = self.tasks.spawn(
             self._turn(event_id, message, client or self.client, route),
             name=f"slack-turn:{message.message_id}",
         )
+        key = message.conversation
+        arriving = self._arriving.setdefault(key, set())
+        arriving.add(task)
+
+        def arrived(done: asyncio.Task[None]) -> None:
+            arriving.discard(done)
+            if not arriving and self._arriving.get(key) is arriving:
+                del self._arriving[key]
+
+        task.add_done_callback(arrived)
 
     async def _claim(self, event_id: str) -> bool:
         """De-duplicate Slack's event id (retries and repeated deliveries share it)."""
@@ -505,20 +603,48 @@ class SlackAdapter:
         self, event_id: str, message: InboundMessage, client: AsyncWebClient, route: Route
     ) -> None:
         try:
-            if route is Route.IF_IN_THREAD and not await asyncio.to_thread(
-                self.engine.takes_part_in, message.conversation
+            debouncer = self.debouncer()
+            if (
+                route is Route.IF_IN_THREAD
+                and not debouncer.pending(message.conversation, message.user)
+                and not await asyncio.to_thread(self.engine.takes_part_in, message.conversation)
             ):
                 return
             if not await self._claim(event_id):
                 logger.info("Slack event %s already handled", event_id)
                 return
-            replies = await asyncio.to_thread(self.engine.handle, message)
-            for reply in replies:
-                await self._post_reply(client, message, reply)
+            # One turn per burst: the debouncer runs it once the customer pauses (`_deliver`).
+            self._turn_clients[message.conversation] = client
+            debouncer.submit(message)
         except Exception:
             logger.exception(
                 "Slack turn failed: message %s in %s", message.message_id, message.conversation
             )
+
+    async def _record(
+        self, event_id: str, message: InboundMessage, after: set[asyncio.Task[None]]
+    ) -> None:
+        """Record a message unanswered (a person answering first), after the turn it cancelled
+        is recorded, so the conversation keeps its customer."""
+        try:
+            if not await self._claim(event_id):
+                return
+            if after:
+                await asyncio.wait(after)
+            await self.debouncer().wait_idle()
+            await asyncio.to_thread(self.engine.record, [message])
+        except Exception:
+            logger.exception("Slack message %s not recorded", message.message_id)
+
+    async def _deliver(self, message: InboundMessage, replies: list[Reply]) -> None:
+        """Post a turn's replies in the thread of its last message."""
+        client = self._turn_clients.get(message.conversation, self.client)
+        if self._debouncer is None or not self._debouncer.pending(
+            message.conversation, message.user
+        ):
+            self._turn_clients.pop(message.conversation, None)
+        for reply in replies:
+            await self._post_reply(client, message, reply)
 
     async def _post_reply(
         self, client: AsyncWebClient, message: InboundMessage, reply: Reply
@@ -559,6 +685,39 @@ class SlackAdapter:
                 await self._feedback(feedback)
         except Exception:
             logger.exception("Slack reaction on %s not recorded", ref)
+
+    async def _resolve(self, event: ReactionEvent, team: str) -> None:
+        """A ✅ by the customer on a message of their conversation marks it resolved."""
+        try:
+            key = await asyncio.to_thread(self._reacted_conversation, event, team)
+            if key is None:
+                return
+            # A turn still waiting there is answered first; the ✅ then closes the thread.
+            await self.debouncer().wait_done()
+            if await asyncio.to_thread(self.engine.mark_resolved, key):
+                logger.info("Slack: %s marked %s resolved with a reaction", event["user"], key)
+        except Exception:
+            logger.exception("Slack resolve reaction in %s not handled", event["item"])
+
+    def _reacted_conversation(self, event: ReactionEvent, team: str) -> ConversationKey | None:
+        """The conversation of the message reacted to, if the reacting person is its customer:
+        one of the bot's replies, or a message of a thread (or DM) the bot takes part in."""
+        item = event["item"]
+        channel, ts = item.get("channel", ""), item.get("ts", "")
+        reply = self.engine.reply_posted_as(convert.platform_ref(channel, ts))
+        conversation = None
+        if reply is not None:
+            conversation = self.store.get_conversation(reply.conversation_id)
+        else:
+            dm = convert.is_dm(channel)
+            # A top-level message in a channel is its own thread; a thread reply's thread is
+            # unknown from the reaction, so only top-level messages and DMs are found.
+            thread = "" if dm else ts
+            key = ConversationKey(PLATFORM, team, channel, thread)
+            conversation = self.store.find_conversation(key)
+        if conversation is None or conversation.customer != event["user"]:
+            return None
+        return conversation.key
 
     async def _feedback(self, feedback: FeedbackEvent) -> None:
         try:
@@ -617,8 +776,16 @@ class SlackAdapter:
         return self._socket is not None
 
     async def drain(self, limit_s: float | None = 10.0) -> None:
-        """Wait for the work started by events received so far (tests, shutdown)."""
-        await self.tasks.drain(limit_s)
+        """Wait for the work started by events received so far, including turns the debouncer
+        still holds (tests, shutdown)."""
+        async with asyncio.timeout(limit_s):
+            while True:
+                await self.tasks.drain()
+                if self._debouncer is not None and self._debouncer.busy:
+                    await self._debouncer.wait_done()
+                    continue
+                if not len(self.tasks):
+                    return
 
 
 def mount(

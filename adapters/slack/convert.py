@@ -47,6 +47,7 @@ __all__ = [
     "edit_to_inbound",
     "is_bot_traffic",
     "is_dm",
+    "is_resolve_reaction",
     "mentions",
     "message_id",
     "message_to_inbound",
@@ -403,6 +404,11 @@ def reaction_value(
     if name in down:
         return FeedbackValue.DOWN
     return None
+
+
+def is_resolve_reaction(reaction: str, resolve: Collection[str]) -> bool:
+    """Whether a reaction marks the conversation resolved (✅; skin tones ignored)."""
+    return _SKIN_TONE.sub("", reaction) in resolve
 
 
 def reaction_ref(event: ReactionEvent) -> str | None:

@@ -264,3 +264,20 @@ async def test_the_real_clock() -> None:
 
     assert seen == [["a", "b"]]
     assert clock.now() - start >= 0.05
+
+
+async def test_busy_and_wait_done_cover_pending_and_running_turns(
+    clock: ManualClock, recorder: Recorder
+) -> None:
+    turns = debouncer(recorder, clock)
+    assert not turns.busy
+    turns.submit(message("hi"))
+    assert turns.busy
+
+    waiter = asyncio.create_task(turns.wait_done())
+    await clock.advance(1.0)
+    assert not waiter.done()  # the turn is still pending
+    await clock.advance(1.0)
+    await asyncio.wait_for(waiter, 1.0)
+    assert recorder.turns == [["hi"]]
+    assert not turns.busy

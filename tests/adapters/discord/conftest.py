@@ -21,10 +21,20 @@ from bot.engine import Engine
 from bot.service import Services, build_services
 from bot.settings import Settings
 from bot.storage.store import Store
+from policies.config import PolicyConfig
 from tests.adapters.discord.fake_discord import TOKEN, FakeDiscord
 
 #: Every wait in these tests is bounded by this many seconds.
 WAIT = 10.0
+#: A short burst window keeps one-message tests fast; burst tests send within it or use a
+#: `ManualClock`.
+TEST_BURST_WINDOW_S = 0.05
+
+
+def short_policies(**turn_taking: Any) -> PolicyConfig:
+    """The bundled policies with a short burst window (and any other turn-taking changes)."""
+    data: dict[str, Any] = {"burst_window_seconds": TEST_BURST_WINDOW_S, **turn_taking}
+    return PolicyConfig.from_mapping({"turn_taking": data}, "tests")
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +50,7 @@ def services(tmp_path_factory: pytest.TempPathFactory, sample_kb_dir: Path) -> S
 def engine(services: Services, tmp_path: Path) -> Iterator[Engine]:
     """The real engine on the sample knowledge base, with a fresh database for this test."""
     store = Store.from_url(f"sqlite:///{tmp_path / 'discord.db'}")
-    yield Engine(store, services.engine.responder)
+    yield Engine(store, services.engine.responder, policies=short_policies())
     store.close()
 
 

@@ -23,7 +23,7 @@ from bot.engine import Engine, EngineConfig, Trace
 from bot.errors import ConfigError
 from bot.model import ConversationKey, Reply, Role, Source, Turn
 from bot.storage.store import Store
-from tests.adapters.discord.conftest import WAIT, discord_settings, running
+from tests.adapters.discord.conftest import WAIT, discord_settings, running, short_policies
 from tests.adapters.discord.fake_discord import FakeDiscord
 
 QUESTION = "How do I reset my password?"
@@ -68,6 +68,8 @@ async def test_mention_is_answered_in_a_thread_started_from_the_question(
         dm_messages=True,
         guild_reactions=True,
         dm_reactions=True,
+        guild_typing=True,
+        dm_typing=True,
         message_content=True,
     )
     assert fake.intents == expected.value
@@ -189,7 +191,7 @@ async def test_an_answer_over_2000_characters_is_split_without_breaking_code(
     fake: FakeDiscord, tmp_path: Path
 ) -> None:
     store = Store.from_url(f"sqlite:///{tmp_path / 'long.db'}")
-    engine = Engine(store, LongResponder())  # type: ignore[arg-type]
+    engine = Engine(store, LongResponder(), policies=short_policies())  # type: ignore[arg-type]
     try:
         async with running(fake, engine):
             await fake.post_message(fake.dm_channel, "how do I sync?")

@@ -9,7 +9,7 @@ from bot.model import ConversationKey, Owner
 from bot.relay import Relay, RelayConfig
 from bot.service import Services
 from bot.storage.store import Store
-from tests.adapters.discord.conftest import WAIT, running
+from tests.adapters.discord.conftest import WAIT, running, short_policies
 from tests.adapters.discord.fake_discord import FakeDiscord, user
 
 
@@ -18,7 +18,7 @@ async def test_discord_desk_claim_relay_and_resolve(
 ) -> None:
     store = Store.from_url(f"sqlite:///{tmp_path / 'relay.db'}")
     relay = Relay(store, RelayConfig(desk="discord", poll_s=0.05))
-    engine = Engine(store, services.engine.responder, handoff_sink=relay)
+    engine = Engine(store, services.engine.responder, policies=short_policies(), handoff_sink=relay)
     agent = fake.snowflake()
     fake.users[agent] = user(agent, "ana")
     key = ConversationKey("discord", "@me", str(fake.dm_channel))

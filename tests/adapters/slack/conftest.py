@@ -34,6 +34,7 @@ from bot.settings import Settings
 from bot.storage.store import Store
 from knowledge.base import KnowledgeBase
 from knowledge.retriever import Retriever
+from policies.config import PolicyConfig
 from tests.adapters.slack.emulator import SlackEmulator
 
 # The PostgreSQL fixtures of the storage tests (a fresh database per session, dropped after).
@@ -92,10 +93,24 @@ def slack_kb(sample_kb_dir: Path, embedder: Any) -> KnowledgeBase:
     return KnowledgeBase(sample_kb_dir, embedder).load()
 
 
-def build_test_services(db_url: str, data_dir: Path, kb: KnowledgeBase) -> Services:
+#: A short burst window keeps one-message tests fast; burst tests send within it.
+TEST_BURST_WINDOW_S = 0.05
+
+
+def short_policies(**turn_taking: Any) -> PolicyConfig:
+    """The bundled policies with a short burst window (and any other turn-taking changes)."""
+    data: dict[str, Any] = {"burst_window_seconds": TEST_BURST_WINDOW_S, **turn_taking}
+    return PolicyConfig.from_mapping({"turn_taking": data}, "tests")
+
+
+def build_test_services(
+    db_url: str, data_dir: Path, kb: KnowledgeBase, *, policies: PolicyConfig | None = None
+) -> Services:
     store = Store.from_url(db_url)
     retriever = Retriever(kb)
-    engine = Engine(store, Responder(retriever, confidence_model(kb)))
+    engine = Engine(
+        store, Responder(retriever, confidence_model(kb)), policies=policies or short_policies()
+    )
     return Services(Settings(data_dir=data_dir), store, kb, retriever, engine)
 
 

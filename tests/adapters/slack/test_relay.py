@@ -22,7 +22,7 @@ from bot.settings import Settings
 from bot.storage.store import Store
 from knowledge.base import KnowledgeBase
 from knowledge.retriever import Retriever
-from tests.adapters.slack.conftest import AGENTS_CHANNEL, Harness, payload, serve
+from tests.adapters.slack.conftest import AGENTS_CHANNEL, Harness, payload, serve, short_policies
 from tests.adapters.slack.emulator import SlackEmulator
 
 DM = "D0DM"
@@ -34,7 +34,12 @@ def _relay_services(tmp_path: Path, kb: KnowledgeBase, timeout_s: float) -> Serv
     store = Store.from_url(f"sqlite:///{tmp_path / 'relay.db'}")
     relay = Relay(store, RelayConfig(desk="slack", timeout_s=timeout_s, poll_s=0.05))
     retriever = Retriever(kb)
-    engine = Engine(store, Responder(retriever, confidence_model(kb)), handoff_sink=relay)
+    engine = Engine(
+        store,
+        Responder(retriever, confidence_model(kb)),
+        policies=short_policies(),
+        handoff_sink=relay,
+    )
     return Services(Settings(data_dir=tmp_path), store, kb, retriever, engine, relay)
 
 

@@ -89,6 +89,7 @@ def _texts(emulator: SlackEmulator, channel: str, thread: str | None = None) -> 
 async def _hand_over(slack: Harness) -> str:
     """The customer asks for a person; returns the ts of the card opened for them."""
     before = len(slack.emulator.messages[AGENTS_CHANNEL])
+    told = len(_texts(slack.emulator, DM))
     await slack.send(_dm("I want to talk to a person"))
     await slack.settle()
 
@@ -97,6 +98,9 @@ async def _hand_over(slack: Harness) -> str:
         return [m for m in posted if "thread_ts" not in m]
 
     await slack.emulator.wait_for(lambda: len(cards()) == 1)
+    # The card can open before the customer's "a person will reply" is posted: wait for both,
+    # so what the agent does next is not raced by it.
+    await slack.emulator.wait_for(lambda: len(_texts(slack.emulator, DM)) == told + 1)
     return str(cards()[0]["ts"])
 
 

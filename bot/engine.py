@@ -154,7 +154,11 @@ class Responder:
             follow_up = looks_like_follow_up(text)
             if follow_up or confidence < self.confidence.threshold:
                 contextual = self.retriever.retrieve_follow_up(
-                    text, context, previous=self._last_answered(history), top=TOP_CANDIDATES
+                    text,
+                    context,
+                    previous=self._last_answered(history),
+                    top=TOP_CANDIDATES,
+                    text_vector=retrieval.vector,
                 )
                 contextual_confidence = self.confidence.confidence(contextual.features)
                 # Not a follow-up by its look: use the context only if it makes an answer.

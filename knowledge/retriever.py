@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -49,6 +49,8 @@ class Retrieval:
     candidates: tuple[Candidate, ...]
     features: tuple[float, ...]
     timings: dict[str, float] = field(default_factory=dict)
+    #: The query's embedding, when this retrieval embedded one: a follow-up search reuses it.
+    vector: Vector | None = field(default=None, repr=False, compare=False)
 
     @property
     def top(self) -> Candidate | None:
@@ -92,10 +94,16 @@ class Retriever:
         lexical_query = f"{context} {text}" if context else text
         result = self.search(vector, lexical_query, top=top)
         result.timings["embed_ms"] = (embedded - started) * 1000
-        return result
+        return replace(result, vector=vector)
 
     def retrieve_follow_up(
-        self, text: str, context: str, *, previous: str | None = None, top: int = 5
+        self,
+        text: str,
+        context: str,
+        *,
+        previous: str | None = None,
+        top: int = 5,
+        text_vector: Vector | None = None,
     ) -> Retrieval:
         """Rank entries for a follow-up: those that fit both the new words and the topic.
 
@@ -105,13 +113,18 @@ class Retriever:
         lowest seen) plus a bonus for the message's own words (BM25), so an entry has to fit
         both. `previous`, the entry the bot just answered with, goes last: a follow-up asks
         for something new, and the context alone would otherwise pull that entry back first.
+        `text_vector`, the message's embedding from an earlier `retrieve`, spares embedding it
+        again.
         """
         started = time.perf_counter()
-        vectors = self.kb.embedder.encode([text, context])
+        if text_vector is None:
+            text_vector, context_vector = self.kb.embedder.encode([text, context])
+        else:
+            context_vector = self.kb.embedder.encode([context])[0]
         embedded = time.perf_counter()
         depth = max(top, 50)
-        alone = self.search(vectors[0], text, top=depth)
-        topic = self.search(vectors[1], context, top=depth)
+        alone = self.search(text_vector, text, top=depth)
+        topic = self.search(context_vector, context, top=depth)
         own = {c.entry.id: c for c in alone.candidates}
         around = {c.entry.id: c for c in topic.candidates}
         floor_own = min((c.dense for c in alone.candidates), default=0.0)

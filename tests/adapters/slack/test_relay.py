@@ -101,7 +101,14 @@ async def _hand_over(slack: Harness) -> str:
     # The card can open before the customer's "a person will reply" is posted: wait for both,
     # so what the agent does next is not raced by it.
     await slack.emulator.wait_for(lambda: len(_texts(slack.emulator, DM)) == told + 1)
-    return str(cards()[0]["ts"])
+    card_ts = str(cards()[0]["ts"])
+    # The emulator shows the card before chat.postMessage returns, so before the relay has
+    # recorded the card's reference: an agent's reply in that instant would find no card.
+    store = slack.services.store
+    await slack.emulator.wait_for(
+        lambda: store.relay_link_by_card(f"{AGENTS_CHANNEL}:{card_ts}") is not None
+    )
+    return card_ts
 
 
 async def test_slack_to_slack_claim_relay_release_and_resolve(slack: Harness) -> None:

@@ -34,9 +34,11 @@ __all__ = [
     "ZendeskError",
     "api_auth",
     "audit_id_of",
+    "client_options",
     "comment_id_of",
     "make_http_client",
     "next_link",
+    "read_json",
     "same_origin",
 ]
 
@@ -76,13 +78,17 @@ def make_http_client(
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> httpx.AsyncClient:
     """An HTTP client for the account's API: base URL, API token authentication, timeout."""
-    return httpx.AsyncClient(
-        base_url=settings.base_url,
-        auth=api_auth(settings),
-        timeout=settings.http_timeout,
-        transport=transport,
-        headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
-    )
+    return httpx.AsyncClient(transport=transport, **client_options(settings))
+
+
+def client_options(settings: ZendeskSettings) -> dict[str, Any]:
+    """What every HTTP client for the account's API is built with (sync or async)."""
+    return {
+        "base_url": settings.base_url,
+        "auth": api_auth(settings),
+        "timeout": settings.http_timeout,
+        "headers": {"User-Agent": USER_AGENT, "Accept": "application/json"},
+    }
 
 
 def comment_id_of(response: TicketResponse) -> int | None:
@@ -108,6 +114,41 @@ def _retry_after(response: httpx.Response) -> float | None:
         return min(max(float(value), 0.0), MAX_RETRY_WAIT_S)
     except ValueError:
         return None
+
+
+def read_json(
+    response: httpx.Response, method: str, path: str, *, hint: str = ""
+) -> dict[str, Any]:
+    """The JSON object a Zendesk API call answered.
+
+    Args:
+        hint: said after the status of an error answer (what to check).
+
+    Raises:
+        ZendeskError: an error status, a body that is not JSON, or JSON that is not an object.
+    """
+    if response.is_error:
+        raise ZendeskError(
+            f"Zendesk refused {method} {path}: HTTP {response.status_code}{hint} "
+            f"{response.text[:300]}",
+            status=response.status_code,
+            path=path,
+        )
+    try:
+        data = response.json()
+    except ValueError as e:
+        raise ZendeskError(
+            f"Zendesk answered {method} {path} with something that is not JSON",
+            status=response.status_code,
+            path=path,
+        ) from e
+    if not isinstance(data, dict):
+        raise ZendeskError(
+            f"Zendesk answered {method} {path} with JSON that is not an object",
+            status=response.status_code,
+            path=path,
+        )
+    return data
 
 
 class ZendeskClient:
@@ -151,28 +192,7 @@ class ZendeskClient:
                 )
                 await asyncio.sleep(wait)
                 continue
-            if response.is_error:
-                raise ZendeskError(
-                    f"Zendesk refused {method} {path}: HTTP {response.status_code} "
-                    f"{response.text[:300]}",
-                    status=response.status_code,
-                    path=path,
-                )
-            try:
-                data = response.json()
-            except ValueError as e:
-                raise ZendeskError(
-                    f"Zendesk answered {method} {path} with something that is not JSON",
-                    status=response.status_code,
-                    path=path,
-                ) from e
-            if not isinstance(data, dict):
-                raise ZendeskError(
-                    f"Zendesk answered {method} {path} with JSON that is not an object",
-                    status=response.status_code,
-                    path=path,
-                )
-            return data
+            return read_json(response, method, path)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def update_ticket(self, ticket_id: int, ticket: TicketUpdate) -> TicketResponse:

@@ -20,7 +20,7 @@ from typing import Any, Final, cast
 
 import httpx
 
-from adapters.zendesk.client import USER_AGENT, ZendeskError, api_auth, next_link
+from adapters.zendesk.client import ZendeskError, client_options, next_link, read_json
 from adapters.zendesk.payloads import Article, ArticlesPage
 from adapters.zendesk.settings import ZendeskSettings
 from bot.errors import IngestError
@@ -46,13 +46,7 @@ def make_sync_client(
     settings: ZendeskSettings, *, transport: httpx.BaseTransport | None = None
 ) -> httpx.Client:
     """A blocking HTTP client for the account's API (the CLI's import runs without a loop)."""
-    return httpx.Client(
-        base_url=settings.base_url,
-        auth=api_auth(settings),
-        timeout=settings.http_timeout,
-        transport=transport,
-        headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
-    )
+    return httpx.Client(transport=transport, **client_options(settings))
 
 
 def articles_path(locale: str | None) -> str:
@@ -67,28 +61,13 @@ def _get_page(client: httpx.Client, url: str, params: dict[str, Any] | None) -> 
         response = client.get(url, params=params)
     except httpx.HTTPError as e:
         raise ZendeskError(f"Zendesk did not answer GET {url}: {e!r}", status=None, path=url) from e
-    if response.is_error:
-        hint = ""
-        if response.status_code in (401, 403):
-            hint = " (check ZENDESK_EMAIL and ZENDESK_API_TOKEN)"
-        elif response.status_code == 404:
-            hint = (
-                " (check ZENDESK_SUBDOMAIN, ZENDESK_HELP_CENTER_LOCALE, and that Help Center is on)"
-            )
-        raise ZendeskError(
-            f"Zendesk refused GET {url}: HTTP {response.status_code}{hint}",
-            status=response.status_code,
-            path=url,
-        )
-    try:
-        data = response.json()
-    except ValueError as e:
-        raise ZendeskError(
-            f"Zendesk answered GET {url} with something that is not JSON",
-            status=response.status_code,
-            path=url,
-        ) from e
-    if not isinstance(data, dict) or not isinstance(data.get("articles"), list):
+    hint = ""
+    if response.status_code in (401, 403):
+        hint = " (check ZENDESK_EMAIL and ZENDESK_API_TOKEN)"
+    elif response.status_code == 404:
+        hint = " (check ZENDESK_SUBDOMAIN, ZENDESK_HELP_CENTER_LOCALE, and that Help Center is on)"
+    data = read_json(response, "GET", url, hint=hint)
+    if not isinstance(data.get("articles"), list):
         raise ZendeskError(
             f"Zendesk answered GET {url} without an articles list",
             status=response.status_code,

@@ -1,0 +1,1 @@
+"""Monitoring: feedback, metrics, reports, knowledge gaps, review queue, QA and the dashboard."""

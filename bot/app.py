@@ -8,10 +8,12 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontext
 from importlib.metadata import entry_points
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from adapters.web.relay import web_relay
 from adapters.web.routes import chat_router
 from bot.errors import StorageError
 from bot.service import Services
@@ -31,6 +33,78 @@ def adapter_mounts() -> dict[str, AdapterMount]:
     The web app finds platform adapters this way, so `bot/` never imports a platform SDK.
     """
     return {ep.name: ep.load() for ep in entry_points(group=ADAPTER_GROUP)}
+
+
+class BodyTooLarge(HTTPException):
+    """A request body past the cap; raised while it is read, answered 413 by FastAPI."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            status_code=413,
+            detail=f"request body too large: at most {limit} bytes; send a shorter message",
+        )
+
+
+class BodySizeLimit:
+    """ASGI middleware: a request body over `max_bytes` gets 413 before a route parses it.
+
+    A declared ``Content-Length`` over the cap is refused unread (an unreadable one gets 400);
+    a body streamed without one is counted as it arrives, and reading past the cap raises
+    `BodyTooLarge`, which FastAPI answers with 413 (webhook routes read their body themselves, so
+    the same holds for Slack and Zendesk). ``SUPPORTBOT_MAX_BODY_BYTES`` sets the cap.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or ()).get(b"content-length")
+        if declared is not None:
+            digits = declared.strip()
+            if not digits.isdigit():
+                await self._refuse(scope, send, 400, "unreadable Content-Length header")
+                return
+            # Length first: int() refuses strings of thousands of digits (and they are huge).
+            if len(digits) > 18 or int(digits) > self.max_bytes:
+                await self._refuse(scope, send, 413, BodyTooLarge(self.max_bytes).detail)
+                return
+        received = 0
+        started = False
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise BodyTooLarge(self.max_bytes)
+            return message
+
+        async def watched(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counted, watched)
+        except BodyTooLarge as e:
+            # Only when no handler inside turned it into a response already.
+            if started:
+                raise
+            await self._refuse(scope, send, 413, e.detail)
+
+    @staticmethod
+    async def _refuse(scope: Scope, send: Send, status: int, detail: str) -> None:
+        await JSONResponse({"detail": detail}, status_code=status)(scope, _no_receive, send)
+
+
+async def _no_receive() -> Message:  # a JSONResponse never reads the request
+    return {"type": "http.disconnect"}
 
 
 def create_app(services: Services, *, adapters: dict[str, AdapterMount] | None = None) -> FastAPI:
@@ -58,7 +132,29 @@ def create_app(services: Services, *, adapters: dict[str, AdapterMount] | None =
         lifespan=lifespan,
     )
     app.state.services = services
+    # Before any route reads a body: oversized requests get 413 (docs/security.md).
+    app.add_middleware(BodySizeLimit, max_bytes=services.settings.max_body_bytes)
     app.include_router(chat_router(services.engine))
+    # The monitoring dashboard (/dashboard); disabled with a 503 page without a token.
+    from monitoring.dashboard import dashboard_router
+
+    app.include_router(dashboard_router(services))
+    # Prometheus metrics of this process (/metrics): the engine reports every reply, handoff and
+    # rating to them.
+    from monitoring.telemetry import PrometheusTelemetry
+
+    telemetry = PrometheusTelemetry()
+    services.engine.listeners.append(telemetry)
+    app.state.telemetry = telemetry
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        body, content_type = telemetry.exposition()
+        return Response(body, media_type=content_type)
+
+    if services.relay is not None:
+        # Web chat customers get agents' replies through the relay (the page polls for them).
+        lifetimes.append(web_relay(services.relay))
     for name, mount in (adapter_mounts() if adapters is None else adapters).items():
         lifetime = mount(app, services)
         if lifetime is not None:

@@ -20,13 +20,24 @@ import logging
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
+from enum import StrEnum
+from typing import Protocol
 
+from bot.compose.base import (
+    ComposeOutcome,
+    Composer,
+    ComposeRequest,
+    Composition,
+    ExtractiveComposer,
+    passages_for,
+)
 from bot.context import context_for, looks_like_follow_up
 from bot.debounce import Clock, Debouncer, Timing
 from bot.handoff import (
     Attempt,
     CustomerListener,
+    DeskCoverage,
     HandoffRequest,
     HandoffSink,
     LoggingHandoffSink,
@@ -34,6 +45,8 @@ from bot.handoff import (
 from bot.model import (
     ConversationKey,
     FeedbackEvent,
+    FeedbackReason,
+    FeedbackValue,
     InboundMessage,
     Owner,
     Reply,
@@ -42,18 +55,27 @@ from bot.model import (
     Source,
     Turn,
 )
-from bot.state import read_history
+from bot.ratelimit import SLOW_DOWN_TEXT, RateLimiter, Verdict
+from bot.redact import redact_text
+from bot.relay import Relay
 from bot.storage.store import ConversationInfo, ReplyInfo, Store
 from bot.text import clean_text
 from knowledge.calibration import ConfidenceModel
 from knowledge.retriever import Candidate, Retrieval, Retriever
+from monitoring.telemetry import conversation_scope, set_conversation_id
 from policies.config import PolicyConfig, load_policy_config
 from policies.decision import Decision, DecisionConfig, decide
 from policies.escalation import handoff_question
 from policies.pipeline import Pipeline, PipelineResult
 from policies.sentiment import compound
 from policies.smalltalk import SmalltalkConfig, smalltalk_reply
-from policies.state import ConversationState, KnowledgeResult, Outcome, TurnContext
+from policies.state import (
+    ConversationState,
+    HistoryTurn,
+    KnowledgeResult,
+    Outcome,
+    TurnContext,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +83,8 @@ FALLBACK_TEXT = (
     "Sorry, I don't have a good answer for that. Could you rephrase it, "
     "or would you like me to bring in a person?"
 )
+#: What choosing "talk to a person" among the 👎 reasons says on the customer's behalf.
+PERSON_REQUEST_TEXT = "I'd like to talk to a person"
 CLARIFY_TEXT = "I want to be sure I answer the right question. Which of these do you mean?"
 ERROR_TEXT = "Sorry, something went wrong on my side while answering. Please try again in a moment."
 #: Candidates kept per query: enough for recall@5 and the reciprocal rank in evaluation.
@@ -104,6 +128,77 @@ class EngineConfig:
     max_message_chars: int = 4000
     decision: DecisionConfig = field(default_factory=DecisionConfig)
     smalltalk: SmalltalkConfig = field(default_factory=SmalltalkConfig)
+
+
+#: What an agent types, first word, in a customer's conversation to give it back to the bot.
+RELEASE_COMMAND = "!release"
+#: ... to close it and give it back to the bot.
+RESOLVE_COMMAND = "!resolve"
+#: ... to take it over without writing anything else.
+CLAIM_COMMAND = "!claim"
+#: The reason recorded when an agent takes a conversation over by answering in it.
+AGENT_REPLIED = "agent replied"
+
+
+class AgentAction(StrEnum):
+    """What `Engine.agent_wrote` made of an agent's message in a customer's conversation."""
+
+    #: The agent now owns the conversation; the change is recorded with who and when.
+    TOOK_OVER = "took_over"
+    #: A person already owned it: the message is stored, nothing else changes.
+    REPLIED = "replied"
+    #: ``!release``: the bot owns the conversation (again; also when it already did).
+    RELEASED = "released"
+    #: ``!resolve``: the conversation is closed and the bot owns it again.
+    RESOLVED = "resolved"
+    #: The writer is the conversation's own customer: handle the message as a customer turn.
+    CUSTOMER = "customer"
+    #: The bot has no conversation there: the message is not the agents' business here.
+    IGNORED = "ignored"
+    #: The same message again (a retried delivery).
+    DUPLICATE = "duplicate"
+
+
+#: 👎 reasons that say nothing about which entry fits the question (the entry is stale, or the
+#: customer wants a person): they do not move ranking.
+UNRANKED_REASONS: frozenset[str] = frozenset(
+    {FeedbackReason.OUTDATED.value, FeedbackReason.TALK_TO_PERSON.value}
+)
+
+
+def ranking_sign(value: FeedbackValue | None, reason: str | None) -> int:
+    """How a rating moves ranking: +1 (👍), -1 (👎), 0 (withdrawn, or a 👎 about staleness or
+    asking for a person)."""
+    if value is None:
+        return 0
+    if value is FeedbackValue.UP:
+        return 1
+    return 0 if reason in UNRANKED_REASONS else -1
+
+
+class TurnListener(Protocol):
+    """Hears what the engine did, e.g. to count it (`monitoring.telemetry.PrometheusTelemetry`).
+
+    Methods are called in the thread that ran the turn; they must be quick and must not raise
+    (an exception is logged and ignored).
+    """
+
+    def replied(self, kind: str, latency_ms: float) -> None:
+        """A reply of `kind` was stored, `latency_ms` after the turn started."""
+
+    def handed_over(self) -> None:
+        """The bot handed a conversation to a person."""
+
+    def rated(self, value: str | None) -> None:
+        """A rating changed the stored feedback: "up", "down", or None (withdrawn)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackOutcome:
+    """What `Engine.respond_to_feedback` did: whether the ratings changed, what to post."""
+
+    recorded: bool
+    replies: tuple[Reply, ...] = ()
 
 
 #: Posts a turn's replies on the platform: the message that closed the turn, and the replies.
@@ -217,6 +312,9 @@ class Engine:
             calls its `respond` and reads its `config`.
         policies: the validated policy settings; the bundled defaults when None.
         handoff_sink: receives a `HandoffRequest` for each handoff; by default one that logs.
+            A sink that reports nobody would pick a handoff up (`bot.handoff.DeskCoverage`, as
+            `build_services` sets when no desk is configured) makes the handoff reply say how
+            to reach a person instead, and the conversation stays with the bot.
     """
 
     def __init__(
@@ -226,13 +324,27 @@ class Engine:
         *,
         policies: PolicyConfig | None = None,
         handoff_sink: HandoffSink | None = None,
+        composer: Composer | None = None,
+        compose_passages: int = 3,
+        rate_limiter: RateLimiter | None = None,
+        redact_transcripts: bool = False,
     ) -> None:
         self.store = store
         self.responder = responder
+        #: Per-user limits checked before any work on a turn (`bot.ratelimit`); None: no limit.
+        self.rate_limiter = rate_limiter
+        #: Store customers' messages with personal data masked (`bot.redact`); the turn reads
+        #: the real text.
+        self.redact_transcripts = redact_transcripts
+        # Words ANSWER replies (docs/generative.md); the default keeps the entry's own text.
+        self.composer: Composer = composer or ExtractiveComposer()
+        self.compose_passages = compose_passages
         self.policies = policies if policies is not None else load_policy_config()
         self.handoff_sink: HandoffSink = handoff_sink or LoggingHandoffSink()
         self._pipelines: dict[str, Pipeline] = {}
         self._debouncers: weakref.WeakSet[Debouncer] = weakref.WeakSet()
+        #: Told about every reply, handoff and rating (e.g. the Prometheus counters).
+        self.listeners: list[TurnListener] = []
 
     @property
     def config(self) -> EngineConfig:
@@ -265,8 +377,12 @@ class Engine:
             ValueError: no messages, or messages from different people or conversations.
         """
         batch = self._check_batch(messages)
+        limited = self._over_rate_limit(batch)
+        if limited is not None:
+            return limited
         try:
-            return self._turn(batch, answer=True)
+            with conversation_scope(str(batch[-1].conversation)):
+                return self._turn(batch, answer=True)
         except Exception:
             logger.exception(
                 "turn failed platform=%s conversation=%s message=%s",
@@ -290,6 +406,25 @@ class Engine:
                 batch[-1].platform,
                 batch[-1].conversation,
             )
+
+    def _over_rate_limit(self, batch: Sequence[InboundMessage]) -> list[Reply] | None:
+        """None when the author may be answered; else what to say (once "slow down", then
+        nothing). Checked before anything is stored or searched."""
+        limiter = self.rate_limiter
+        if limiter is None:
+            return None
+        last = batch[-1]
+        key = f"{last.platform}:{last.workspace}:{last.user}"
+        verdict = limiter.check(key, cost=min(len(batch), limiter.limit.messages))
+        if verdict is Verdict.ALLOW:
+            return None
+        logger.info(
+            "rate limit: %s from platform=%s %s",
+            verdict,
+            last.platform,
+            ",".join(m.message_id for m in batch),
+        )
+        return [Reply.smalltalk(SLOW_DOWN_TEXT)] if verdict is Verdict.SLOW_DOWN else []
 
     @staticmethod
     def _check_batch(messages: Sequence[InboundMessage]) -> list[InboundMessage]:
@@ -318,6 +453,7 @@ class Engine:
             return []
         key, user = fresh[0].conversation, fresh[0].user
         conversation = self.store.get_or_create_conversation(key, user)
+        set_conversation_id(conversation.id)
         unanswered: list[InboundMessage] = []
         for message in fresh:
             answered = message.revision and self.store.answered_message(
@@ -331,9 +467,15 @@ class Engine:
             unanswered.append(message)
         if not unanswered:
             return []
-        history = read_history(self.store, conversation.id, self.config.state_turns)
+        history = self.store.recent_turns(conversation.id, self.config.state_turns)
         rows = [
-            self.store.add_message(conversation.id, Role.USER, m.user, m.text, m.message_id)
+            self.store.add_message(
+                conversation.id,
+                Role.USER,
+                m.user,
+                redact_text(m.text) if self.redact_transcripts else m.text,
+                m.message_id,
+            )
             for m in unanswered
         ]
         if conversation.owner is Owner.HUMAN:
@@ -360,9 +502,89 @@ class Engine:
             conversation=str(key),
             messages=len(unanswered),
         )
-        plain = [Turn(t.role, t.text) for t in history[-self.config.history_turns :]]
-        result = pipeline.run(turn, state, lambda: self._knowledge(text, plain))
-        return self._act(result, conversation, state, rows[-1], started)
+        plain = [self._plain_turn(t) for t in history[-self.config.history_turns :]]
+        traces: list[Trace] = []
+        result = pipeline.run(turn, state, lambda: self._knowledge(text, plain, traces))
+        result, composition = self._compose_answer(result, key, text, plain, traces)
+        return self._act(result, conversation, state, rows[-1], started, composition)
+
+    def _plain_turn(self, turn: HistoryTurn) -> Turn:
+        """A history line as the knowledge path reads it.
+
+        A generated answer is read as the text of the entry it answered with, so follow-ups
+        ("and for business?") find their topic as they do after an extractive answer.
+        """
+        if (
+            turn.role is Role.BOT
+            and turn.reply_kind is ReplyKind.ANSWER
+            and turn.sources
+            and not isinstance(self.composer, ExtractiveComposer)
+        ):
+            entry = self.responder.retriever.kb.entry(turn.sources[0].id)
+            if entry is not None:
+                return Turn(turn.role, entry.answer)
+        return Turn(turn.role, turn.text)
+
+    def _compose_answer(
+        self,
+        result: PipelineResult,
+        key: ConversationKey,
+        text: str,
+        history: Sequence[Turn],
+        traces: Sequence[Trace],
+    ) -> tuple[PipelineResult, Composition | None]:
+        """Let the composer word the turn's answer; only the knowledge base's own ANSWER.
+
+        Clarifications, fallbacks, handoffs and smalltalk go out as the policies wrote them. The
+        composer never raises by contract; should one still do so, the extractive answer goes.
+        """
+        decision, knowledge = result.decision, result.turn.knowledge
+        reply = decision.reply
+        retrieval = traces[-1].retrieval if traces else None
+        if (
+            isinstance(self.composer, ExtractiveComposer)
+            or decision.outcome is not Outcome.REPLY
+            or reply is None
+            or reply.kind is not ReplyKind.ANSWER
+            or knowledge is None
+            or reply is not knowledge.reply
+            or not reply.sources
+            or retrieval is None
+        ):
+            return result, None
+        first = self.responder.retriever.kb.entry(reply.sources[0].id)
+        if first is None:
+            return result, None
+        texts = [(reply.sources[0], first.answer, first.title or first.question)]
+        for candidate in retrieval.candidates:
+            if len(texts) >= self.compose_passages:
+                break
+            if candidate.entry.id != first.id:
+                entry = candidate.entry
+                texts.append(
+                    (
+                        Responder._source(candidate, candidate.dense),
+                        entry.answer,
+                        entry.title or entry.question,
+                    )
+                )
+        persona = self.pipeline_for(key).settings.persona
+        request = ComposeRequest(
+            question=text,
+            reply=reply,
+            passages=passages_for(reply, texts),
+            history=tuple(history),
+            bot_name=persona.bot_name or self.config.smalltalk.bot_name,
+            tone=str(persona.tone),
+        )
+        try:
+            composition = self.composer.compose(request)
+        except Exception:
+            logger.exception("composer %s failed; the extractive answer goes out", self.composer)
+            return result, None
+        if composition.reply is not reply:
+            result = replace(result, decision=replace(decision, reply=composition.reply))
+        return result, composition
 
     def _pass_to_person(
         self, conversation: ConversationInfo, messages: Sequence[InboundMessage]
@@ -383,9 +605,13 @@ class Engine:
                     message.message_id,
                 )
 
-    def _knowledge(self, text: str, history: Sequence[Turn]) -> KnowledgeResult:
+    def _knowledge(
+        self, text: str, history: Sequence[Turn], traces: list[Trace] | None = None
+    ) -> KnowledgeResult:
         """The knowledge base's proposal for a message: the `Responder`'s reply and candidates."""
         reply, trace = self.responder.respond(text, history)
+        if traces is not None:
+            traces.append(trace)
         retrieval = trace.retrieval
         candidates: tuple[Source, ...] = reply.sources
         if retrieval is not None:
@@ -408,6 +634,7 @@ class Engine:
         state: ConversationState,
         message_row: int,
         started: float,
+        composition: Composition | None = None,
     ) -> list[Reply]:
         decision, turn = result.decision, result.turn
         if decision.resolve:
@@ -424,7 +651,19 @@ class Engine:
             return []
         reply = decision.reply
         handoff = decision.outcome is Outcome.HANDOFF
-        if handoff:
+        no_desk = self._no_desk_reply(conversation.key) if handoff else None
+        if no_desk is not None:
+            # Nobody would pick it up: say how to reach a person, keep answering, and record
+            # the request (bot to bot) so that monitoring still sees it.
+            reply = replace(reply, text=no_desk)
+            self.store.record_handoff(
+                conversation.id,
+                Owner.BOT,
+                Owner.BOT,
+                actor="bot",
+                reason=f"no_desk:{decision.reason or decision.policy}",
+            )
+        elif handoff:
             self.store.set_owner(
                 conversation.id,
                 Owner.HUMAN,
@@ -437,6 +676,8 @@ class Engine:
             conversation.id, message_row, reply, query=query, latency_ms=latency
         )
         reply = replace(reply, id=reply_id)
+        if composition is not None and composition.outcome is not ComposeOutcome.EXTRACTIVE:
+            self._log_composition(reply_id, composition)
         logger.info(
             "turn conversation=%s policy=%s kind=%s confidence=%s latency_ms=%.1f",
             conversation.id,
@@ -445,9 +686,48 @@ class Engine:
             f"{reply.confidence:.3f}" if reply.confidence is not None else "-",
             latency,
         )
+        self._tell("replied", reply.kind.value, latency)
         if handoff:
+            self._tell("handed_over")
             self._request_handoff(conversation, state, turn, reply, decision.reason)
         return [reply]
+
+    def _tell(self, hook: str, *args: object) -> None:
+        """Call `hook` on every listener; a failing listener never fails the turn."""
+        for listener in self.listeners:
+            try:
+                getattr(listener, hook)(*args)
+            except Exception:
+                logger.exception("listener %r failed in %s", listener, hook)
+
+    def _no_desk_reply(self, key: ConversationKey) -> str | None:
+        """The sink's text when nobody would pick a handoff up (`DeskCoverage`), else None."""
+        sink = self.handoff_sink
+        if not isinstance(sink, DeskCoverage):
+            return None
+        try:
+            return sink.no_desk_reply(key)
+        except Exception:
+            logger.exception("handoff sink coverage check failed conversation=%s", key)
+            return None
+
+    def _log_composition(self, reply_id: str, composition: Composition) -> None:
+        """Keep how a generated answer went with its reply, for error analysis."""
+        try:
+            self.store.add_composition(
+                reply_id,
+                composer=composition.composer,
+                outcome=composition.outcome.value,
+                reason=composition.reason,
+                model=composition.model,
+                prompt_version=composition.prompt_version,
+                generated=composition.generated,
+                support=[asdict(s) for s in composition.support],
+                latency_ms=round(composition.latency_ms, 1),
+            )
+        except Exception:
+            # The reply is stored and goes out; only the analysis row is lost.
+            logger.exception("logging the composition of reply %s failed", reply_id)
 
     def _request_handoff(
         self,
@@ -544,6 +824,70 @@ class Engine:
         cancelled = [d.human_replied(key, user) for d in list(self._debouncers)]
         return any(cancelled)
 
+    def agent_wrote(
+        self, key: ConversationKey, agent: str, text: str, message_id: str
+    ) -> AgentAction:
+        """A human agent wrote in a customer's conversation on the customer's own platform.
+
+        The first such message takes the conversation over: the owner becomes human, recorded
+        with the agent as actor and the reason "agent replied" (when the bot had handed over and
+        nobody had taken it yet, the agent's taking it is recorded the same way), and a waiting
+        relay link is marked claimed by them, so it no longer times out. The message is stored
+        as an `agent` message. From then on the bot stays silent there (the `addressed_gate`).
+        ``!release`` (first word) gives the conversation back to the bot and ``!resolve`` also
+        closes it, with the relay's semantics when a relay link is active; ``!claim`` takes over
+        without a message. Adapters decide who is an agent, cancel the bot's pending answer with
+        `human_replied` first (on the event loop), then call this in a worker thread.
+
+        Args:
+            key: the customer's conversation.
+            agent: the agent's platform user id.
+            text: what the agent wrote, as plain text.
+            message_id: the platform message id (de-duplicates repeated deliveries).
+        """
+        conversation = self.store.find_conversation(key)
+        if conversation is None:
+            return AgentAction.IGNORED
+        if conversation.customer == agent:
+            return AgentAction.CUSTOMER
+        if not self.store.claim_event(key.platform, f"agent:{key.workspace}:{message_id}"):
+            return AgentAction.DUPLICATE
+        words = text.strip().split(maxsplit=1)
+        command = words[0].lower() if words else ""
+        relay = self.handoff_sink if isinstance(self.handoff_sink, Relay) else None
+        if command in (RELEASE_COMMAND, RESOLVE_COMMAND):
+            resolve = command == RESOLVE_COMMAND
+            if conversation.owner is Owner.BOT and not resolve:
+                return AgentAction.RELEASED  # the bot owns it already: nothing changes
+            if relay is not None:
+                relay.agent_gave_back(conversation.id, agent, message_id, resolve=resolve)
+            reason = "resolved" if resolve else "released"
+            self.store.set_owner(conversation.id, Owner.BOT, actor=agent, reason=reason)
+            if resolve:
+                self.store.set_status(conversation.id, "closed")
+            logger.info("conversation %s %s by agent %s", conversation.id, reason, agent)
+            return AgentAction.RESOLVED if resolve else AgentAction.RELEASED
+
+        took_over = False
+        if conversation.owner is Owner.BOT:
+            self.store.set_owner(conversation.id, Owner.HUMAN, actor=agent, reason=AGENT_REPLIED)
+            took_over = True
+        elif self.store.last_owner_actor(conversation.id) == "bot":
+            # Handed over by the bot and not taken by anyone yet: this agent takes it.
+            self.store.record_handoff(
+                conversation.id, Owner.HUMAN, Owner.HUMAN, actor=agent, reason=AGENT_REPLIED
+            )
+            took_over = True
+        if relay is not None:
+            relay.agent_joined(conversation.id, agent, message_id)
+        body = clean_text(text, normalize=False)
+        if body and command != CLAIM_COMMAND:
+            self.store.add_message(conversation.id, Role.AGENT, agent, body, message_id)
+        if took_over:
+            logger.info("conversation %s taken over by agent %s", conversation.id, agent)
+            return AgentAction.TOOK_OVER
+        return AgentAction.REPLIED
+
     # Lookups for adapters ------------------------------------------------------------------------
 
     def takes_part_in(self, key: ConversationKey) -> bool:
@@ -567,4 +911,90 @@ class Engine:
         """Store a rating of a reply; False when it was a repeat that changed nothing."""
         if not self.store.claim_event(event.platform, f"feedback:{event.event_id}"):
             return False
-        return self.store.record_feedback(event)
+        changed = self.store.record_feedback(event)
+        if changed:
+            self._tell("rated", None if event.value is None else event.value.value)
+            try:
+                self._learn(event)
+            except Exception:
+                # The rating is stored; ranking picks it up on the next start.
+                logger.exception("feedback on reply %s not applied to ranking", event.reply_id)
+        return changed
+
+    def load_feedback(self) -> int:
+        """Fill the retriever's feedback index from the stored ratings of answers.
+
+        Call once at start-up (`build_services` does); later ratings are applied as they come.
+
+        Returns:
+            How many ratings now move ranking.
+        """
+        retriever = self.responder.retriever
+        index = retriever.feedback
+        if index is None:
+            return 0
+        ratings = [r for r in self.store.ratings() if r.reply.sources and r.reply.query]
+        if not ratings:
+            return 0
+        vectors = retriever.kb.embedder.encode([r.reply.query for r in ratings])
+        kept = index.extend(
+            (
+                (r.reply.id, r.user),
+                vector,
+                r.reply.sources[0].id,
+                ranking_sign(r.value, r.reason),
+            )
+            for r, vector in zip(ratings, vectors, strict=True)
+        )
+        logger.info("feedback ranking: %d ratings loaded", kept)
+        return kept
+
+    def _learn(self, event: FeedbackEvent) -> None:
+        """Apply a changed rating to the retriever's feedback index."""
+        index = self.responder.retriever.feedback
+        if index is None:
+            return
+        key = (event.reply_id, event.user)
+        sign = ranking_sign(event.value, event.reason)
+        if sign == 0:
+            index.remove(key)
+            return
+        reply = self.store.get_reply(event.reply_id)
+        if reply is None or reply.kind != ReplyKind.ANSWER or not reply.sources or not reply.query:
+            return
+        index.set(key, self.responder.retriever.embed(reply.query), reply.sources[0].id, sign)
+
+    def respond_to_feedback(self, event: FeedbackEvent) -> FeedbackOutcome:
+        """Record a rating and return what the bot says after it (the same on every platform).
+
+        * a 👎 given without a reason: the quick reasons (`Reply.feedback_reasons`; not stored,
+          its id is the rated reply's so that the reason buttons name it);
+        * the reason "talk to a person": the turn that asking for a person makes in the rated
+          reply's conversation (the escalation policy hands it over), as the "Talk to a person"
+          button does;
+        * anything else (👍, another reason, a withdrawn rating, a repeat): nothing.
+
+        Raises:
+            StorageError: there is no reply `event.reply_id`.
+        """
+        if not self.record_feedback(event):
+            return FeedbackOutcome(False)
+        if event.value is FeedbackValue.DOWN and event.reason is None:
+            return FeedbackOutcome(True, (Reply.feedback_reasons(event.reply_id),))
+        if event.reason != FeedbackReason.TALK_TO_PERSON:
+            return FeedbackOutcome(True)
+        reply = self.store.get_reply(event.reply_id)
+        conversation = None if reply is None else self.store.get_conversation(reply.conversation_id)
+        if conversation is None:
+            return FeedbackOutcome(True)
+        key = conversation.key
+        request = InboundMessage(
+            platform=key.platform,
+            workspace=key.workspace,
+            channel=key.channel,
+            thread=key.thread,
+            user=event.user,
+            message_id=f"feedback-reason:{event.event_id}",
+            text=PERSON_REQUEST_TEXT,
+        )
+        return FeedbackOutcome(True, tuple(self.handle(request)))

@@ -16,12 +16,15 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.engine import Responder
 from bot.errors import IngestError
 from bot.model import ReplyKind, Role, Turn
 from knowledge.calibration import DEFAULT_MAX_MISSED, ConfidenceModel, Sample, fit
+
+if TYPE_CHECKING:
+    from knowledge.feedback import FeedbackConfig
 
 WARMUP_QUERIES = 5
 
@@ -197,3 +200,117 @@ def metrics(outcomes: Iterable[Outcome], threshold: float) -> dict[str, Any]:
             "p99": round(_percentile(latencies, 0.99), 3),
         },
     }
+
+
+# Feedback replay ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayResult:
+    """`feedback_replay`'s figures: half B before and after feedback on half A.
+
+    Attributes:
+        before: `metrics` of half B with no feedback.
+        after: `metrics` of half B with half A's simulated feedback applied.
+        rated: half A's queries that gave feedback.
+        endorsed: ratings +1 (👍 on a right top-1, or the right entry endorsed after a 👎).
+        rejected: ratings -1 (👎 on a wrong top-1, or on an answer to an out-of-scope query).
+        half_a, half_b: the sizes of the halves.
+    """
+
+    before: dict[str, Any]
+    after: dict[str, Any]
+    rated: int
+    endorsed: int
+    rejected: int
+    half_a: int
+    half_b: int
+
+    def as_dict(self) -> dict[str, Any]:
+        delta = {
+            key: round(self.after[key] - self.before[key], 4)
+            for key in self.before
+            if isinstance(self.before[key], float) and key != "threshold"
+        }
+        return {
+            "half_a": self.half_a,
+            "half_b": self.half_b,
+            "rated": self.rated,
+            "endorsed": self.endorsed,
+            "rejected": self.rejected,
+            "before": self.before,
+            "after": self.after,
+            "delta": delta,
+        }
+
+
+def split_halves(queries: Sequence[Query], seed: int = 0) -> tuple[list[Query], list[Query]]:
+    """Shuffle the queries with `seed` and cut them in two halves (A, B)."""
+    import random
+
+    order = list(queries)
+    random.Random(seed).shuffle(order)
+    middle = len(order) // 2
+    return order[:middle], order[middle:]
+
+
+def feedback_replay(
+    responder: Responder,
+    queries: Sequence[Query],
+    *,
+    seed: int = 0,
+    config: FeedbackConfig | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> ReplayResult:
+    """Show what feedback does to ranking: rate half the queries, measure the other half.
+
+    The queries are shuffled (`seed`) and split in halves A and B. Half B is measured with no
+    feedback; then every query of half A is run and rated as a customer and a reviewer would:
+
+    * in-scope, top-1 right: 👍 on it (+1);
+    * in-scope, top-1 wrong: 👎 on it (-1) and the right entry endorsed (+1), as when the
+      customer picks the right topic after a 👎 or a reviewer names the expected entry;
+    * out of scope and answered anyway: 👎 on the answer (-1).
+
+    Half B is then measured again with those ratings in the retriever's feedback index. The
+    simulation is optimistic about volume (every question of half A is rated; real customers
+    rate a few percent of answers) but not about overlap: no query of B is in A.
+
+    The responder's own feedback index is put back afterwards.
+    """
+    from knowledge.feedback import FeedbackIndex
+
+    half_a, half_b = split_halves(queries, seed)
+    retriever = responder.retriever
+    saved = retriever.feedback
+    try:
+        retriever.feedback = None
+        before = metrics(run_queries(responder, half_b, progress), responder.confidence.threshold)
+        index = FeedbackIndex(config)
+        endorsed = rejected = rated = 0
+        for number, query in enumerate(half_a):
+            reply, trace = responder.respond(query.text, query.history)
+            retrieval = trace.retrieval
+            if progress:
+                progress(1)
+            if retrieval is None or retrieval.vector is None or not retrieval.candidates:
+                continue
+            top = retrieval.candidates[0].entry.id
+            ratings: list[tuple[str, int]] = []
+            if query.expected is None:
+                if reply.kind is ReplyKind.ANSWER and reply.sources:
+                    ratings.append((reply.sources[0].id, -1))
+            elif top == query.expected:
+                ratings.append((top, 1))
+            else:
+                ratings += [(top, -1), (query.expected, 1)]
+            for entry_id, sign in ratings:
+                index.set((number, entry_id), retrieval.vector, entry_id, sign)
+                endorsed += sign > 0
+                rejected += sign < 0
+            rated += bool(ratings)
+        retriever.feedback = index
+        after = metrics(run_queries(responder, half_b, progress), responder.confidence.threshold)
+    finally:
+        retriever.feedback = saved
+    return ReplayResult(before, after, rated, endorsed, rejected, len(half_a), len(half_b))

@@ -3,8 +3,14 @@
 When a policy decides on a handoff, the engine makes the conversation human-owned (the bot falls
 silent there), replies with a `Reply.handoff` message, and gives a `HandoffRequest` to the
 `HandoffSink` it was built with. The sink is the seam for whatever brings a person in: the
-cross-platform agent relay (a ticket in the agents' desk, a card in the agents' channel) will be
-one. The default sink only logs.
+cross-platform agent relay (`bot.relay`: a ticket in the agents' desk, a card in the agents'
+channel) is one.
+
+A sink that may have nobody to bring in says so (`DeskCoverage`): with no agents' desk configured,
+`build_services` uses `NoDeskHandoffSink`, and the engine then tells the customer how to reach a
+person instead (the configured contact), keeps the conversation with the bot and records the
+request for monitoring (a `handoff` row from bot to bot, reason ``no_desk:<reason>``). The
+engine's own default, `LoggingHandoffSink`, only logs (and hands over as usual).
 """
 
 from __future__ import annotations
@@ -12,11 +18,21 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import Final, Protocol, runtime_checkable
 
 from bot.model import ConversationKey, ReplyKind, Source, Turn, utcnow
 
-__all__ = ["Attempt", "CustomerListener", "HandoffRequest", "HandoffSink", "LoggingHandoffSink"]
+__all__ = [
+    "DESK_PLATFORMS",
+    "NO_DESK_TEXT",
+    "Attempt",
+    "CustomerListener",
+    "DeskCoverage",
+    "HandoffRequest",
+    "HandoffSink",
+    "LoggingHandoffSink",
+    "NoDeskHandoffSink",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +85,9 @@ class HandoffSink(Protocol):
 
     Contract:
         * `request` is called once per handoff, after the conversation became human-owned and the
-          handoff message was stored, inside the customer's turn (in the engine's thread).
+          handoff message was stored, inside the customer's turn (in the engine's thread). For a
+          sink that said nobody would pick it up (`DeskCoverage`), the conversation stays with
+          the bot and the message stored is the sink's no-desk reply.
         * It SHOULD return quickly: queue slow work (HTTP calls to a helpdesk) rather than do it.
         * An exception is logged by the engine and does not undo the handoff: the customer has
           already been told a person will reply, so a sink that can fail should retry on its own.
@@ -103,4 +121,74 @@ class LoggingHandoffSink:
             handoff.platform,
             handoff.reason,
             len(handoff.attempts),
+        )
+
+
+@runtime_checkable
+class DeskCoverage(Protocol):
+    """A sink that knows whether a person will pick up a handoff at all.
+
+    Contract:
+        * The engine calls `no_desk_reply` in the customer's turn when a policy decides on a
+          handoff, before anything changes. None: a person picks it up, hand over as usual.
+          A text: nobody will; the engine replies with that text (still a handoff reply),
+          keeps the conversation with the bot, records the request as a `handoff` row from
+          bot to bot with the reason ``no_desk:<reason>``, then calls `request` as usual.
+        * It MUST be quick and SHOULD NOT raise (an exception counts as "a person picks it up").
+        * Sinks without it are taken to bring a person.
+    """
+
+    def no_desk_reply(self, key: ConversationKey) -> str | None:
+        """None when a person picks up a handoff at `key`, else what to tell the customer."""
+
+
+#: Platforms whose conversations already sit in an agents' desk: a Zendesk ticket is one (its
+#: agents see and answer it there, and the Zendesk adapter hands the ticket over on the engine's
+#: handoff reply), so a handoff there needs no other desk.
+DESK_PLATFORMS: Final[frozenset[str]] = frozenset({"zendesk"})
+
+#: What `NoDeskHandoffSink` tells the customer; ``{contact}`` is `SUPPORTBOT_HANDOFF_CONTACT`.
+NO_DESK_TEXT: Final = (
+    "Nobody from our support team can join this chat, so I can't hand you over here. To reach a "
+    "person, you can {contact}. Meanwhile, I'm still here to help."
+)
+
+
+class NoDeskHandoffSink:
+    """The sink when no agents' desk is configured (``SUPPORTBOT_HANDOFF_DESK`` unset).
+
+    Nobody would pick a handoff up, so the customer is not told a person will reply: the engine
+    gives them `text` with the configured contact instead and the bot keeps answering
+    (`DeskCoverage`). Conversations on `desk_platforms` are in a desk already (a Zendesk ticket)
+    and are handed over as usual.
+
+    Args:
+        contact: completes "you can ..." (e.g. "email help@yourcompany.com").
+        text: the reply; ``{contact}`` is replaced by `contact`.
+        desk_platforms: platforms whose conversations agents already see.
+    """
+
+    def __init__(
+        self,
+        contact: str,
+        *,
+        text: str = NO_DESK_TEXT,
+        desk_platforms: frozenset[str] = DESK_PLATFORMS,
+    ) -> None:
+        # Replaced, not str.format: a contact with braces must not break the text.
+        self.reply_text = text.replace("{contact}", contact.strip())
+        self.desk_platforms = desk_platforms
+
+    def no_desk_reply(self, key: ConversationKey) -> str | None:
+        return None if key.platform in self.desk_platforms else self.reply_text
+
+    def request(self, handoff: HandoffRequest) -> None:
+        staffed = handoff.platform in self.desk_platforms
+        logger.info(
+            "handoff requested conversation=%s platform=%s reason=%s attempts=%d desk=%s",
+            handoff.conversation_id,
+            handoff.platform,
+            handoff.reason,
+            len(handoff.attempts),
+            handoff.platform if staffed else "none (the customer was given the contact)",
         )

@@ -23,6 +23,7 @@ __all__ = [
     "ActionKind",
     "ConversationKey",
     "FeedbackEvent",
+    "FeedbackReason",
     "FeedbackValue",
     "InboundMessage",
     "Owner",
@@ -89,6 +90,33 @@ class ActionKind(enum.StrEnum):
     FEEDBACK_DOWN = "feedback_down"
     HANDOFF = "handoff"
     CHOOSE = "choose"
+    #: One of the quick reasons offered after a 👎; `Action.value` is a `FeedbackReason`.
+    FEEDBACK_REASON = "feedback_reason"
+
+
+class FeedbackReason(enum.StrEnum):
+    """Why a reply was rated 👎, as the quick-reason buttons offer it.
+
+    `TALK_TO_PERSON` also asks for a handoff, as the "Talk to a person" button does.
+    """
+
+    WRONG_ANSWER = "wrong_answer"
+    OUTDATED = "outdated"
+    NOT_WHAT_I_ASKED = "not_what_i_asked"
+    TALK_TO_PERSON = "talk_to_person"
+
+    @property
+    def label(self) -> str:
+        """The button's label."""
+        return _REASON_LABELS[self]
+
+
+_REASON_LABELS: dict[str, str] = {
+    "wrong_answer": "Wrong answer",
+    "outdated": "Outdated",
+    "not_what_i_asked": "Not what I asked",
+    "talk_to_person": "Talk to a person",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +211,12 @@ FEEDBACK_ACTIONS: tuple[Action, ...] = (
     Action(ActionKind.HANDOFF, "Talk to a person"),
 )
 
+#: The quick reasons offered after a 👎, in the order they are shown.
+FEEDBACK_REASON_ACTIONS: tuple[Action, ...] = tuple(
+    Action(ActionKind.FEEDBACK_REASON, reason.label, reason.value) for reason in FeedbackReason
+)
+FEEDBACK_REASONS_TEXT = "Sorry that didn't help. What was wrong with it?"
+
 
 @dataclass(frozen=True, slots=True)
 class Reply:
@@ -231,6 +265,15 @@ class Reply:
     @classmethod
     def smalltalk(cls, text: str) -> Reply:
         return cls(text, ReplyKind.SMALLTALK)
+
+    @classmethod
+    def feedback_reasons(cls, reply_id: str, text: str = FEEDBACK_REASONS_TEXT) -> Reply:
+        """The quick reasons offered after a 👎 on reply `reply_id`.
+
+        It is not a turn's reply and is never stored: its `id` is the rated reply's, so that the
+        reason buttons name the reply they explain (as the 👍/👎 buttons do).
+        """
+        return cls(text, ReplyKind.SMALLTALK, (), FEEDBACK_REASON_ACTIONS, None, reply_id)
 
 
 @dataclass(frozen=True, slots=True)

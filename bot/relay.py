@@ -23,7 +23,14 @@ Agents' commands, in the card's thread:
 * ``!resolve`` closes the conversation, gives it back to the bot and tells the customer.
 
 `check_timeouts(now)` releases handoffs nobody claimed before their deadline and offers the
-customer another way (email, a ticket). This module imports no platform SDK: adapters supply
+customer another way (email, a ticket).
+
+A card is opened once the customer's handoff message is recorded as posted (its reply's platform
+reference), so agents cannot answer before the customer has read it (`RelayConfig.reply_wait_s`
+caps the wait). Opening a card first takes the link with an ``opening:`` token and its time; an
+opening older than `RelayConfig.opening_grace_s` (its process died) is taken again.
+
+This module imports no platform SDK: adapters supply
 `Desk` and `CustomerChannel` implementations and register them with `register_desk` and
 `register_channel`.
 """
@@ -40,10 +47,12 @@ from typing import Any, Protocol, runtime_checkable
 
 from bot.handoff import Attempt, HandoffRequest
 from bot.model import ConversationKey, Owner, ReplyKind, Role, Source, Turn, utcnow
-from bot.storage.store import OutboxItem, RelayLinkInfo, Store
+from bot.storage.store import OPENING_PREFIX, OutboxItem, RelayLinkInfo, Store
 from bot.storage.tables import new_id
 
 __all__ = [
+    "RELAY_AUTHOR",
+    "AuthoredCustomerChannel",
     "CustomerChannel",
     "Desk",
     "Relay",
@@ -57,7 +66,9 @@ logger = logging.getLogger(__name__)
 
 #: Link states in which messages are relayed.
 ACTIVE = ("waiting", "claimed")
-_OPENING = "opening:"
+_OPENING = OPENING_PREFIX
+#: The author of what the relay itself says (to customers: "a person joined"; notes on cards).
+RELAY_AUTHOR = "relay"
 
 
 @runtime_checkable
@@ -92,6 +103,19 @@ class CustomerChannel(Protocol):
         """Post an agent's (or the relay's) message to the customer."""
 
 
+@runtime_checkable
+class AuthoredCustomerChannel(CustomerChannel, Protocol):
+    """A `CustomerChannel` that shows who wrote each relayed message (a terminal, say).
+
+    Contract:
+        * As `CustomerChannel.post`; the relay calls `post_as` instead, with `author` the
+          agent's name (or platform id) or `RELAY_AUTHOR` for the relay's own notices.
+    """
+
+    async def post_as(self, key: ConversationKey, text: str, author: str) -> str | None:
+        """Post `text` by `author` to the customer."""
+
+
 class RelayOutcome(StrEnum):
     """What `Relay.agent_said` did with an agent's message."""
 
@@ -114,11 +138,21 @@ class RelayConfig:
         poll_s: how often adapters run `deliver_pending` and `check_timeouts`.
         contact: the other way offered when nobody claims in time, completing "You can ..."
             (e.g. "email help@yourcompany.com"); `SUPPORTBOT_HANDOFF_CONTACT`.
+        opening_grace_s: a card opening taken longer ago than this and never finished (its
+            process died between taking it and recording the card) is taken again;
+            `SUPPORTBOT_RELAY_OPENING_GRACE_S`. Keep it well above a desk's slowest answer: a
+            live but slower process would open a second card (it then notes the duplicate).
+        reply_wait_s: the card waits until the customer's handoff message is recorded as
+            posted (its platform reference), so agents cannot answer before the customer has
+            read "a person will reply"; after this long it opens anyway (a failed or unrecorded
+            post); `SUPPORTBOT_RELAY_REPLY_WAIT_S`.
     """
 
     desk: str
     timeout_s: float = 600.0
     poll_s: float = 1.0
+    opening_grace_s: float = 60.0
+    reply_wait_s: float = 10.0
     claimed_text: str = "A person from our support team has joined the conversation."
     released_text: str = (
         "Our support team has handed the conversation back to me. Ask me anything, or ask for a "
@@ -133,10 +167,15 @@ class RelayConfig:
         "get back to you. Meanwhile, I'm still here to help."
     )
     claimed_note: str = "Claimed by {agent}."
+    claimed_in_place_note: str = "Claimed by {agent}, who answered in the customer's conversation."
     released_note: str = "Released by {agent}: the bot answers again."
     resolved_note: str = "Resolved by {agent}."
     timeout_note: str = "Nobody claimed this in time; the customer was offered email or a ticket."
     inactive_note: str = "This conversation is no longer handed over ({state}); nothing was sent."
+    duplicate_note: str = (
+        "This card was opened twice (a slow desk): continue in the other card, this one gets "
+        "no messages."
+    )
 
 
 # Serializing a HandoffRequest, so that another process can open its card ----------------------
@@ -343,18 +382,59 @@ class Relay:
         logger.info("relay: conversation %s %s by %s", link.conversation_id, state, agent)
         return RelayOutcome.RESOLVED if resolve else RelayOutcome.RELEASED
 
+    # Agents answering in the customer's own conversation (native takeover) ---------------------
+
+    def agent_joined(self, conversation_id: str, agent: str, message_id: str) -> bool:
+        """An agent answered the customer in their own conversation, not under the card.
+
+        A waiting link becomes theirs (claimed, so it no longer times out) and the card says so.
+        The customer is not told: they see the agent. The engine records the owner change.
+
+        Returns:
+            Whether a waiting link was claimed.
+        """
+        link = self.store.relay_link(conversation_id)
+        if link is None or link.state != "waiting":
+            return False
+        if not self.store.set_relay_state(
+            conversation_id,
+            "claimed",
+            from_states=("waiting",),
+            claimed_by=agent,
+            claimed_at=self._clock(),
+        ):
+            return False
+        self._note(link, self.config.claimed_in_place_note.format(agent=agent), message_id)
+        logger.info("relay: conversation %s claimed in place by %s", conversation_id, agent)
+        return True
+
+    def agent_gave_back(
+        self, conversation_id: str, agent: str, message_id: str, *, resolve: bool
+    ) -> bool:
+        """``!release`` or ``!resolve`` typed in the customer's own conversation: the same as
+        under the card (the customer is told, the card notes it), when a link is active.
+
+        Returns:
+            Whether an active link was released or resolved.
+        """
+        link = self.store.relay_link(conversation_id)
+        if link is None or link.state not in ACTIVE:
+            return False
+        outcome = self._give_back(link, agent, f"in-place:{message_id}", resolve=resolve)
+        return outcome is not RelayOutcome.IGNORED
+
     def _tell_customer(self, link: RelayLinkInfo, text: str, origin: str) -> None:
         conversation = self.store.get_conversation(link.conversation_id)
         if conversation is None:
             return
-        self.store.add_message(conversation.id, Role.BOT, "relay", text)
+        self.store.add_message(conversation.id, Role.BOT, RELAY_AUTHOR, text)
         self.store.enqueue_relay(
             conversation.id,
             direction="to_customer",
             target_platform=conversation.key.platform,
             target_ref=str(conversation.key),
             text=text,
-            author="relay",
+            author=RELAY_AUTHOR,
             origin_key=f"relay:{conversation.id}:{origin}",
         )
 
@@ -366,7 +446,7 @@ class Relay:
             target_platform=link.desk,
             target_ref=card,
             text=text,
-            author="relay",
+            author=RELAY_AUTHOR,
             origin_key=f"note:{link.conversation_id}:{origin}",
         )
 
@@ -404,21 +484,57 @@ class Relay:
         posted = 0
         desk = self._desks.get(platform)
         if desk is not None:
-            links = await asyncio.to_thread(self.store.relay_links_to_open, platform)
-            for link in links:
+            for link in await asyncio.to_thread(self._links_to_open, platform):
                 posted += await self._open_card(desk, link)
         items = await asyncio.to_thread(self.store.pending_relay, platform)
         for item in items:
             posted += await self._deliver(item)
         return posted
 
+    def _links_to_open(self, desk: str) -> list[RelayLinkInfo]:
+        """The links whose card to open now: unopened or stale openings, once the customer's
+        handoff message is posted (or `reply_wait_s` passed)."""
+        now = self._clock()
+        stale_before = now - timedelta(seconds=self.config.opening_grace_s)
+        links = self.store.relay_links_to_open(desk, stale_before=stale_before)
+        reply_ids = {str(link.request.get("reply_id") or "") for link in links} - {""}
+        posted = self.store.posted_replies(reply_ids)
+        wait = timedelta(seconds=self.config.reply_wait_s)
+        ready: list[RelayLinkInfo] = []
+        for link in links:
+            reply_id = str(link.request.get("reply_id") or "")
+            if not reply_id or reply_id in posted:
+                ready.append(link)
+            elif now - link.created_at >= wait:
+                logger.warning(
+                    "relay: the handoff message of conversation %s is not recorded as posted "
+                    "after %.0f s; opening its card anyway",
+                    link.conversation_id,
+                    self.config.reply_wait_s,
+                )
+                ready.append(link)
+        return ready
+
     async def _open_card(self, desk: Desk, link: RelayLinkInfo) -> int:
+        """Take the link's opening (atomically: one process opens a card), open it, record it."""
         token = f"{_OPENING}{new_id()}"
+        stale = link.card_ref  # None, or the token of an opening that never finished
         taken = await asyncio.to_thread(
-            self.store.set_relay_card, link.conversation_id, token, expect=None
+            self.store.set_relay_card,
+            link.conversation_id,
+            token,
+            expect=stale,
+            opening_at=self._clock(),
         )
         if not taken:
-            return 0
+            return 0  # another process took it
+        if stale is not None:
+            logger.warning(
+                "relay: the card opening of conversation %s taken at %s never finished; "
+                "opening it again",
+                link.conversation_id,
+                link.opening_at.isoformat() if link.opening_at else "an unknown time",
+            )
         try:
             card_ref = await desk.open_card(request_from_json(link.request))
         except Exception:
@@ -427,9 +543,22 @@ class Relay:
                 self.store.set_relay_card, link.conversation_id, None, expect=token
             )
             return 0
-        await asyncio.to_thread(
+        recorded = await asyncio.to_thread(
             self.store.set_relay_card, link.conversation_id, card_ref, expect=token
         )
+        if not recorded:
+            # This process took longer than `opening_grace_s` and another one opened a card
+            # meanwhile: that one is the card. Say so on this one, so no agent waits in it.
+            logger.warning(
+                "relay: card %s for conversation %s was opened too late; another card replaced it",
+                card_ref,
+                link.conversation_id,
+            )
+            try:
+                await desk.post(card_ref, self.config.duplicate_note)
+            except Exception:
+                logger.exception("relay: cannot mark card %s as a duplicate", card_ref)
+            return 0
         logger.info("relay: card %s opened for conversation %s", card_ref, link.conversation_id)
         return 1
 
@@ -455,7 +584,11 @@ class Relay:
                 ref = await desk.post(target, item.text)
             else:
                 assert channel is not None
-                ref = await channel.post(ConversationKey.parse(target), item.text)
+                key = ConversationKey.parse(target)
+                if isinstance(channel, AuthoredCustomerChannel):
+                    ref = await channel.post_as(key, item.text, item.author)
+                else:
+                    ref = await channel.post(key, item.text)
         except Exception:
             logger.exception("relay: cannot post message %s on %s", item.id, item.target_platform)
             await asyncio.to_thread(self.store.unclaim_relay_delivery, item.id)

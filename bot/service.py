@@ -11,14 +11,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from bot.compose.base import Composer, ExtractiveComposer
 from bot.engine import Engine, EngineConfig, Responder
-from bot.handoff import HandoffSink
+from bot.handoff import HandoffSink, NoDeskHandoffSink
+from bot.ratelimit import RateLimiter
 from bot.relay import Relay, RelayConfig
 from bot.settings import Settings, sample_kb_paths
 from bot.storage.store import Store
 from knowledge.base import IngestReport, KnowledgeBase
 from knowledge.calibration import ConfidenceModel, derive
 from knowledge.embeddings import Embedder
+from knowledge.feedback import FeedbackIndex
 from knowledge.retriever import Retriever
 from knowledge.types import Entry
 from policies.config import PolicyConfig, load_policy_config
@@ -65,6 +68,14 @@ def ingest_paths(
     return ingest(kb, load_sources(paths), replace_all=replace_all, progress=progress)
 
 
+def reindex(kb: KnowledgeBase, *, progress: bool = False) -> IngestReport:
+    """Re-embed the stored entries with the knowledge base's (new) model; derive the threshold."""
+    report = kb.rebuild(progress=progress)
+    model = derive(kb, Retriever(kb))
+    kb.set_derived_threshold(model.threshold if model.origin == "derived" else None, model.samples)
+    return report
+
+
 def confidence_model(kb: KnowledgeBase, override: float | None = None) -> ConfidenceModel:
     """The calibrated model if `kb calibrate` ran, else the derived threshold, else the default."""
     calibration = kb.calibration()
@@ -87,6 +98,14 @@ def open_kb(settings: Settings, *, bootstrap: bool = True, progress: bool = Fals
     if not kb.exists and bootstrap:
         logger.info("no knowledge base at %s yet: ingesting the bundled sample", kb.directory)
         ingest_paths(kb, sample_kb_paths(), progress=progress)
+    elif kb.model_changed:
+        # A new model (e.g. one `supportbot train` promoted): the stored vectors no longer match.
+        logger.warning(
+            "the index at %s was built with another embedding model: re-embedding it with %s",
+            kb.directory,
+            kb.embedder.model_path,
+        )
+        reindex(kb, progress=progress)
     return kb.load()
 
 
@@ -97,6 +116,39 @@ def load_policies(settings: Settings) -> PolicyConfig:
         ConfigError: the file is missing or invalid; the message says where and how to fix it.
     """
     return load_policy_config(settings.policies, default_bot_name=settings.bot_name)
+
+
+def build_composer(settings: Settings, kb: KnowledgeBase) -> Composer:
+    """The answer composer: generative when ``SUPPORTBOT_LLM_MODEL`` is set, else extractive.
+
+    The generative composer checks its answers with the knowledge base's own embedding model.
+
+    Raises:
+        ConfigError: the prompt version does not exist or its templates do not parse.
+    """
+    if not settings.llm_model:
+        return ExtractiveComposer()
+    from bot.compose.generative import GenerativeComposer, LLMConfig
+    from bot.compose.grounding import GroundingGuard
+    from bot.compose.prompts import PromptSet
+
+    prompts = PromptSet(settings.prompt_version, settings.prompts_dir)
+    config = LLMConfig(
+        model=settings.llm_model,
+        base_url=settings.llm_base_url,
+        api_key=settings.llm_api_key.get_secret_value() if settings.llm_api_key else None,
+        temperature=settings.llm_temperature,
+        timeout_s=settings.llm_timeout_s,
+        max_tokens=settings.llm_max_tokens,
+    )
+    logger.info(
+        "generative answers: model=%s endpoint=%s prompt=%s budget=%.1fs",
+        config.model,
+        config.base_url or "(OpenAI default)",
+        prompts.version,
+        config.timeout_s,
+    )
+    return GenerativeComposer(config, prompts, GroundingGuard(kb.embedder))
 
 
 def build_services(
@@ -114,7 +166,8 @@ def build_services(
         settings: the process settings.
         progress: show progress while the sample knowledge base is built on first start.
         handoff_sink: receives the engine's handoff requests (default: the relay when
-            ``SUPPORTBOT_HANDOFF_DESK`` is set, else one that logs).
+            ``SUPPORTBOT_HANDOFF_DESK`` is set, else a `NoDeskHandoffSink`: the customer gets
+            ``SUPPORTBOT_HANDOFF_CONTACT`` and the bot keeps the conversation).
 
     Raises:
         ConfigError: the policy settings are invalid.
@@ -123,7 +176,8 @@ def build_services(
     texts = wording(policies.base)
     store = Store.from_url(settings.db_url)
     kb = open_kb(settings, progress=progress)
-    retriever = Retriever(kb)
+    # Ratings of answers move ranking for similar questions (`knowledge.feedback`).
+    retriever = Retriever(kb, feedback=FeedbackIndex())
     config = EngineConfig(
         history_turns=settings.history_turns,
         max_message_chars=settings.max_message_chars,
@@ -145,8 +199,23 @@ def build_services(
                 timeout_s=settings.handoff_timeout_s,
                 poll_s=settings.relay_poll_s,
                 contact=settings.handoff_contact,
+                opening_grace_s=settings.relay_opening_grace_s,
+                reply_wait_s=settings.relay_reply_wait_s,
             ),
         )
         handoff_sink = relay
-    engine = Engine(store, responder, policies=policies, handoff_sink=handoff_sink)
+    elif handoff_sink is None:
+        # No desk: do not promise a person; give the customer the contact instead.
+        handoff_sink = NoDeskHandoffSink(settings.handoff_contact)
+    engine = Engine(
+        store,
+        responder,
+        policies=policies,
+        handoff_sink=handoff_sink,
+        composer=build_composer(settings, kb),
+        compose_passages=settings.llm_passages,
+        rate_limiter=RateLimiter.from_setting(settings.rate_limit),
+        redact_transcripts=settings.redact_transcripts,
+    )
+    engine.load_feedback()
     return Services(settings, store, kb, retriever, engine, relay)

@@ -177,6 +177,47 @@ class KnowledgeBase:
         self.manifest = manifest
         return self
 
+    @property
+    def model_changed(self) -> bool:
+        """True when the index on disk was built with another embedding model than this one."""
+        try:
+            raw = json.loads((self.directory / "manifest.json").read_text())
+        except (OSError, ValueError):
+            return False
+        return bool(raw.get("model")) and raw.get("model") != self.embedder.fingerprint
+
+    def stored_entries(self) -> list[Entry]:
+        """The entries on disk, read without loading the indexes (what `rebuild` re-embeds)."""
+        path = self.directory / "entries.jsonl"
+        if not path.exists():
+            raise IndexMissingError(
+                f"no knowledge base at {self.directory}: run `supportbot kb ingest PATH` first"
+            )
+        with path.open(encoding="utf-8") as fh:
+            return [_entry_from_json(json.loads(line)) for line in fh if line.strip()]
+
+    def rebuild(self, *, progress: bool = False) -> IngestReport:
+        """Re-embed every stored entry with this knowledge base's model (after a model change).
+
+        A calibration fitted on the old model's scores does not fit the new one's: it is kept
+        as ``calibration.stale.json`` and no longer used; run `supportbot kb calibrate` again.
+        """
+        entries = self.stored_entries()
+        calibration = self.directory / "calibration.json"
+        stale = calibration.read_text() if calibration.exists() else None
+        if stale is not None:
+            calibration.unlink()
+            logger.warning(
+                "the calibration of %s was fitted with the previous model and is set aside as "
+                "calibration.stale.json; run `supportbot kb calibrate --queries FILE` again",
+                self.directory,
+            )
+        self.manifest = None
+        report = self.ingest(entries, replace_all=True, progress=progress)
+        if stale is not None:
+            _atomic_write(self.directory / "calibration.stale.json", stale)
+        return report
+
     def entry(self, entry_id: str) -> Entry | None:
         position = self._by_id.get(entry_id)
         return None if position is None else self.entries[position]

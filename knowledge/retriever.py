@@ -22,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from knowledge.base import KnowledgeBase
+from knowledge.feedback import FeedbackIndex
 from knowledge.types import Entry
 
 Vector = npt.NDArray[np.float32]
@@ -39,6 +40,8 @@ class Candidate:
     share: float
     lexical: float
     votes: int
+    #: The part of `score` that feedback on similar questions added (or took away).
+    feedback: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,11 +73,26 @@ class RetrieverConfig:
 
 
 class Retriever:
-    """Finds entries for a query in a loaded knowledge base."""
+    """Finds entries for a query in a loaded knowledge base.
 
-    def __init__(self, kb: KnowledgeBase, config: RetrieverConfig | None = None) -> None:
+    Args:
+        kb: the loaded knowledge base.
+        config: scoring settings.
+        feedback: ratings of entries for past questions; entries rated on similar questions
+            gain or lose a bounded amount (`knowledge.feedback`). None or empty: no effect and
+            no cost.
+    """
+
+    def __init__(
+        self,
+        kb: KnowledgeBase,
+        config: RetrieverConfig | None = None,
+        *,
+        feedback: FeedbackIndex | None = None,
+    ) -> None:
         self.kb = kb
         self.config = config or RetrieverConfig()
+        self.feedback = feedback
 
     def embed(self, text: str, context: str | None = None) -> Vector:
         """The query vector: the text's embedding, pulled toward the context's when given."""
@@ -237,13 +255,26 @@ class Retriever:
                 lexical[e] = max(lexical.get(e, 0.0), s / lex_max)
         lex_total = sum(v for v in lexical.values()) or 1.0
 
+        # Feedback on similar questions: skipped outright while nobody has rated anything.
+        feedback = self.feedback
+        boosts = feedback.boosts(vector) if feedback is not None and feedback.active else {}
+        found = set(dense) | set(lexical)
+        if boosts:
+            # An endorsed entry the query did not reach still competes.
+            for entry_id, boost in boosts.items():
+                position = kb.position(entry_id) if boost > 0 else None
+                if position is not None and position not in exclude_entries:
+                    found.add(position)
         candidates: list[Candidate] = []
-        for e in set(dense) | set(lexical):
+        for e in found:
             share = votes.get(e, 0.0) / total_votes
             lex = lexical.get(e, 0.0)
             d = dense.get(e, 0.0)
             score = share + cfg.lexical_weight * lex / lex_total + cfg.dense_weight * d
-            candidates.append(Candidate(kb.entries[e], score, d, share, lex, counts.get(e, 0)))
+            boost = boosts.get(kb.entries[e].id, 0.0) if boosts else 0.0
+            candidates.append(
+                Candidate(kb.entries[e], score + boost, d, share, lex, counts.get(e, 0), boost)
+            )
         candidates.sort(key=lambda c: (-c.score, c.entry.id))
         ranked = tuple(candidates[: max(top, 1)])
         t3 = time.perf_counter()

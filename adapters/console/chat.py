@@ -1,7 +1,12 @@
-"""Chat with the engine in a terminal: one line in, the bot's replies out, rendered with rich."""
+"""Chat with the engine in a terminal: one line in, the bot's replies out, rendered with rich.
+
+With a desk configured, agents' replies to a handed-over conversation are printed as they arrive
+(`adapters.console.relay`).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import uuid
 from collections.abc import Callable
@@ -11,6 +16,7 @@ from rich.console import Console
 from rich.markdown import Markdown
 from rich.text import Text
 
+from adapters.console.relay import BOT_NAME, PLATFORM, ConsoleRelay
 from bot.engine import Engine
 from bot.errors import StorageError
 from bot.model import (
@@ -21,11 +27,10 @@ from bot.model import (
     Reply,
     ReplyKind,
 )
+from bot.relay import Relay
 
 __all__ = ["run_console"]
 
-PLATFORM = "console"
-BOT_NAME = "Lumen Assistant"
 PROMPT = "you> "
 HANDOFF_TEXT = "I'd like to talk to a person"
 QUIT_COMMANDS = frozenset({"/quit", "/exit"})
@@ -54,10 +59,17 @@ def run_console(
     console: Console | None = None,
     input_fn: Callable[[str], str] = input,
 ) -> None:
-    """Run an interactive chat with `engine` until /quit, /exit, end of input or Ctrl+C."""
+    """Run an interactive chat with `engine` until /quit, /exit, end of input or Ctrl+C.
+
+    When the engine hands conversations to a `Relay`, agents' replies are printed as they come.
+    """
     out = console if console is not None else Console()
     session = _Session()
     _banner(out)
+    relay = engine.handoff_sink
+    background = ConsoleRelay(relay, out) if isinstance(relay, Relay) else None
+    if background is not None:
+        background.start()
     try:
         while True:
             try:
@@ -83,6 +95,9 @@ def run_console(
             _send(engine, out, session, user, text)
     except KeyboardInterrupt:
         out.print()
+    finally:
+        if background is not None:
+            background.stop()
     out.print(Text("Goodbye!", style="bold"))
 
 
@@ -126,7 +141,15 @@ def _send(engine: Engine, out: Console, session: _Session, user: str, text: str)
         _print_reply(out, session, reply)
         if reply.id:
             session.last_reply_id = reply.id
+            _printed(engine, session, reply.id)
     out.print()
+
+
+def _printed(engine: Engine, session: _Session, reply_id: str) -> None:
+    """Record a reply as posted: a handoff's card opens only once the customer has read it."""
+    # On failure the relay opens the card after its reply wait instead.
+    with contextlib.suppress(StorageError):
+        engine.attach_platform_ref(reply_id, f"{PLATFORM}:{session.channel}:{reply_id}")
 
 
 def _print_reply(out: Console, session: _Session, reply: Reply) -> None:

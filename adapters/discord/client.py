@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import uuid
 import weakref
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -44,12 +45,14 @@ from adapters.discord.convert import (
     conversation_key,
     feedback_value,
     from_bot,
+    is_agent,
     is_agents_traffic,
     message_facts,
     placement,
     reaction_facts,
     reaction_feedback,
     reply_ref,
+    strip_mentions,
     to_agent_reply,
     to_inbound,
     why_answer,
@@ -59,20 +62,30 @@ from adapters.discord.render import (
     CHOOSE_PREFIX,
     DOWN_ID,
     HANDOFF_ID,
+    REASON_TEMPLATE,
     UP_ID,
     ButtonSpec,
     HandoffCard,
+    buttons_for,
     conversation_from_footer,
     handoff_embed,
     persistent_buttons,
+    reason_id,
     render_reply,
     thread_name,
 )
 from adapters.discord.settings import PORTAL, DiscordSettings
 from bot.debounce import Clock, Debouncer
-from bot.engine import Engine
-from bot.errors import ConfigError
-from bot.model import ConversationKey, InboundMessage, Reply
+from bot.engine import AgentAction, Engine
+from bot.errors import ConfigError, StorageError
+from bot.model import (
+    ConversationKey,
+    FeedbackEvent,
+    FeedbackReason,
+    FeedbackValue,
+    InboundMessage,
+    Reply,
+)
 from bot.relay import Relay
 
 __all__ = [
@@ -108,6 +121,7 @@ PERMISSION_HELP = (
 THANKS_UP = "Thanks for the feedback! 👍"
 THANKS_DOWN = "Thanks for telling us. We'll use it to improve this answer."
 REPLY_GONE = "Sorry, I can't find that answer any more."
+THANKS_REASON = "Thanks, noted. That helps us fix it."
 
 
 # Endpoints -------------------------------------------------------------------------------------
@@ -196,6 +210,33 @@ class FeedbackView(discord.ui.View):
         logger.error("Discord: button %s failed", custom_id, exc_info=error)
 
 
+class _ReasonButton(
+    discord.ui.DynamicItem[discord.ui.Button[Any]],
+    template=REASON_TEMPLATE,
+):
+    """A quick-reason button (after a 👎); its custom id names the reason and the rated reply."""
+
+    def __init__(self, reason: str, reply_id: str) -> None:
+        super().__init__(discord.ui.Button(custom_id=reason_id(reason, reply_id), label=reason))
+        self.reason = reason
+        self.reply_id = reply_id
+
+    @classmethod
+    async def from_custom_id(
+        cls,
+        interaction: discord.Interaction[Any],
+        item: discord.ui.Item[Any],
+        match: re.Match[str],
+        /,
+    ) -> _ReasonButton:
+        return cls(match["reason"], match["reply"])
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        client = interaction.client
+        if isinstance(client, SupportBotClient):
+            await client._on_reason(self.reason, self.reply_id, interaction)
+
+
 def _display_view(buttons: Sequence[ButtonSpec]) -> FeedbackView:
     view = FeedbackView(buttons)
     view.stop()
@@ -252,6 +293,8 @@ class SupportBotClient(discord.Client):
             forum_channels=frozenset(settings.forum_channels),
             agents_channel=settings.agents_channel,
             threads=settings.threads,
+            agent_users=frozenset(settings.agent_users),
+            agent_role=settings.agent_role,
         )
         self._warned_no_content = False
         self._agent_handler: AgentReplyHandler | None = None
@@ -325,6 +368,7 @@ class SupportBotClient(discord.Client):
             # Scoped by `discord_endpoints`, which restores the default on exit.
             DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(url)
         self.add_view(FeedbackView(persistent_buttons(), self._on_button))
+        self.add_dynamic_items(_ReasonButton)
         relay = self.engine.handoff_sink
         if isinstance(relay, Relay) and self._relay_task is None:
             self._relay_task = asyncio.create_task(relay.run((PLATFORM,)), name="discord-relay")
@@ -437,6 +481,8 @@ class SupportBotClient(discord.Client):
                 await self._relay_agent_reply(facts, channel)
             return
         key = conversation_key(facts)
+        if is_agent(facts, self.routing) and await self._agent_wrote(facts, key, revision):
+            return
         async with self._turn_lock(key):
             if (
                 not revision
@@ -450,6 +496,32 @@ class SupportBotClient(discord.Client):
                 await asyncio.to_thread(self.engine.record, [inbound])
                 return
             await self._answer(message, facts, revision)
+
+    async def _agent_wrote(self, facts: MessageFacts, key: ConversationKey, revision: str) -> bool:
+        """A human agent wrote in a thread: in a customer's conversation the bot's pending
+        answer is cancelled and the agent takes over (or gives it back with ``!release`` /
+        ``!resolve``; see `Engine.agent_wrote`).
+
+        Returns:
+            Whether the message was the agent's in someone else's conversation (handled here);
+            False when it is a question like anyone's (their own thread, or none of the bot's).
+        """
+        agent = str(facts.author_id)
+        if revision:
+            # An agent correcting a reply to a customer: not a question for the bot.
+            conversation = await asyncio.to_thread(self.engine.store.find_conversation, key)
+            return conversation is not None and conversation.customer != agent
+        if self.engine.human_replied(key, agent):
+            logger.info(
+                "Discord: agent %s answered in %s; the bot's answer is cancelled", agent, key
+            )
+            await self.debouncer().wait_idle()  # the cancelled question is recorded first
+        text = strip_mentions(facts.content, facts.me_id, facts.my_role_id)
+        action = await asyncio.to_thread(
+            self.engine.agent_wrote, key, agent, text, str(facts.message_id)
+        )
+        logger.info("Discord: agent %s in %s: %s", agent, key, action)
+        return action not in (AgentAction.CUSTOMER, AgentAction.IGNORED)
 
     def _another_person_wrote(self, key: ConversationKey, user: str) -> bool:
         """Head start: a person wrote in a shared channel's conversation, so the bot's pending
@@ -655,12 +727,24 @@ class SupportBotClient(discord.Client):
         user_id = interaction.user.id
         if custom_id in (UP_ID, DOWN_ID):
             event = button_feedback(custom_id == UP_ID, info.id, user_id, interaction.id)
-            changed = await asyncio.to_thread(self.engine.record_feedback, event)
+            outcome = await asyncio.to_thread(self.engine.respond_to_feedback, event)
             logger.info(
-                "feedback reply=%s value=%s via button changed=%s", info.id, event.value, changed
+                "feedback reply=%s value=%s via button changed=%s",
+                info.id,
+                event.value,
+                outcome.recorded,
             )
             thanks = THANKS_UP if custom_id == UP_ID else THANKS_DOWN
-            await interaction.followup.send(thanks, ephemeral=True)
+            reasons = next((r for r in outcome.replies if buttons_for(r)), None)
+            if reasons is None:
+                await interaction.followup.send(thanks, ephemeral=True)
+            else:
+                # The quick reasons, to the clicker only; their ids name the rated reply.
+                await interaction.followup.send(
+                    f"{thanks}\n{reasons.text}",
+                    view=_display_view(buttons_for(reasons)),
+                    ephemeral=True,
+                )
             return
         if custom_id == HANDOFF_ID:
             # Handoff to a person comes with a later issue; until then the click asks for one in
@@ -685,6 +769,53 @@ class SupportBotClient(discord.Client):
         async with self._turn_lock(conversation.key):
             replies = await asyncio.to_thread(self.engine.handle, inbound)
             await self._post(_Target(channel, None if in_place else message), replies)
+
+    async def _on_reason(
+        self, reason: str, reply_id: str, interaction: discord.Interaction[Any]
+    ) -> None:
+        """A click on one of the quick reasons after a 👎: stored with the rating; "talk to a
+        person" then asks for one, as the "Talk to a person" button does."""
+        await interaction.response.defer()
+        if reason not in set(FeedbackReason):
+            return
+        user_id = interaction.user.id
+        event = FeedbackEvent(
+            platform=PLATFORM,
+            reply_id=reply_id,
+            user=str(user_id),
+            value=FeedbackValue.DOWN,
+            event_id=f"reason:{interaction.id}",
+            reason=reason,
+        )
+        try:
+            changed = await asyncio.to_thread(self.engine.record_feedback, event)
+        except StorageError:
+            await interaction.followup.send(REPLY_GONE, ephemeral=True)
+            return
+        logger.info("feedback reason reply=%s reason=%s changed=%s", reply_id, reason, changed)
+        if reason != FeedbackReason.TALK_TO_PERSON:
+            await interaction.followup.send(THANKS_REASON, ephemeral=True)
+            return
+        info = await asyncio.to_thread(self.engine.store.get_reply, reply_id)
+        conversation = None
+        if info is not None:
+            conversation = await asyncio.to_thread(
+                self.engine.store.get_conversation, info.conversation_id
+            )
+        channel = interaction.channel
+        if info is None or conversation is None or not isinstance(channel, discord.abc.Messageable):
+            return
+        reference: discord.Message | None = None
+        in_place = isinstance(channel, discord.Thread | discord.DMChannel)
+        if not in_place and info.platform_ref:
+            try:
+                reference = await channel.fetch_message(int(info.platform_ref.split(":")[-1]))
+            except (discord.HTTPException, ValueError):
+                reference = None
+        inbound = button_message(conversation.key, user_id, interaction.id, HANDOFF_TEXT)
+        async with self._turn_lock(conversation.key):
+            replies = await asyncio.to_thread(self.engine.handle, inbound)
+            await self._post(_Target(channel, reference), replies)
 
     # Agents' side ------------------------------------------------------------------------------
 

@@ -44,6 +44,7 @@ __all__ = [
     "conversation_key",
     "feedback_value",
     "from_bot",
+    "is_agent",
     "is_agents_traffic",
     "message_facts",
     "placement",
@@ -102,6 +103,8 @@ class Routing:
     forum_channels: frozenset[int] = frozenset()
     agents_channel: int | None = None
     threads: bool = True
+    agent_users: frozenset[int] = frozenset()
+    agent_role: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +129,7 @@ class MessageFacts:
         edited_at: when it was last edited, if ever.
         my_role_id: the bot's managed role in the server, to strip its mention.
         me_id: the bot's user id, to strip its mention.
+        author_roles: the author's roles in the server (none in a DM).
     """
 
     message_id: int
@@ -145,6 +149,7 @@ class MessageFacts:
     edited_at: datetime | None = None
     my_role_id: int | None = None
     me_id: int | None = None
+    author_roles: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +245,9 @@ def message_facts(
         edited_at=message.edited_at,
         my_role_id=my_role_id,
         me_id=me_id,
+        author_roles=(
+            tuple(role.id for role in author.roles) if isinstance(author, discord.Member) else ()
+        ),
     )
 
 
@@ -271,6 +279,17 @@ def is_agents_traffic(facts: MessageFacts, routing: Routing) -> bool:
     """A message in the agents' channel or one of its threads: never a customer question."""
     agents = routing.agents_channel
     return agents is not None and agents in (facts.channel_id, facts.parent_id)
+
+
+def is_agent(facts: MessageFacts, routing: Routing) -> bool:
+    """Whether the author is a human agent: a configured agent id, or a member of the agents'
+    role. Only a server thread can hold an agent's reply to a customer (a DM has no third
+    person; a question in a channel is answered in its own thread or as a reply)."""
+    if facts.place is not Place.THREAD or facts.guild_id is None:
+        return False
+    if facts.author_id in routing.agent_users:
+        return True
+    return routing.agent_role is not None and routing.agent_role in facts.author_roles
 
 
 def is_forum_post(facts: MessageFacts, routing: Routing) -> bool:

@@ -27,6 +27,8 @@ __all__ = [
     "HANDOFF_ID",
     "MAX_CHOICES",
     "MESSAGE_LIMIT",
+    "REASON_PREFIX",
+    "REASON_TEMPLATE",
     "UP_ID",
     "ButtonSpec",
     "Chunk",
@@ -39,6 +41,7 @@ __all__ = [
     "handoff_embed",
     "masked_link",
     "persistent_buttons",
+    "reason_id",
     "render_reply",
     "split_message",
     "thread_name",
@@ -56,6 +59,10 @@ MAX_CHOICES = 5
 UP_ID = "supportbot:up"
 DOWN_ID = "supportbot:down"
 HANDOFF_ID = "supportbot:handoff"
+#: Quick-reason buttons (after a 👎) are ``supportbot:reason:<reason>:<rated reply id>``: they are
+#: sent on a message of their own, so the id names the reply (a dynamic item, not the view).
+REASON_PREFIX = "supportbot:reason:"
+REASON_TEMPLATE = r"supportbot:reason:(?P<reason>[a-z_]{1,32}):(?P<reply>[0-9A-Za-z_-]{1,64})"
 CHOOSE_PREFIX = "supportbot:choose:"
 
 # Button styles (https://discord.com/developers/docs/components/reference#button-button-styles).
@@ -144,12 +151,19 @@ def _button(action: Action, choice_index: int) -> ButtonSpec | None:
     return None
 
 
+def reason_id(reason: str, reply_id: str) -> str:
+    """The custom id of the quick-reason button `reason` for the rated reply `reply_id`."""
+    return f"{REASON_PREFIX}{reason}:{reply_id}"
+
+
 def buttons_for(reply: Reply) -> tuple[ButtonSpec, ...]:
     """The buttons offered with a reply, from its actions (at most one row of five)."""
     buttons: list[ButtonSpec] = []
     choices = 0
     for action in reply.actions:
         button = _button(action, choices)
+        if action.kind is ActionKind.FEEDBACK_REASON and reply.id:
+            button = ButtonSpec(reason_id(action.value, reply.id), _label(action.label), SECONDARY)
         if action.kind is ActionKind.CHOOSE:
             choices += 1
         if button is not None and button not in buttons:

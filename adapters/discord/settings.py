@@ -69,6 +69,10 @@ class DiscordSettings(BaseSettings):
         support_channels: text channels where every new message is answered.
         forum_channels: forum channels where every new post is answered.
         agents_channel: the channel where handoff cards for human agents are posted.
+        agent_users: user ids of human agents (``SUPPORTBOT_DISCORD_AGENT_USERS``): one of them
+            writing in a customer's thread takes the conversation over.
+        agent_role: a role whose members are human agents too (``SUPPORTBOT_DISCORD_AGENT_ROLE``,
+            or ``DISCORD_AGENT_ROLE``).
         up_emoji: reactions that rate an answer up (unicode, or custom as ``name:id``).
         down_emoji: reactions that rate an answer down.
         sharded: run an `AutoShardedClient` (large bots, 2,500+ servers).
@@ -91,6 +95,13 @@ class DiscordSettings(BaseSettings):
     support_channels: ChannelIds = ()
     forum_channels: ChannelIds = ()
     agents_channel: int | None = None
+    agent_users: ChannelIds = ()
+    agent_role: int | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "SUPPORTBOT_DISCORD_AGENT_ROLE", "DISCORD_AGENT_ROLE", "agent_role"
+        ),
+    )
     up_emoji: EmojiList = DEFAULT_UP_EMOJI
     down_emoji: EmojiList = DEFAULT_DOWN_EMOJI
     sharded: bool = False
@@ -107,7 +118,9 @@ class DiscordSettings(BaseSettings):
         ),
     )
 
-    @field_validator("support_channels", "forum_channels", "up_emoji", "down_emoji", mode="before")
+    @field_validator(
+        "support_channels", "forum_channels", "agent_users", "up_emoji", "down_emoji", mode="before"
+    )
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         return _split(value)
@@ -123,7 +136,18 @@ class DiscordSettings(BaseSettings):
                 )
         return value
 
-    @field_validator("agents_channel", mode="before")
+    @field_validator("agent_users")
+    @classmethod
+    def _user_ids(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        for user_id in value:
+            if user_id <= 0:
+                raise ValueError(
+                    f"{user_id} is not a user id: in Discord, turn on Developer Mode "
+                    "(User Settings → Advanced), right-click the agent → Copy User ID"
+                )
+        return value
+
+    @field_validator("agents_channel", "agent_role", mode="before")
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return None if value == "" else value
@@ -210,6 +234,8 @@ _ENV_NAMES = {
     "DISCORD_API_URL": "DISCORD_API_URL",
     "gateway_url": "DISCORD_GATEWAY_URL",
     "DISCORD_GATEWAY_URL": "DISCORD_GATEWAY_URL",
+    "agent_role": "SUPPORTBOT_DISCORD_AGENT_ROLE",
+    "DISCORD_AGENT_ROLE": "DISCORD_AGENT_ROLE",
 }
 
 

@@ -48,7 +48,7 @@ from slack_bolt.response import BoltResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack import convert, render
-from adapters.slack.agents import AgentReplyCallback
+from adapters.slack.agents import AgentDirectory, AgentReplyCallback
 from adapters.slack.convert import PLATFORM, Route
 from adapters.slack.installation import DatabaseInstallationStore, DatabaseOAuthStateStore
 from adapters.slack.lease import LeaseKeeper, holder_id
@@ -64,8 +64,9 @@ from adapters.slack.payloads import (
 from adapters.slack.relay import SlackCustomerChannel, SlackDesk
 from adapters.slack.settings import SlackMode, SlackSettings
 from bot.debounce import Clock, Debouncer
+from bot.engine import AgentAction
 from bot.errors import ConfigError, StorageError
-from bot.model import ConversationKey, FeedbackEvent, InboundMessage, Reply
+from bot.model import ActionKind, ConversationKey, FeedbackEvent, InboundMessage, Reply
 from bot.service import Services
 
 __all__ = ["EVENTS_PATH", "MAX_BODY_BYTES", "SlackAdapter", "TaskTracker"]
@@ -203,6 +204,13 @@ class SlackAdapter:
         self._up = frozenset(settings.up_reactions)
         self._down = frozenset(settings.down_reactions)
         self._agent_callbacks: list[AgentReplyCallback] = []
+        # Human agents: replying in a customer's thread takes the conversation over.
+        self.agents = AgentDirectory(
+            settings.agent_users,
+            settings.agents_channel if settings.agents_from_channel else None,
+            refresh_s=settings.agents_refresh,
+        )
+        self._agents_task: asyncio.Task[None] | None = None
         token = _secret(settings.bot_token)
         secret = _secret(settings.signing_secret)
         self._secret = secret.encode() if secret else None
@@ -261,6 +269,7 @@ class SlackAdapter:
         bolt.event("reaction_added")(self._on_reaction)
         bolt.event("reaction_removed")(self._on_reaction)
         bolt.action(re.compile(r"^feedback_(up|down)$"))(self._on_feedback_button)
+        bolt.action(re.compile(r"^feedback_reason_\w+$"))(self._on_feedback_button)
         bolt.action("handoff")(self._on_handoff_button)
         bolt.action(re.compile(r"^choose_\d+$"))(self._on_choose_button)
         # Anything else subscribed is acknowledged, so Slack does not retry it.
@@ -331,17 +340,29 @@ class SlackAdapter:
             self._relay_task = asyncio.create_task(
                 self.services.relay.run((PLATFORM,)), name="slack-relay"
             )
+        if self.agents.channel is not None and self.mode is not SlackMode.OAUTH:
+            self._agents_task = asyncio.create_task(self._read_agents(), name="slack-agents")
         try:
             yield
         finally:
-            if self._relay_task is not None:
-                self._relay_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._relay_task
+            for task in (self._relay_task, self._agents_task):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             if self.lease is not None:
                 await self.lease.stop()
             await self.tasks.close(self.settings.shutdown_grace)
             await self._close_debouncer()
+
+    async def _read_agents(self) -> None:
+        """Keep the agents' channel's members fresh (`AgentDirectory.refresh`)."""
+        while True:
+            try:
+                await self.agents.refresh(self.client)
+            except Exception:
+                logger.exception("reading the agents' channel's members failed")
+            await asyncio.sleep(min(self.agents.refresh_s, 60.0))
 
     def debouncer(self) -> Debouncer:
         """The adapter's turn-taking debouncer (made on first use, for this adapter only)."""
@@ -411,7 +432,14 @@ class SlackAdapter:
         except (ValueError, TypeError, KeyError, AttributeError) as e:
             logger.warning("Slack request bolt cannot read: %r", e)
             return JSONResponse({"error": "malformed request body"}, status_code=400)
-        response = await self.bolt.async_dispatch(bolt_request)
+        try:
+            response = await self.bolt.async_dispatch(bolt_request)
+        except Exception:
+            # bolt indexes payloads blindly while matching listeners and again in its error
+            # handler, so a signed but oddly shaped payload can escape it. Acknowledge it (as
+            # `_on_error` does): Slack retrying the same payload would fail the same way.
+            logger.exception("Slack request bolt could not dispatch; acknowledged")
+            return JSONResponse({"ok": False, "error": "unprocessable payload"}, status_code=200)
         return to_starlette_response(response)
 
     # Listeners: decide, acknowledge, hand the work over -------------------------------------
@@ -424,6 +452,8 @@ class SlackAdapter:
     ) -> None:
         if self.settings.agents_channel and event["channel"] == self.settings.agents_channel:
             return
+        if self._agent_in_thread(event):
+            return  # the message event for the same message handles it (`_agent_wrote`)
         message = convert.message_to_inbound(
             event, self._team(body, context), bot_user_id=context.bot_user_id
         )
@@ -440,6 +470,8 @@ class SlackAdapter:
         }
         if event.get("subtype") == "message_changed":
             edit = cast(MessageChangedEvent, event)
+            if self._agent_in_thread({"channel": event["channel"], **edit["message"]}):
+                return  # an agent correcting their reply to a customer: not a question
             route = convert.route_edit(edit, **routing)
             if route in (Route.ANSWER, Route.IF_IN_THREAD):
                 message = convert.edit_to_inbound(edit, team, bot_user_id=context.bot_user_id)
@@ -447,6 +479,13 @@ class SlackAdapter:
             return
         new = cast(MessageEvent, event)
         route = convert.route_message(new, **routing)
+        if route in (Route.IF_IN_THREAD, Route.MENTION) and self._agent_in_thread(new):
+            message = convert.message_to_inbound(new, team, bot_user_id=context.bot_user_id)
+            self.tasks.spawn(
+                self._agent_wrote(body, message, context.client, route),
+                name=f"slack-agent-wrote:{message.message_id}",
+            )
+            return
         answered_first = None
         if route not in (Route.AGENT_REPLY, Route.MENTION):
             answered_first = self._another_person_wrote(new, team, context.bot_user_id)
@@ -464,6 +503,17 @@ class SlackAdapter:
                 )
             else:
                 self._spawn_turn(body, message, context.client, route)
+
+    def _agent_in_thread(self, event: Mapping[str, Any]) -> bool:
+        """Whether a message is a human agent's reply in a thread of a customers' channel (a
+        DM cannot have agents in it; the agents' channel has its own route)."""
+        channel = str(event.get("channel", ""))
+        ts, thread_ts = event.get("ts"), event.get("thread_ts")
+        if not thread_ts or thread_ts == ts or convert.is_dm(channel, event.get("channel_type")):
+            return False
+        if self.settings.agents_channel and channel == self.settings.agents_channel:
+            return False
+        return self.agents.is_agent(str(event.get("user") or ""))
 
     def _another_person_wrote(
         self, event: MessageEvent, team: str, bot_user_id: str | None
@@ -519,12 +569,18 @@ class SlackAdapter:
         )
 
     async def _on_feedback_button(
-        self, ack: AsyncAck, body: BlockActionsPayload, action: ButtonAction
+        self,
+        ack: AsyncAck,
+        body: BlockActionsPayload,
+        action: ButtonAction,
+        context: AsyncBoltContext,
     ) -> None:
         await ack()
-        feedback = convert.button_feedback(body, action)
+        feedback = convert.button_feedback(body, action) or convert.reason_feedback(body, action)
         if feedback is not None:
-            self.tasks.spawn(self._feedback(feedback), name=f"slack-feedback:{feedback.event_id}")
+            self.tasks.spawn(
+                self._feedback(feedback, context.client), name=f"slack-feedback:{feedback.event_id}"
+            )
 
     async def _on_handoff_button(
         self,
@@ -620,6 +676,40 @@ class SlackAdapter:
             logger.exception(
                 "Slack turn failed: message %s in %s", message.message_id, message.conversation
             )
+
+    async def _agent_wrote(
+        self, body: Mapping[str, Any], message: InboundMessage, client: AsyncWebClient, route: Route
+    ) -> None:
+        """A human agent wrote in a customer's thread: the bot's pending answer there is
+        cancelled and the agent takes the conversation over (or gives it back with ``!release``
+        / ``!resolve``); see `Engine.agent_wrote`."""
+        key = message.conversation
+        try:
+            if not await self._claim(str(body.get("event_id") or "")):
+                return
+            arriving = set(self._arriving.get(key, ()))
+            if arriving:
+                await asyncio.wait(arriving)  # a question on its way is cancelled too
+            if self.engine.human_replied(key, message.user):
+                logger.info(
+                    "Slack: agent %s answered in %s; the bot's answer is cancelled",
+                    message.user,
+                    key,
+                )
+                await self.debouncer().wait_idle()  # the cancelled question is recorded first
+            action = await asyncio.to_thread(
+                self.engine.agent_wrote, key, message.user, message.text, message.message_id
+            )
+            logger.info("Slack: agent %s in %s: %s", message.user, key, action)
+            if action is AgentAction.CUSTOMER or (
+                action is AgentAction.IGNORED and route is Route.MENTION
+            ):
+                # Not a customer's conversation of theirs to take: an ordinary question.
+                await self._turn(
+                    "", message, client, Route.ANSWER if route is Route.MENTION else route
+                )
+        except Exception:
+            logger.exception("Slack: agent message %s in %s not handled", message.message_id, key)
 
     async def _record(
         self, event_id: str, message: InboundMessage, after: set[asyncio.Task[None]]
@@ -719,19 +809,55 @@ class SlackAdapter:
             return None
         return conversation.key
 
-    async def _feedback(self, feedback: FeedbackEvent) -> None:
+    async def _feedback(
+        self, feedback: FeedbackEvent, client: AsyncWebClient | None = None
+    ) -> None:
         try:
-            changed = await asyncio.to_thread(self.engine.record_feedback, feedback)
+            outcome = await asyncio.to_thread(self.engine.respond_to_feedback, feedback)
         except StorageError as e:
             logger.warning("feedback on reply %s not recorded: %s", feedback.reply_id, e)
             return
         logger.info(
-            "feedback %s on reply %s by %s: %s",
+            "feedback %s on reply %s reason=%s: %s",
             feedback.value,
             feedback.reply_id,
-            feedback.user,
-            "recorded" if changed else "no change",
+            feedback.reason or "-",
+            "recorded" if outcome.recorded else "no change",
         )
+        if outcome.replies:
+            await self._post_follow_up(feedback.reply_id, outcome.replies, client or self.client)
+
+    async def _post_follow_up(
+        self, reply_id: str, replies: Sequence[Reply], client: AsyncWebClient
+    ) -> None:
+        """Post what the bot says after a rating (the quick reasons after a 👎, a handoff) in
+        the rated reply's conversation."""
+        info = await asyncio.to_thread(self.store.get_reply, reply_id)
+        conversation = None
+        if info is not None:
+            conversation = await asyncio.to_thread(
+                self.store.get_conversation, info.conversation_id
+            )
+        if conversation is None:
+            return
+        key = conversation.key
+        for reply in replies:
+            if any(a.kind is ActionKind.FEEDBACK_REASON for a in reply.actions):
+                # It carries the rated reply's id: posted once, never attached to that reply.
+                try:
+                    await post_once(
+                        client,
+                        channel=key.channel,
+                        thread_ts=key.thread or None,
+                        message=render.reply_message(reply),
+                    )
+                except PostError as e:
+                    logger.error("feedback reasons not posted to %s: %s", key.channel, e)
+                continue
+            where = InboundMessage(
+                PLATFORM, key.workspace, key.channel, conversation.customer, "", "", key.thread
+            )
+            await self._post_reply(client, where, reply)
 
     async def _agent_reply(self, body: Mapping[str, Any], reply: convert.AgentReply) -> None:
         try:

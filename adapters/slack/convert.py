@@ -33,7 +33,7 @@ from adapters.slack.payloads import (
     MessageEvent,
     ReactionEvent,
 )
-from bot.model import FeedbackEvent, FeedbackValue, InboundMessage, utcnow
+from bot.model import FeedbackEvent, FeedbackReason, FeedbackValue, InboundMessage, utcnow
 
 __all__ = [
     "PLATFORM",
@@ -56,6 +56,7 @@ __all__ = [
     "reaction_feedback",
     "reaction_ref",
     "reaction_value",
+    "reason_feedback",
     "route_edit",
     "route_message",
     "to_plain_text",
@@ -133,7 +134,8 @@ def parse_body(body: bytes, content_type: str | None) -> dict[str, Any] | None:
             if "payload" not in form:
                 return None
             parsed = json.loads(form["payload"])
-    except ValueError:
+    except (ValueError, RecursionError):
+        # RecursionError: nesting deeper than the parser's recursion limit (hostile input).
         return None
     if not isinstance(parsed, dict) or not parsed or not well_formed(parsed):
         return None
@@ -174,10 +176,13 @@ def well_formed(body: Mapping[str, Any]) -> bool:
         ):
             return False
     actions = body.get("actions")
-    return actions is None or (
+    if actions is not None and not (
         isinstance(actions, list)
         and all(isinstance(a, dict) and isinstance(a.get("action_id"), str) for a in actions)
-    )
+    ):
+        return False
+    # bolt reads ``actions[0]`` of every block action: one without any is malformed.
+    return bool(actions) or body.get("type") not in ("block_actions", "interactive_message")
 
 
 # Text ------------------------------------------------------------------------------------------
@@ -473,6 +478,25 @@ def button_feedback(payload: BlockActionsPayload, action: ButtonAction) -> Feedb
         user=user,
         value=value,
         event_id=f"{_team(payload)}:action:{user}:{action['action_ts']}",
+        at=_sent_at(action["action_ts"]),
+    )
+
+
+def reason_feedback(payload: BlockActionsPayload, action: ButtonAction) -> FeedbackEvent | None:
+    """A click on one of the quick reasons offered after a 👎, as a 👎 with that reason on the
+    reply whose id is the button's value; None for an unknown reason or no reply id."""
+    reason = action["action_id"].removeprefix("feedback_reason_")
+    reply_id = action.get("value", "")
+    if reason not in set(FeedbackReason) or not reply_id:
+        return None
+    user = payload["user"]["id"]
+    return FeedbackEvent(
+        platform=PLATFORM,
+        reply_id=reply_id,
+        user=user,
+        value=FeedbackValue.DOWN,
+        event_id=f"{_team(payload)}:action:{user}:{action['action_ts']}",
+        reason=FeedbackReason(reason).value,
         at=_sent_at(action["action_ts"]),
     )
 

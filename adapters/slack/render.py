@@ -48,6 +48,9 @@ MAX_SECTIONS = 10
 #: The message ``text`` (notification and fallback) stays well under Slack's 40,000.
 TEXT_LIMIT = 4000
 
+#: Action ids of the quick-reason buttons offered after a 👎: this prefix and the reason.
+REASON_ACTION_PREFIX = "feedback_reason_"
+
 _ACTION_IDS = {
     ActionKind.FEEDBACK_UP: "feedback_up",
     ActionKind.FEEDBACK_DOWN: "feedback_down",
@@ -224,6 +227,9 @@ def _buttons(reply: Reply) -> list[ButtonElement]:
             # action_id must be unique within the block: one per option.
             buttons.append(_button(action.label, f"choose_{choice}", action.value or action.label))
             choice += 1
+        elif reply.id and action.kind is ActionKind.FEEDBACK_REASON:
+            # The quick reasons after a 👎: one action id per reason, the value names the reply.
+            buttons.append(_button(action.label, f"{REASON_ACTION_PREFIX}{action.value}", reply.id))
         elif reply.id:
             # Feedback and handoff buttons name the reply; without an id there is nothing to rate.
             buttons.append(_button(action.label, _ACTION_IDS[action.kind], reply.id))
@@ -249,7 +255,8 @@ def reply_message(reply: Reply) -> OutboundMessage:
             actions["block_id"] = f"reply:{reply.id}"[:255]
         blocks.append(actions)
     metadata: MessageMetadata | None = None
-    if reply.id:
+    # The quick reasons carry the rated reply's id but are not that reply: no metadata.
+    if reply.id and not any(a.kind is ActionKind.FEEDBACK_REASON for a in reply.actions):
         metadata = {"event_type": METADATA_EVENT_TYPE, "event_payload": {"reply_id": reply.id}}
     return OutboundMessage(_truncate(body, TEXT_LIMIT), blocks, metadata)
 

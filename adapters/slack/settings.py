@@ -78,6 +78,13 @@ class SlackSettings(BaseSettings):
         auto_answer_channels: ``SUPPORTBOT_SLACK_AUTO_ANSWER_CHANNELS``, channel ids (comma
             separated) where every new top-level message is answered without a mention.
         agents_channel: ``SUPPORTBOT_SLACK_AGENTS_CHANNEL``, where handoff cards go.
+        agent_users: ``SUPPORTBOT_SLACK_AGENT_USERS`` (or ``SLACK_AGENT_USERS``), user ids of
+            human agents (comma separated): one of them replying in a customer's thread takes
+            the conversation over.
+        agents_from_channel: ``SUPPORTBOT_SLACK_AGENTS_FROM_CHANNEL``, also count every member
+            of the agents' channel as an agent (read with ``conversations.members``, which needs
+            the ``channels:read`` or ``groups:read`` scope).
+        agents_refresh: seconds between reads of the agents' channel's members.
         up_reactions: ``SUPPORTBOT_SLACK_UP_REACTIONS``, reactions that rate an answer up.
         down_reactions: ``SUPPORTBOT_SLACK_DOWN_REACTIONS``, reactions that rate it down.
         handoff_text: what a click on "Talk to a person" says to the bot on the user's behalf.
@@ -109,6 +116,14 @@ class SlackSettings(BaseSettings):
     socket_mode: bool = False
     auto_answer_channels: CommaList = Field(default_factory=list)
     agents_channel: str | None = None
+    agent_users: CommaList = Field(
+        default_factory=list,
+        validation_alias=AliasChoices(
+            "SUPPORTBOT_SLACK_AGENT_USERS", "SLACK_AGENT_USERS", "agent_users"
+        ),
+    )
+    agents_from_channel: bool = False
+    agents_refresh: float = Field(default=300.0, gt=0)
     up_reactions: CommaList = Field(default_factory=lambda: ["+1", "thumbsup"])
     down_reactions: CommaList = Field(default_factory=lambda: ["-1", "thumbsdown"])
     handoff_text: str = "I'd like to talk to a person"
@@ -118,7 +133,12 @@ class SlackSettings(BaseSettings):
     shutdown_grace: float = Field(default=10.0, ge=0)
 
     @field_validator(
-        "scopes", "auto_answer_channels", "up_reactions", "down_reactions", mode="before"
+        "scopes",
+        "auto_answer_channels",
+        "agent_users",
+        "up_reactions",
+        "down_reactions",
+        mode="before",
     )
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
@@ -228,6 +248,16 @@ class SlackSettings(BaseSettings):
             found.append(
                 f"the agents' channel {self.agents_channel} cannot also be an auto-answer channel: "
                 "remove it from SUPPORTBOT_SLACK_AUTO_ANSWER_CHANNELS"
+            )
+        if self.agents_from_channel and not self.agents_channel:
+            found.append(
+                "SUPPORTBOT_SLACK_AGENTS_FROM_CHANNEL needs SUPPORTBOT_SLACK_AGENTS_CHANNEL (the "
+                "channel whose members are agents), or list them in SUPPORTBOT_SLACK_AGENT_USERS"
+            )
+        if bad := [u for u in self.agent_users if u[:1] not in ("U", "W")]:
+            found.append(
+                f"SUPPORTBOT_SLACK_AGENT_USERS takes user ids such as U012ABCDEF, not {bad}: in "
+                "Slack open the person's profile → ⋮ → Copy member ID"
             )
         if overlap := set(self.up_reactions) & set(self.down_reactions):
             found.append(

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
+from typing import Literal
 
 from adapters.web.payloads import (
     ActionOut,
     ChatRequest,
     ChatResponse,
     FeedbackRequest,
+    MessagesResponse,
+    RelayedMessageOut,
     ReplyOut,
     SourceOut,
 )
-from bot.model import FeedbackEvent, FeedbackValue, InboundMessage, Reply
+from bot.model import FeedbackEvent, FeedbackValue, InboundMessage, Owner, Reply
+from bot.relay import RELAY_AUTHOR
+from bot.storage.store import OutboxItem
 
 PLATFORM = "web"
 
@@ -50,6 +56,33 @@ def to_response(replies: list[Reply]) -> ChatResponse:
             for reply in replies
         ]
     )
+
+
+def to_owner(owner: Owner | None) -> Literal["bot", "human"]:
+    """The `owner` field of the API: "human" only while a person owns the conversation."""
+    return "human" if owner is Owner.HUMAN else "bot"
+
+
+def to_messages(items: Sequence[OutboxItem], owner: Owner, after: int) -> MessagesResponse:
+    """Messages the relay delivered to a web customer, as the page fetches them."""
+    return MessagesResponse(
+        messages=[
+            RelayedMessageOut(
+                id=item.id,
+                role="bot" if item.author == RELAY_AUTHOR else "agent",
+                author=item.author,
+                text=item.text,
+            )
+            for item in items
+        ],
+        cursor=max((item.id for item in items), default=after),
+        owner=to_owner(owner),
+    )
+
+
+def posted_ref(reply: Reply) -> str:
+    """The platform reference of a reply handed to the page (see `Engine.attach_platform_ref`)."""
+    return f"{PLATFORM}:reply:{reply.id}"
 
 
 def to_feedback(request: FeedbackRequest) -> FeedbackEvent:

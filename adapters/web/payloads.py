@@ -48,6 +48,28 @@ class ReplyOut(BaseModel):
 
 class ChatResponse(BaseModel):
     replies: list[ReplyOut]
+    #: Who answers the conversation now: "human" after a handoff to a person (the page then
+    #: polls `GET /api/chat/{conversation_id}/messages` for their messages), else "bot".
+    owner: Literal["bot", "human"] = "bot"
+
+
+class RelayedMessageOut(BaseModel):
+    """A message relayed to the customer while a person owns the conversation."""
+
+    #: Increasing; pass the last one seen as ``after`` to get only newer messages.
+    id: int
+    #: "agent" for a person's reply, "bot" for the relay's own notices ("a person joined").
+    role: Literal["agent", "bot"]
+    #: The agent's name (or platform id) for "agent" messages.
+    author: str
+    text: str
+
+
+class MessagesResponse(BaseModel):
+    messages: list[RelayedMessageOut]
+    #: The newest id returned (or the ``after`` given, when nothing is new).
+    cursor: int
+    owner: Literal["bot", "human"]
 
 
 class FeedbackRequest(BaseModel):
@@ -61,3 +83,6 @@ class FeedbackRequest(BaseModel):
 
 class FeedbackResponse(BaseModel):
     recorded: bool
+    #: What the bot says after the rating: the quick reasons after a 👎, a handoff after the
+    #: reason "talk_to_person"; usually none.
+    replies: list[ReplyOut] = Field(default_factory=list)

@@ -65,6 +65,10 @@ def webhook_router(adapter: ZendeskAdapter) -> APIRouter:
             # json.JSONDecodeError and convert.MalformedEvent are both ValueErrors.
             logger.warning("Zendesk webhook with a malformed body: %s", e)
             return JSONResponse({"detail": f"malformed event: {e}"}, status_code=400)
+        except RecursionError:
+            # Nesting deeper than the JSON parser's recursion limit: hostile, not an event.
+            logger.warning("Zendesk webhook with a body nested too deeply")
+            return JSONResponse({"detail": "malformed event: nested too deeply"}, status_code=400)
         if comment is None:
             return JSONResponse({"status": "ignored", "route": "other event"})
         outcome = await adapter.handle(comment)

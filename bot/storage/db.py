@@ -132,6 +132,8 @@ def make_engine(url: str | URL, **kwargs: Any) -> Engine:
         pragmas = ()
     else:
         pragmas = ()
+    # Errors are logged: their bound parameters (customers' messages) must stay out of the logs.
+    kwargs.setdefault("hide_parameters", True)
     try:
         engine = create_engine(parsed, **kwargs)
     except (ArgumentError, ImportError) as exc:

@@ -11,13 +11,13 @@ Database failures surface as `StorageError` with a message that says what to che
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from sqlalchemy import Engine, delete, func, literal, or_, update
+from sqlalchemy import ColumnElement, Engine, delete, func, literal, or_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import Session, col, select
@@ -38,10 +38,12 @@ from bot.model import (
 from bot.storage import db
 from bot.storage.tables import (
     TABLE_NAMES,
+    CompositionLog,
     Conversation,
     Feedback,
     Handoff,
     Installation,
+    KbProposal,
     Lease,
     Message,
     OAuthState,
@@ -52,19 +54,30 @@ from bot.storage.tables import (
     metadata,
     new_id,
 )
+from policies.state import HistoryTurn
 
 __all__ = [
     "CONVERSATION_STATUSES",
+    "OPENING_PREFIX",
+    "PROPOSAL_STATUSES",
     "ConversationInfo",
+    "ConversationRecord",
     "OutboxItem",
+    "ProposalInfo",
+    "RatingInfo",
     "RelayLinkInfo",
     "ReplyInfo",
     "Store",
+    "StoredHandoff",
+    "StoredMessage",
 ]
 
 logger = logging.getLogger(__name__)
 
 CONVERSATION_STATUSES: Final[frozenset[str]] = frozenset({"open", "closed"})
+
+OPENING_PREFIX: Final = "opening:"
+"""How a relay link's `card_ref` starts while a process opens its card (see `bot.relay`)."""
 
 _RETRIES: Final = 3
 """How often a write that lost a race to a concurrent writer is tried again."""
@@ -123,6 +136,16 @@ class ReplyInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class RatingInfo:
+    """One user's current rating of one reply, with the reply."""
+
+    reply: ReplyInfo
+    user: str
+    value: FeedbackValue
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class RelayLinkInfo:
     """A handed-over conversation's link to an agents' card (see `bot.relay`).
 
@@ -136,6 +159,8 @@ class RelayLinkInfo:
         created_at: when the handoff was linked (aware UTC).
         claimed_at: when an agent claimed it.
         deadline: when an unclaimed handoff times out.
+        opening_at: when a process took the card's opening (`card_ref` is then its
+            ``opening:`` token); None when no opening is under way.
     """
 
     conversation_id: str
@@ -147,6 +172,7 @@ class RelayLinkInfo:
     created_at: datetime
     claimed_at: datetime | None
     deadline: datetime
+    opening_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +203,7 @@ def _link_info(row: RelayLink) -> RelayLinkInfo:
         created_at=row.created_at,
         claimed_at=row.claimed_at,
         deadline=row.deadline,
+        opening_at=row.opening_at,
     )
 
 
@@ -234,6 +261,93 @@ def _reply_info(row: ReplyRecord) -> ReplyInfo:
         message_id=row.message_id,
         latency_ms=row.latency_ms,
         created_at=row.created_at,
+    )
+
+
+PROPOSAL_STATUSES: Final[frozenset[str]] = frozenset({"proposed", "approved", "rejected"})
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """One stored line of a conversation, for exports (see `Store.conversation_records`)."""
+
+    id: int
+    role: Role
+    author: str
+    text: str
+    platform_message_id: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class StoredHandoff:
+    """One stored change of owner, for exports."""
+
+    from_owner: str
+    to_owner: str
+    actor: str
+    reason: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationRecord:
+    """A whole stored conversation, for training-data exports.
+
+    Attributes:
+        info: the conversation.
+        messages: every message, oldest first.
+        replies: the bot's replies, oldest first.
+        feedback: reply id → `{"up": n, "down": m}` for rated replies.
+        handoffs: the owner changes, oldest first.
+        relay_state: the relay link's state ("resolved", ...) if it was relayed to agents.
+    """
+
+    info: ConversationInfo
+    messages: tuple[StoredMessage, ...]
+    replies: tuple[ReplyInfo, ...]
+    feedback: dict[str, dict[str, int]]
+    handoffs: tuple[StoredHandoff, ...]
+    relay_state: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ProposalInfo:
+    """A proposed knowledge-base entry (see `bot.storage.tables.KbProposal`)."""
+
+    id: int
+    conversation_id: str | None
+    question: str
+    answer: str
+    examples: tuple[str, ...]
+    fingerprint: str
+    status: str
+    nearest_entry: str | None
+    nearest_score: float | None
+    entry_id: str | None
+    reviewer: str | None
+    note: str | None
+    created_at: datetime
+    reviewed_at: datetime | None
+
+
+def _proposal_info(row: KbProposal) -> ProposalInfo:
+    assert row.id is not None
+    return ProposalInfo(
+        id=row.id,
+        conversation_id=row.conversation_id,
+        question=row.question,
+        answer=row.answer,
+        examples=tuple(row.examples),
+        fingerprint=row.fingerprint,
+        status=row.status,
+        nearest_entry=row.nearest_entry,
+        nearest_score=row.nearest_score,
+        entry_id=row.entry_id,
+        reviewer=row.reviewer,
+        note=row.note,
+        created_at=row.created_at,
+        reviewed_at=row.reviewed_at,
     )
 
 
@@ -521,6 +635,63 @@ class Store:
             rows = session.exec(query).all()
             return [Turn(Role(row.role), row.text) for row in reversed(rows)]
 
+    def recent_turns(self, conversation_id: str, limit: int) -> list[HistoryTurn]:
+        """The last `limit` messages of a conversation, oldest first, bot messages with reply facts.
+
+        What the policies read: each message's role and text, and for the bot's replies their
+        kind, the entries they drew on and whether someone rated them 👎. A bot message is matched
+        to the stored reply with the same text, newest with newest (`add_reply` stores a reply
+        and its history message in one transaction, in order); bot messages that are no reply
+        (the relay's notices) get no reply facts. Three small queries in one read-only session.
+        """
+        if limit <= 0:
+            return []
+        messages_query = (
+            select(Message)
+            .where(Message.conversation_id == conversation_id)
+            .order_by(col(Message.id).desc())
+            .limit(limit)
+        )
+        replies_query = (
+            select(ReplyRecord)
+            .where(ReplyRecord.conversation_id == conversation_id)
+            .order_by(col(ReplyRecord.created_at).desc(), col(ReplyRecord.id).desc())
+            .limit(limit)
+        )
+        with self._session("read a conversation's state") as session:
+            messages = list(session.exec(messages_query).all())  # newest first
+            replies = list(session.exec(replies_query).all())  # newest first
+            downvoted: set[str] = set()
+            if replies:
+                rated = select(Feedback.reply_id).where(
+                    col(Feedback.reply_id).in_([r.id for r in replies]),
+                    Feedback.value == FeedbackValue.DOWN.value,
+                )
+                downvoted = set(session.exec(rated).all())
+
+        unmatched = replies
+        turns: list[HistoryTurn] = []
+        for message in messages:
+            role = Role(message.role)
+            match = None
+            if role is Role.BOT:
+                match = next((r for r in unmatched if r.text == message.text), None)
+            if match is None:
+                turns.append(HistoryTurn(role, message.text))
+                continue
+            unmatched = unmatched[unmatched.index(match) + 1 :]
+            turns.append(
+                HistoryTurn(
+                    role,
+                    message.text,
+                    reply_kind=ReplyKind(match.kind),
+                    sources=tuple(_source_from_json(item) for item in match.sources),
+                    downvoted=match.id in downvoted,
+                )
+            )
+        turns.reverse()
+        return turns
+
     def answered_message(self, conversation_id: str, platform_message_id: str) -> bool:
         """Whether some reply answers the inbound message with this platform id."""
         query = (
@@ -569,6 +740,16 @@ class Store:
         with self._session("find a reply") as session:
             row = session.exec(query).first()
             return None if row is None else _reply_info(row)
+
+    def posted_replies(self, reply_ids: Collection[str]) -> set[str]:
+        """Which of these replies were recorded as posted (have a platform reference)."""
+        if not reply_ids:
+            return set()
+        query = select(ReplyRecord.id).where(
+            col(ReplyRecord.id).in_(list(reply_ids)), col(ReplyRecord.platform_ref).is_not(None)
+        )
+        with self._session("check posted replies") as session:
+            return set(session.exec(query).all())
 
     def latest_reply(self, conversation_id: str, *, posted: bool = False) -> ReplyInfo | None:
         """The conversation's newest reply (only among posted ones, with a platform ref, if
@@ -660,6 +841,21 @@ class Store:
             for value, count in session.exec(query).all():
                 counts[value] = count
         return counts
+
+    def ratings(self, kinds: tuple[ReplyKind, ...] = (ReplyKind.ANSWER,)) -> list[RatingInfo]:
+        """Every current rating of replies of these kinds, oldest first, with the rated reply
+        (its query and sources): what feedback-aware ranking is loaded from."""
+        query = (
+            select(Feedback, ReplyRecord)
+            .join(ReplyRecord, col(ReplyRecord.id) == col(Feedback.reply_id))
+            .where(col(ReplyRecord.kind).in_([ReplyKind(k).value for k in kinds]))
+            .order_by(col(Feedback.updated_at), col(Feedback.id))
+        )
+        with self._session("read the ratings") as session:
+            return [
+                RatingInfo(_reply_info(reply), row.user, FeedbackValue(row.value), row.reason)
+                for row, reply in session.exec(query).all()
+            ]
 
     # Installations, OAuth states, leases -----------------------------------------------------
 
@@ -831,6 +1027,18 @@ class Store:
             )
             session.commit()
 
+    def last_owner_actor(self, conversation_id: str) -> str | None:
+        """Who made the conversation's latest owner event ("bot", an agent...), or None."""
+        with self._session("read the latest handoff") as session:
+            query = (
+                select(Handoff)
+                .where(Handoff.conversation_id == conversation_id)
+                .order_by(col(Handoff.id).desc())
+                .limit(1)
+            )
+            row = session.exec(query).first()
+            return None if row is None else row.actor
+
     # Relay -----------------------------------------------------------------------------------
 
     def open_relay_link(
@@ -846,7 +1054,7 @@ class Store:
                 row = RelayLink(conversation_id=conversation_id, desk=desk, deadline=deadline)
             row.desk, row.request, row.deadline = desk, request, deadline
             row.card_ref, row.state, row.claimed_by, row.claimed_at = None, "waiting", None, None
-            row.created_at = utcnow()
+            row.created_at, row.opening_at = utcnow(), None
             session.add(row)
             session.commit()
 
@@ -863,20 +1071,48 @@ class Store:
             row = session.exec(query).first()
             return None if row is None else _link_info(row)
 
-    def relay_links_to_open(self, desk: str) -> list[RelayLinkInfo]:
-        """Links on `desk` whose card is not opened yet, oldest first."""
+    def relay_links_to_open(
+        self, desk: str, *, stale_before: datetime | None = None
+    ) -> list[RelayLinkInfo]:
+        """Links on `desk` whose card is not opened yet, oldest first.
+
+        Args:
+            desk: the desk's platform.
+            stale_before: also list links whose opening a process took before this time and
+                never finished (it died, most likely), and openings of unknown age; their
+                `card_ref` is the stale ``opening:`` token, to re-take with `set_relay_card`.
+        """
+        unopened: ColumnElement[bool] = col(RelayLink.card_ref).is_(None)
+        if stale_before is not None:
+            stale = col(RelayLink.card_ref).startswith(OPENING_PREFIX) & or_(
+                col(RelayLink.opening_at).is_(None), col(RelayLink.opening_at) <= stale_before
+            )
+            unopened = or_(unopened, stale)
         query = (
             select(RelayLink)
-            .where(RelayLink.desk == desk, col(RelayLink.card_ref).is_(None))
+            .where(RelayLink.desk == desk, unopened)
             .order_by(col(RelayLink.created_at))
         )
         with self._session("list relay links") as session:
             return [_link_info(row) for row in session.exec(query)]
 
     def set_relay_card(
-        self, conversation_id: str, card_ref: str | None, *, expect: str | None
+        self,
+        conversation_id: str,
+        card_ref: str | None,
+        *,
+        expect: str | None,
+        opening_at: datetime | None = None,
     ) -> bool:
-        """Set a link's card reference if it is still `expect` (a claim token, or None)."""
+        """Set a link's card reference if it is still `expect` (a claim token, or None).
+
+        Args:
+            conversation_id: the link's conversation.
+            card_ref: the new reference: an ``opening:`` token (with `opening_at`), the opened
+                card's reference, or None to give an opening up.
+            expect: the reference the link must still have, atomically.
+            opening_at: when the opening was taken (for a token); cleared otherwise.
+        """
         match = (
             col(RelayLink.card_ref).is_(None)
             if expect is None
@@ -886,7 +1122,7 @@ class Store:
             update(RelayLink)
             .where(col(RelayLink.conversation_id) == conversation_id)
             .where(match)
-            .values(card_ref=card_ref)
+            .values(card_ref=card_ref, opening_at=opening_at)
         )
         with self._session("set a relay card") as session:
             result = session.exec(statement)
@@ -979,6 +1215,27 @@ class Store:
         with self._session("list relay messages") as session:
             return [_outbox_item(row) for row in session.exec(query)]
 
+    def relay_delivered(
+        self, conversation_id: str, *, after: int = 0, limit: int = 100
+    ) -> list[OutboxItem]:
+        """Messages delivered to a conversation's customer, oldest first, with ids above `after`.
+
+        What a customer channel that is read rather than pushed to (the web chat) shows.
+        """
+        query = (
+            select(RelayOutbox)
+            .where(
+                RelayOutbox.conversation_id == conversation_id,
+                RelayOutbox.direction == "to_customer",
+                RelayOutbox.status == "sent",
+                col(RelayOutbox.id) > after,
+            )
+            .order_by(col(RelayOutbox.id))
+            .limit(limit)
+        )
+        with self._session("list delivered relay messages") as session:
+            return [_outbox_item(row) for row in session.exec(query)]
+
     def claim_relay_delivery(self, item_id: int) -> bool:
         """Mark a queued message sent before posting it; True if this caller got it."""
         statement = (
@@ -1001,6 +1258,225 @@ class Store:
         with self._session("retry a relay delivery") as session:
             session.exec(statement)
             session.commit()
+
+    # Composition log (generated answers) ----------------------------------------------------------
+
+    def add_composition(
+        self,
+        reply_id: str,
+        *,
+        composer: str,
+        outcome: str,
+        reason: str = "",
+        model: str = "",
+        prompt_version: str = "",
+        generated: str | None = None,
+        support: list[dict[str, Any]] | None = None,
+        latency_ms: float | None = None,
+    ) -> int:
+        """Log how a reply's generated answer went (see `CompositionLog`); returns the row id."""
+        row = CompositionLog(
+            reply_id=reply_id,
+            composer=composer,
+            outcome=outcome,
+            reason=reason,
+            model=model,
+            prompt_version=prompt_version,
+            generated=generated,
+            support=support or [],
+            latency_ms=latency_ms,
+        )
+        with self._session("log a composition") as session:
+            session.add(row)
+            session.commit()
+            session.refresh(row)
+            assert row.id is not None
+            return row.id
+
+    def compositions(
+        self, *, reply_id: str | None = None, outcome: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """Logged compositions, newest first, optionally for one reply or one outcome."""
+        query = select(CompositionLog)
+        if reply_id is not None:
+            query = query.where(CompositionLog.reply_id == reply_id)
+        if outcome is not None:
+            query = query.where(CompositionLog.outcome == outcome)
+        query = query.order_by(col(CompositionLog.id).desc()).limit(limit)
+        with self._session("read the composition log") as session:
+            return [row.model_dump() for row in session.exec(query)]
+
+    # Training-data exports and knowledge-base proposals ---------------------------------------
+
+    def conversation_records(
+        self, *, since: datetime | None = None, batch: int = 200
+    ) -> Iterator[ConversationRecord]:
+        """Every stored conversation with its messages, replies, feedback and handoffs.
+
+        Reads `batch` conversations per transaction, oldest first, so a large database streams.
+
+        Args:
+            since: only conversations created at or after this time.
+            batch: conversations read per query.
+        """
+        offset = 0
+        while True:
+            query = select(Conversation).order_by(
+                col(Conversation.created_at), col(Conversation.id)
+            )
+            if since is not None:
+                query = query.where(col(Conversation.created_at) >= since)
+            with self._session("export conversations") as session:
+                rows = session.exec(query.offset(offset).limit(batch)).all()
+                if not rows:
+                    return
+                ids = [row.id for row in rows]
+                messages: dict[str, list[StoredMessage]] = {i: [] for i in ids}
+                for m in session.exec(
+                    select(Message)
+                    .where(col(Message.conversation_id).in_(ids))
+                    .order_by(col(Message.id))
+                ):
+                    assert m.id is not None
+                    messages[m.conversation_id].append(
+                        StoredMessage(
+                            m.id,
+                            Role(m.role),
+                            m.author,
+                            m.text,
+                            m.platform_message_id,
+                            m.created_at,
+                        )
+                    )
+                replies: dict[str, list[ReplyInfo]] = {i: [] for i in ids}
+                for r in session.exec(
+                    select(ReplyRecord)
+                    .where(col(ReplyRecord.conversation_id).in_(ids))
+                    .order_by(col(ReplyRecord.created_at), col(ReplyRecord.id))
+                ):
+                    replies[r.conversation_id].append(_reply_info(r))
+                reply_ids = [r.id for group in replies.values() for r in group]
+                feedback: dict[str, dict[str, int]] = {}
+                if reply_ids:
+                    for reply_id, value, count in session.exec(
+                        select(Feedback.reply_id, Feedback.value, func.count())
+                        .where(col(Feedback.reply_id).in_(reply_ids))
+                        .group_by(col(Feedback.reply_id), col(Feedback.value))
+                    ).all():
+                        feedback.setdefault(reply_id, {"up": 0, "down": 0})[value] = count
+                handoffs: dict[str, list[StoredHandoff]] = {i: [] for i in ids}
+                for h in session.exec(
+                    select(Handoff)
+                    .where(col(Handoff.conversation_id).in_(ids))
+                    .order_by(col(Handoff.created_at), col(Handoff.id))
+                ):
+                    handoffs[h.conversation_id].append(
+                        StoredHandoff(h.from_owner, h.to_owner, h.actor, h.reason, h.created_at)
+                    )
+                links = {
+                    link.conversation_id: link.state
+                    for link in session.exec(
+                        select(RelayLink).where(col(RelayLink.conversation_id).in_(ids))
+                    )
+                }
+            for row in rows:
+                yield ConversationRecord(
+                    info=_conversation_info(row),
+                    messages=tuple(messages[row.id]),
+                    replies=tuple(replies[row.id]),
+                    feedback={r.id: feedback[r.id] for r in replies[row.id] if r.id in feedback},
+                    handoffs=tuple(handoffs[row.id]),
+                    relay_state=links.get(row.id),
+                )
+            offset += len(rows)
+
+    def add_proposal(
+        self,
+        *,
+        question: str,
+        answer: str,
+        fingerprint: str,
+        examples: Collection[str] = (),
+        conversation_id: str | None = None,
+        nearest_entry: str | None = None,
+        nearest_score: float | None = None,
+    ) -> ProposalInfo | None:
+        """Store a proposed knowledge-base entry; None if one with `fingerprint` exists."""
+        with self._session("store a knowledge-base proposal") as session:
+            row = KbProposal(
+                conversation_id=conversation_id,
+                question=question,
+                answer=answer,
+                examples=list(examples),
+                fingerprint=fingerprint,
+                nearest_entry=nearest_entry,
+                nearest_score=nearest_score,
+            )
+            session.add(row)
+            try:
+                session.commit()
+            except IntegrityError:
+                session.rollback()
+                return None
+            return _proposal_info(row)
+
+    def proposals(
+        self, status: str | None = None, *, limit: int | None = None
+    ) -> list[ProposalInfo]:
+        """Proposals, newest first, optionally only those with `status`.
+
+        Raises:
+            ValueError: `status` is not proposed, approved or rejected.
+        """
+        query = select(KbProposal)
+        if status is not None:
+            if status not in PROPOSAL_STATUSES:
+                raise ValueError(f"status must be one of {sorted(PROPOSAL_STATUSES)}: {status!r}")
+            query = query.where(KbProposal.status == status)
+        query = query.order_by(col(KbProposal.created_at).desc(), col(KbProposal.id).desc())
+        if limit is not None:
+            query = query.limit(limit)
+        with self._session("list knowledge-base proposals") as session:
+            return [_proposal_info(row) for row in session.exec(query)]
+
+    def get_proposal(self, proposal_id: int) -> ProposalInfo | None:
+        """The proposal with this id, or None."""
+        with self._session("read a knowledge-base proposal") as session:
+            row = session.get(KbProposal, proposal_id)
+            return None if row is None else _proposal_info(row)
+
+    def review_proposal(
+        self,
+        proposal_id: int,
+        status: str,
+        *,
+        reviewer: str,
+        note: str | None = None,
+        entry_id: str | None = None,
+    ) -> ProposalInfo:
+        """Approve or reject a proposal (or put it back to "proposed").
+
+        Raises:
+            ValueError: `status` is not proposed, approved or rejected.
+            StorageError: there is no such proposal.
+        """
+        if status not in PROPOSAL_STATUSES:
+            raise ValueError(f"status must be one of {sorted(PROPOSAL_STATUSES)}: {status!r}")
+        with self._session("review a knowledge-base proposal") as session:
+            row = session.get(KbProposal, proposal_id)
+            if row is None:
+                raise StorageError(
+                    f"no knowledge-base proposal {proposal_id}; "
+                    "list them with `supportbot kb proposals list`"
+                )
+            row.status = status
+            row.reviewer = reviewer
+            row.note = note
+            row.entry_id = entry_id if status == "approved" else None
+            row.reviewed_at = None if status == "proposed" else utcnow()
+            session.add(row)
+            session.commit()
+            return _proposal_info(row)
 
     # Stats -----------------------------------------------------------------------------------
 

@@ -34,10 +34,12 @@ from bot.model import utcnow
 __all__ = [
     "NAMING_CONVENTION",
     "TABLE_NAMES",
+    "CompositionLog",
     "Conversation",
     "Feedback",
     "Handoff",
     "Installation",
+    "KbProposal",
     "Lease",
     "Message",
     "OAuthState",
@@ -45,6 +47,7 @@ __all__ = [
     "RelayLink",
     "RelayOutbox",
     "ReplyRecord",
+    "ReviewItem",
     "StorageModel",
     "UTCDateTime",
     "metadata",
@@ -251,8 +254,9 @@ class RelayLink(StorageModel, table=True):
     """A handed-over conversation and the agents' card it is relayed to (one per conversation).
 
     `state` is "waiting" (nobody claimed it yet), "claimed", "resolved" or "released"; `card_ref`
-    is None until the desk opened the card. `request` keeps what the card shows, so that the
-    process serving the desk can open it.
+    is None until the desk opened the card (an ``opening:`` token while a process opens it, since
+    `opening_at`). `request` keeps what the card shows, so that the process serving the desk can
+    open it.
     """
 
     __tablename__ = "relay_link"
@@ -269,6 +273,8 @@ class RelayLink(StorageModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     claimed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     deadline: datetime = Field(sa_type=UTCDateTime)
+    #: When a process took the card's opening (`card_ref` holds its token); None otherwise.
+    opening_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class RelayOutbox(StorageModel, table=True):
@@ -291,6 +297,91 @@ class RelayOutbox(StorageModel, table=True):
     status: str = "pending"
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class ReviewItem(StorageModel, table=True):
+    """A reply in the review queue: sampled for review and/or flagged by the QA pass.
+
+    One row per reply. `sampled` says the reply was drawn for review; `violations` lists the QA
+    guideline breaches found (``[{"rule": ..., "detail": ...}]``). `verdict` is None until a
+    reviewer marks the reply "right" or "wrong"; `expected_entry` is the knowledge-base entry the
+    reviewer says should have answered, if they name one.
+    """
+
+    __tablename__ = "review_item"
+    __table_args__ = (
+        UniqueConstraint("reply_id", name="uq_review_item_reply_id"),
+        Index("ix_review_item_verdict", "verdict"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    reply_id: str = Field(foreign_key="reply.id", ondelete="CASCADE")
+    sampled: bool = False
+    violations: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSON)
+    verdict: str | None = None
+    note: str | None = Field(default=None, sa_type=Text)
+    expected_entry: str | None = None
+    reviewer: str | None = None
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    reviewed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class KbProposal(StorageModel, table=True):
+    """A knowledge-base entry proposed from an agent's answer in a resolved handoff.
+
+    `status` is "proposed" until a person approves it (it is then added to the knowledge base as
+    `entry_id`) or rejects it. `fingerprint` (a hash of the normalized question and answer)
+    keeps re-mining the same conversations from proposing the same entry twice. `nearest_entry`
+    and `nearest_score` name the closest existing entry the proposal was checked against.
+    """
+
+    __tablename__ = "kb_proposal"
+    __table_args__ = (
+        UniqueConstraint("fingerprint", name="uq_kb_proposal_fingerprint"),
+        Index("ix_kb_proposal_status", "status"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    conversation_id: str | None = Field(
+        default=None, foreign_key="conversation.id", ondelete="SET NULL"
+    )
+    question: str = Field(sa_type=Text)
+    answer: str = Field(sa_type=Text)
+    examples: list[str] = Field(default_factory=list, sa_type=JSON)
+    fingerprint: str
+    status: str = "proposed"
+    nearest_entry: str | None = None
+    nearest_score: float | None = None
+    entry_id: str | None = None
+    reviewer: str | None = None
+    note: str | None = Field(default=None, sa_type=Text)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    reviewed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class CompositionLog(StorageModel, table=True):
+    """How a generated answer went, for error analysis (one row per composed reply).
+
+    `outcome` is "generated" (the model's answer went out) or "fell_back" (the extractive answer
+    went out instead; `reason` says why: "timeout", "http_500", "malformed", "unsupported", ...).
+    `generated` keeps the model's answer, `support` the grounding guard's per-sentence scores
+    (``[{"sentence", "similarity", "overlap", "missing_numbers", "checked", "supported"}]``).
+    """
+
+    __tablename__ = "composition"
+    __table_args__ = (Index("ix_composition_outcome", "outcome"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    reply_id: str = Field(foreign_key="reply.id", ondelete="CASCADE", index=True)
+    composer: str
+    outcome: str
+    reason: str = ""
+    model: str = ""
+    prompt_version: str = ""
+    generated: str | None = Field(default=None, sa_type=Text)
+    support: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSON)
+    latency_ms: float | None = None
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
 TABLE_NAMES: tuple[str, ...] = tuple(metadata.tables)

@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from rich.console import Console
 
 from adapters.console.chat import run_console
-from bot.model import FeedbackEvent, FeedbackValue, InboundMessage, Reply, Source
+from adapters.console.relay import ConsoleCustomerChannel
+from bot.handoff import HandoffRequest
+from bot.model import (
+    ConversationKey,
+    FeedbackEvent,
+    FeedbackValue,
+    InboundMessage,
+    Owner,
+    Reply,
+    Source,
+)
+from bot.relay import Relay, RelayConfig
+from bot.storage.store import Store
 
 
 class FakeEngine:
@@ -20,6 +35,11 @@ class FakeEngine:
         self.messages: list[InboundMessage] = []
         self.feedback: list[FeedbackEvent] = []
         self.recorded = recorded
+        self.handoff_sink = None  # no relay: nothing is printed in the background
+        self.posted: dict[str, str] = {}
+
+    def attach_platform_ref(self, reply_id: str, ref: str) -> None:
+        self.posted[reply_id] = ref
 
     def handle(self, message: InboundMessage) -> list[Reply]:
         self.messages.append(message)
@@ -225,3 +245,55 @@ def test_fallback_mentions_how_to_reach_a_person() -> None:
 
     assert "Sorry, I don't know." in output
     assert "I'd like to talk to a person" in output
+
+
+# Agents' replies while the prompt waits (the handoff relay) ------------------------------------
+
+
+def test_agents_replies_are_printed_while_waiting(tmp_path: Path) -> None:
+    """A real relay on a SQLite store; the desk's process (elsewhere) has opened the card."""
+    store = Store.from_url(f"sqlite:///{tmp_path / 'console.db'}")
+    try:
+        relay = Relay(store, RelayConfig(desk="slack", poll_s=0.02))
+        key = ConversationKey("console", "", "session-1")
+        conversation = store.get_or_create_conversation(key, "you")
+        store.set_owner(conversation.id, Owner.HUMAN, actor="bot", reason="customer_request")
+        relay.request(HandoffRequest(conversation.id, key, "you", "console", "refund", "x"))
+        assert store.set_relay_card(conversation.id, "card-1", expect=None)
+        relay.agent_said("card-1", "Ana", "Hi, I'm Ana. I'm on it.", "a1")
+
+        engine = FakeEngine()
+        engine.handoff_sink = relay  # type: ignore[assignment]
+        console = Console(record=True, width=100)
+        deadline = time.monotonic() + 10
+
+        def wait_for_agent(prompt: str) -> str:
+            while "I'm on it." not in console.export_text(clear=False):
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the agent's reply was not printed")
+                time.sleep(0.02)
+            return "/quit"
+
+        run_console(engine, console=console, input_fn=wait_for_agent)  # type: ignore[arg-type]
+        out = console.export_text()
+        assert "Lumen Assistant:\n" + relay.config.claimed_text in out
+        assert "Ana (support team):\nHi, I'm Ana. I'm on it." in out
+        assert out.rstrip().endswith("Goodbye!")
+        statuses = {(i.direction, i.status) for i in store.relay_outbox(conversation.id)}
+        # Delivered to the customer; the note for the card waits for the desk's process.
+        assert statuses == {("to_customer", "sent"), ("to_agent", "pending")}
+    finally:
+        store.close()
+
+
+def test_the_console_channel_refuses_other_platforms() -> None:
+    channel = ConsoleCustomerChannel(Console(record=True))
+    with pytest.raises(ValueError, match="slack"):
+        asyncio.run(channel.post(ConversationKey("slack", "T", "C", ""), "hi"))
+
+
+def test_printed_replies_are_recorded_as_posted() -> None:
+    engine = FakeEngine([ANSWER])
+    chat(engine, ["How do I export?"])
+    [(reply_id, ref)] = engine.posted.items()
+    assert reply_id == "r-1" and ref.startswith("console:") and ref.endswith(":r-1")

@@ -103,7 +103,8 @@ def test_healthz(client: TestClient, services: Services) -> None:
 def test_chat_answer_has_the_documented_shape(client: TestClient, services: Services) -> None:
     body = chat(client, "How do I reset my password?")
 
-    assert set(body) == {"replies"}
+    assert set(body) == {"replies", "owner"}
+    assert body["owner"] == "bot"
     assert len(body["replies"]) == 1
     reply = body["replies"][0]
     assert set(reply) == REPLY_KEYS
@@ -223,7 +224,7 @@ def test_chat_retry_with_the_same_message_id_is_answered_once(
     second = chat(client, "How do I delete my account?", conversation, message_id=message_id)
 
     assert len(first["replies"]) == 1
-    assert second == {"replies": []}
+    assert second == {"replies": [], "owner": "bot"}
     after = services.store.counts()
     assert after["reply"] - before["reply"] == 1
     assert after["message"] - before["message"] == 2
@@ -254,14 +255,14 @@ def test_feedback_is_recorded_once(client: TestClient, services: Services) -> No
     first = rate(client, reply_id, "up")
     repeat = rate(client, reply_id, "up")
 
-    assert (first.status_code, first.json()) == (200, {"recorded": True})
-    assert (repeat.status_code, repeat.json()) == (200, {"recorded": False})
+    assert (first.status_code, first.json()) == (200, {"recorded": True, "replies": []})
+    assert (repeat.status_code, repeat.json()) == (200, {"recorded": False, "replies": []})
     assert services.store.feedback_for(reply_id) == {"up": 1, "down": 0}
 
-    assert rate(client, reply_id, "down").json() == {"recorded": True}
+    assert rate(client, reply_id, "down").json()["recorded"] is True
     assert services.store.feedback_for(reply_id) == {"up": 0, "down": 1}
-    assert rate(client, reply_id, None).json() == {"recorded": True}
-    assert rate(client, reply_id, None).json() == {"recorded": False}
+    assert rate(client, reply_id, None).json() == {"recorded": True, "replies": []}
+    assert rate(client, reply_id, None).json() == {"recorded": False, "replies": []}
     assert services.store.feedback_for(reply_id) == {"up": 0, "down": 0}
 
 
@@ -273,7 +274,7 @@ def test_feedback_with_a_reason(client: TestClient, services: Services) -> None:
         json={"reply_id": reply_id, "user": "bob", "value": "down", "reason": "outdated"},
     )
 
-    assert response.json() == {"recorded": True}
+    assert response.json() == {"recorded": True, "replies": []}
     assert services.store.feedback_for(reply_id) == {"up": 0, "down": 1}
 
 

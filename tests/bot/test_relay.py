@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from bot.handoff import Attempt, CustomerListener, HandoffRequest, HandoffSink
-from bot.model import ConversationKey, Owner, ReplyKind, Role, Source, Turn
+from bot.handoff import (
+    Attempt,
+    CustomerListener,
+    DeskCoverage,
+    HandoffRequest,
+    HandoffSink,
+    NoDeskHandoffSink,
+)
+from bot.model import ConversationKey, Owner, Reply, ReplyKind, Role, Source, Turn
 from bot.relay import (
+    RELAY_AUTHOR,
+    AuthoredCustomerChannel,
     CustomerChannel,
     Desk,
     Relay,
@@ -373,3 +383,143 @@ def test_build_services_makes_the_relay_the_engines_sink_and_it_hears_the_custom
         ]
     finally:
         services.store.close()
+
+
+# A card opening that a dead process left behind ------------------------------------------------
+
+
+async def test_a_dead_processs_opening_is_taken_again_after_the_grace(
+    relay: Relay, store: Store, clock: Clock, desk: FakeDesk
+) -> None:
+    conversation_id = _handoff(store, relay)
+    # A process took the opening at NOW and died before recording the card.
+    assert store.set_relay_card(conversation_id, "opening:dead", expect=None, opening_at=NOW)
+    clock.now = NOW + timedelta(seconds=relay.config.opening_grace_s - 1)
+    assert await relay.deliver_pending("slack") == 0
+    assert desk.cards == []
+    relay.customer_said(KEY, "hello?", "m1")  # queued meanwhile: reaches the new card
+
+    clock.now = NOW + timedelta(seconds=relay.config.opening_grace_s)
+    assert await relay.deliver_pending("slack") == 2  # the card, then the queued message
+    assert await relay.deliver_pending("slack") == 0
+    assert len(desk.cards) == 1
+    assert desk.posts == [("C9:card1", "hello?")]
+    link = store.relay_link(conversation_id)
+    assert link is not None and (link.card_ref, link.opening_at) == ("C9:card1", None)
+
+
+async def test_a_process_too_slow_to_record_its_card_marks_it_a_duplicate(
+    store: Store, clock: Clock
+) -> None:
+    """Process A takes the opening and hangs past the grace; B re-takes it and opens the card."""
+    config = RelayConfig(desk="slack", opening_grace_s=60)
+    slow, fast = Relay(store, config, clock=clock), Relay(store, config, clock=clock)
+    fast_desk = FakeDesk()
+    fast.register_desk("slack", fast_desk)
+    conversation_id = _handoff(store, fast)
+
+    class SlowDesk(FakeDesk):
+        async def open_card(self, request: HandoffRequest) -> str:
+            clock.now = NOW + timedelta(seconds=61)
+            assert await fast.deliver_pending("slack") == 1  # B, meanwhile
+            await super().open_card(request)
+            return "C9:slow"
+
+    slow_desk = SlowDesk()
+    slow.register_desk("slack", slow_desk)
+    assert await slow.deliver_pending("slack") == 0
+    link = store.relay_link(conversation_id)
+    assert link is not None and link.card_ref == "C9:card1"  # B's card is the card
+    assert slow_desk.posts == [("C9:slow", config.duplicate_note)]
+    assert store.relay_link_by_card("C9:slow") is None
+
+
+# The card waits for the customer's handoff message ------------------------------------------
+
+
+def _handoff_with_reply(store: Store, relay: Relay) -> tuple[str, str]:
+    conversation = store.get_or_create_conversation(KEY, "U1")
+    store.set_owner(conversation.id, Owner.HUMAN, actor="bot", reason="customer_request:human")
+    reply_id = store.add_reply(conversation.id, None, Reply.handoff("A person will reply here."))
+    relay.request(
+        HandoffRequest(
+            conversation_id=conversation.id,
+            key=KEY,
+            customer="U1",
+            platform="slack",
+            question="refund",
+            reason="customer_request:human",
+            reply_id=reply_id,
+        )
+    )
+    return conversation.id, reply_id
+
+
+async def test_the_card_opens_once_the_handoff_message_is_posted(
+    store: Store, desk: FakeDesk
+) -> None:
+    relay = Relay(store, RelayConfig(desk="slack", reply_wait_s=30))  # the real clock
+    relay.register_desk("slack", desk)
+    conversation_id, reply_id = _handoff_with_reply(store, relay)
+    assert await relay.deliver_pending("slack") == 0  # the customer has not seen it yet
+    assert desk.cards == []
+    store.set_reply_platform_ref(reply_id, "D1:1700000000.000100")  # the adapter posted it
+    assert await relay.deliver_pending("slack") == 1
+    assert [card.reply_id for card in desk.cards] == [reply_id]
+    link = store.relay_link(conversation_id)
+    assert link is not None and link.card_ref == "C9:card1"
+
+
+async def test_an_unposted_handoff_message_delays_the_card_only_so_long(
+    store: Store, desk: FakeDesk
+) -> None:
+    relay = Relay(store, RelayConfig(desk="slack", reply_wait_s=0.2))
+    relay.register_desk("slack", desk)
+    _handoff_with_reply(store, relay)  # the post failed: no platform reference, ever
+    assert await relay.deliver_pending("slack") == 0
+    await asyncio.sleep(0.25)
+    assert await relay.deliver_pending("slack") == 1
+    assert len(desk.cards) == 1
+
+
+# Customer channels that show who wrote ---------------------------------------------------------
+
+
+class AuthoredChannel(FakeChannel):
+    def __init__(self) -> None:
+        super().__init__()
+        self.authored: list[tuple[str, str]] = []
+
+    async def post_as(self, key: ConversationKey, text: str, author: str) -> str | None:
+        self.authored.append((author, text))
+        return await self.post(key, text)
+
+
+async def test_an_authored_channel_gets_the_agents_name(relay: Relay, store: Store) -> None:
+    channel = AuthoredChannel()
+    assert isinstance(channel, AuthoredCustomerChannel)
+    assert not isinstance(FakeChannel(), AuthoredCustomerChannel)
+    relay.register_channel("slack", channel)
+    _handoff(store, relay)
+    await relay.deliver_pending("slack")
+    relay.agent_said("C9:card1", "Ana", "Hi, I'm Ana.", "a1")
+    await relay.deliver_pending("slack")
+    assert channel.authored == [
+        (RELAY_AUTHOR, relay.config.claimed_text),
+        ("Ana", "Hi, I'm Ana."),
+    ]
+
+
+# No desk configured ------------------------------------------------------------------------------
+
+
+def test_the_no_desk_sink_gives_the_contact_except_where_a_desk_is_native() -> None:
+    sink = NoDeskHandoffSink("email help@example.com {not a field}")
+    assert isinstance(sink, DeskCoverage) and isinstance(sink, HandoffSink)
+    text = sink.no_desk_reply(KEY)
+    assert text is not None
+    assert "email help@example.com {not a field}" in text
+    assert "will reply" not in text
+    assert sink.no_desk_reply(ConversationKey("zendesk", "acme", "42", "")) is None
+    assert not isinstance(Relay, DeskCoverage)  # a desk is configured: hand over as usual
+    sink.request(HandoffRequest("c1", KEY, "U1", "slack", "q", "customer_request:human"))

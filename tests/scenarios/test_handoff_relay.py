@@ -275,3 +275,103 @@ async def test_discord_customer_slack_agents(tmp_path: Path, sample_kb: Knowledg
         web_store.close()
         await fake.close()
         await slack.stop()
+
+
+async def test_web_customer_slack_agents(tmp_path: Path, sample_kb: KnowledgeBase) -> None:
+    """The web chat's customer talks to an agent in the Slack agents' channel, in one process.
+
+    The page's part is played over HTTP: it posts messages and polls for relayed ones. The card
+    is opened only once the customer's handoff message was handed to the page.
+    """
+    slack = SlackEmulator()
+    await slack.start()
+    store = Store.from_url(f"sqlite:///{tmp_path / 'web.db'}")
+    relay = Relay(store, RelayConfig(desk="slack", timeout_s=60, poll_s=0.05))
+    retriever = Retriever(sample_kb)
+    engine = Engine(store, Responder(retriever, confidence_model(sample_kb)), handoff_sink=relay)
+    services = Services(Settings(data_dir=tmp_path), store, sample_kb, retriever, engine, relay)
+    adapter = SlackAdapter(services, slack_settings(slack))
+    conversation, user = "web-visitor-1", "visitor"
+    cursor = 0
+    seen: list[dict[str, Any]] = []
+
+    async def poll(http: httpx.AsyncClient) -> dict[str, Any]:
+        nonlocal cursor
+        response = await http.get(
+            f"/api/chat/{conversation}/messages", params={"user": user, "after": cursor}
+        )
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        cursor = body["cursor"]
+        seen.extend(body["messages"])
+        return body
+
+    async def say(http: httpx.AsyncClient, text: str) -> dict[str, Any]:
+        response = await http.post(
+            "/api/chat", json={"conversation_id": conversation, "user": user, "text": text}
+        )
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    try:
+        async with _serve_app(services, adapter) as http:
+            handoff = await say(http, "I want to talk to a person")
+            assert [r["kind"] for r in handoff["replies"]] == ["handoff"]
+            assert handoff["owner"] == "human"
+            await _until(lambda: bool(slack.messages[AGENTS_CHANNEL]))
+            card = slack.messages[AGENTS_CHANNEL][0]
+            card_ts = str(card["ts"])
+            key = ConversationKey("web", "", conversation)
+            info = store.find_conversation(key)
+            assert info is not None
+            reply = store.get_reply(handoff["replies"][0]["id"])
+            assert reply is not None and reply.platform_ref is not None  # posted before the card
+            await _until(
+                lambda: (
+                    (link := store.relay_link(info.id)) is not None
+                    and (link.card_ref == f"{AGENTS_CHANNEL}:{card_ts}")
+                )
+            )
+
+            assert (await say(http, "my invoice shows the wrong amount"))["replies"] == []
+            await _until(
+                lambda: any(
+                    m.get("thread_ts") == card_ts
+                    and m["text"] == "my invoice shows the wrong amount"
+                    for m in slack.messages[AGENTS_CHANNEL]
+                )
+            )
+
+            agent = slack_payload("message_agents_thread")
+            agent["event"].update(
+                text="Hi, this is Ana.", ts="1700009001.000001", thread_ts=card_ts
+            )
+            await _slack_event(http, agent)
+            await _slack_event(http, agent)  # a repeated delivery
+            for _ in range(500):
+                if len(seen) >= 2:
+                    break
+                await poll(http)
+                await asyncio.sleep(0.02)
+            assert [(m["role"], m["text"]) for m in seen] == [
+                ("bot", relay.config.claimed_text),
+                ("agent", "Hi, this is Ana."),
+            ]
+            assert seen[1]["author"] == "U0AGENT"
+
+            resolve = slack_payload("message_agents_thread")
+            resolve["event_id"] = "Ev0AGENTRES"
+            resolve["event"].update(text="!resolve", ts="1700009002.000001", thread_ts=card_ts)
+            await _slack_event(http, resolve)
+            for _ in range(500):
+                if (await poll(http))["owner"] == "bot" and len(seen) >= 3:
+                    break
+                await asyncio.sleep(0.02)
+            assert seen[-1]["text"] == relay.config.resolved_text
+            assert [m["text"] for m in seen].count("Hi, this is Ana.") == 1
+            info = store.find_conversation(key)
+            assert info is not None and (info.owner, info.status) == (Owner.BOT, "closed")
+    finally:
+        store.close()
+        await slack.stop()

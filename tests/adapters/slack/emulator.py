@@ -66,6 +66,8 @@ class SlackEmulator:
     ws_connections: int = 0
     identities: dict[str, Identity] = field(default_factory=dict)
     messages: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+    #: Channel members that ``conversations.members`` lists, by channel id.
+    members: dict[str, list[str]] = field(default_factory=dict)
     _faults: dict[str, list[Fault]] = field(default_factory=lambda: defaultdict(list))
     _sockets: list[web.WebSocketResponse] = field(default_factory=list)
     _ts: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
@@ -227,6 +229,16 @@ class SlackEmulator:
             if m["ts"] == ts or m.get("thread_ts") == ts
         ]
         return {"ok": True, "messages": thread, "has_more": False}
+
+    def _conversations_members(self, params: dict[str, Any], token: str | None) -> dict[str, Any]:
+        """Pages of two members, so that callers must follow ``next_cursor``."""
+        members = self.members.get(str(params.get("channel", "")))
+        if members is None:
+            return {"ok": False, "error": "channel_not_found"}
+        start = int(params.get("cursor") or 0)
+        page = members[start : start + 2]
+        following = str(start + 2) if start + 2 < len(members) else ""
+        return {"ok": True, "members": page, "response_metadata": {"next_cursor": following}}
 
     def _conversations_history(self, params: dict[str, Any], token: str | None) -> dict[str, Any]:
         top = [

@@ -1,8 +1,9 @@
 """Reading a follow-up in the light of the conversation so far.
 
 "and for business accounts?" or "does it work offline?" mean little alone. When a message looks
-like a follow-up, the retrieval query is the message pulled toward the context: the customer's
-previous question and what the bot answered (which names the product or place under discussion).
+like a follow-up, it is searched together with its context: the customer's previous question and
+what the bot answered (which names the product or place under discussion); an entry must fit both
+(`knowledge.retriever.Retriever.retrieve_follow_up`).
 """
 
 from __future__ import annotations

@@ -262,7 +262,7 @@ def feedback_replay(
     config: FeedbackConfig | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> ReplayResult:
-    """Show what feedback does to ranking: rate half the queries, measure the other half.
+    """Show what feedback does to ranking and answers: rate half the queries, measure the rest.
 
     The queries are shuffled (`seed`) and split in halves A and B. Half B is measured with no
     feedback; then every query of half A is run and rated as a customer and a reviewer would:
@@ -272,7 +272,10 @@ def feedback_replay(
       customer picks the right topic after a 👎 or a reviewer names the expected entry;
     * out of scope and answered anyway: 👎 on the answer (-1).
 
-    Half B is then measured again with those ratings in the retriever's feedback index. The
+    Half B is then measured again with those ratings in the retriever's feedback index: they
+    move the ranking (`Candidate.feedback`) and, through the ``feedback`` feature, the
+    confidence (`knowledge.calibration.with_feedback`), so both recall@1 and the share
+    answered right can change. The
     simulation is optimistic about volume (every question of half A is rated; real customers
     rate a few percent of answers) but not about overlap: no query of B is in A.
 

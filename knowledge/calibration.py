@@ -11,6 +11,18 @@ A `ConfidenceModel` maps the retrieval features (`knowledge.retriever.FEATURES`)
    entry) and once with their whole entry hidden (a realistic in-domain question the bot cannot
    answer, so it should abstain); the threshold maximises accuracy over both;
 3. *default*: a fixed threshold for knowledge bases too small to quiz.
+
+Feedback (the ``feedback`` feature, an endorsement in (-1, 1) of the best candidate by ratings of
+similar questions, see `knowledge.feedback`) is not learned: calibration and derivation quiz the
+bot without ratings, so a weight fitted on them would be 0. It moves the confidence the retrieval
+features give by a bounded, monotone amount instead (`with_feedback`)::
+
+    endorsed (f > 0):  c' = c + gain · f · (1 - c)      toward 1, at most `gain` of the way
+    rejected (f < 0):  c' = c · (1 + gain · f)          toward 0, at most `gain` of the way
+
+so no rating leaves the confidence as it was (and costs nothing), an answer customers endorsed
+for similar questions becomes more confident and one they rejected less, and confidence stays in
+[0, 1]. Whether that crosses the threshold is still the decision policy's call.
 """
 
 from __future__ import annotations
@@ -24,31 +36,66 @@ from typing import Any
 import numpy as np
 
 from knowledge.base import UNIT_KINDS, KnowledgeBase, units_of
-from knowledge.retriever import FEATURES, Retriever
+from knowledge.retriever import FEATURES, RETRIEVAL_FEATURES, Retriever
 
 DEFAULT_THRESHOLD = 0.45
+#: How far clear feedback (every similar rated question agreeing, endorsement → ±1) moves the
+#: confidence toward 1 (endorsed) or 0 (rejected): at most half way, so ratings of similar
+#: questions tip close calls but cannot, alone, make an unrelated answer certain.
+DEFAULT_FEEDBACK_GAIN = 0.5
 MIN_DERIVATION_SAMPLES = 20
 
 
 @dataclass(frozen=True, slots=True)
 class ConfidenceModel:
-    """Features → confidence, plus the threshold at or above which the bot answers."""
+    """Features → confidence, plus the threshold at or above which the bot answers.
+
+    Attributes:
+        threshold: answer at or above this confidence.
+        origin: ``calibrated``, ``derived``, ``default`` or ``configured``.
+        weights: logistic weights of the first ``len(weights)`` retrieval features
+            (`RETRIEVAL_FEATURES` order; a feature without a weight counts 0, so calibrations
+            written before a feature existed load); None: `heuristic_confidence`.
+        bias: the logistic intercept.
+        samples: how many queries the model was fitted or derived on.
+        feedback_gain: how far clear feedback moves the confidence (`with_feedback`), 0..1.
+    """
 
     threshold: float
     origin: str = "default"
     weights: tuple[float, ...] | None = None
     bias: float = 0.0
     samples: int = 0
+    feedback_gain: float = DEFAULT_FEEDBACK_GAIN
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.feedback_gain <= 1.0:
+            raise ValueError(
+                f"feedback_gain must be between 0 and 1, not {self.feedback_gain}: fix it in "
+                "calibration.json or run `supportbot kb calibrate` again"
+            )
+        if self.weights is not None and len(self.weights) > len(RETRIEVAL_FEATURES):
+            # Feedback moves the confidence through `feedback_gain`; a weight too would count
+            # it twice.
+            raise ValueError(
+                f"a confidence model weighs at most the {len(RETRIEVAL_FEATURES)} retrieval "
+                f"features ({', '.join(RETRIEVAL_FEATURES)}), not {len(self.weights)}: "
+                "run `supportbot kb calibrate` again"
+            )
 
     def confidence(self, features: Sequence[float]) -> float:
         if self.weights is None:
-            return heuristic_confidence(features)
-        z = self.bias + sum(w * f for w, f in zip(self.weights, features, strict=True))
-        return 1.0 / (1.0 + math.exp(-max(min(z, 50.0), -50.0)))
+            base = heuristic_confidence(features)
+        else:
+            # zip stops at the shorter: a calibration fitted before a feature existed loads.
+            z = self.bias + sum(w * f for w, f in zip(self.weights, features, strict=False))
+            base = 1.0 / (1.0 + math.exp(-max(min(z, 50.0), -50.0)))
+        feedback = features[FEEDBACK] if len(features) > FEEDBACK else 0.0
+        return with_feedback(base, feedback, self.feedback_gain)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
-        data["features"] = list(FEATURES)
+        data["features"] = list(FEATURES if self.weights is None else FEATURES[: len(self.weights)])
         return data
 
     @classmethod
@@ -60,7 +107,27 @@ class ConfidenceModel:
             weights=tuple(float(w) for w in weights) if weights is not None else None,
             bias=float(data.get("bias", 0.0)),
             samples=int(data.get("samples", 0)),
+            feedback_gain=float(data.get("feedback_gain", DEFAULT_FEEDBACK_GAIN)),
         )
+
+
+FEEDBACK = FEATURES.index("feedback")
+
+
+def with_feedback(confidence: float, feedback: float, gain: float = DEFAULT_FEEDBACK_GAIN) -> float:
+    """`confidence` moved by the best candidate's endorsement `feedback` (see module doc).
+
+    Args:
+        confidence: what the retrieval features alone give, 0..1.
+        feedback: the endorsement, -1..1 (clipped); 0 returns `confidence` unchanged.
+        gain: the share of the way to 1 (or 0) that an endorsement of ±1 moves it.
+    """
+    if feedback == 0.0 or gain == 0.0:
+        return confidence
+    f = max(-1.0, min(1.0, feedback))
+    if f > 0:
+        return confidence + gain * f * (1.0 - confidence)
+    return confidence * (1.0 + gain * f)
 
 
 def heuristic_confidence(features: Sequence[float]) -> float:
@@ -130,10 +197,16 @@ def sweep(
 def fit(
     samples: Sequence[Sample], objective: str = "recall", max_missed: float = DEFAULT_MAX_MISSED
 ) -> ConfidenceModel:
-    """Fit a logistic confidence model and its threshold on labelled samples."""
+    """Fit a logistic confidence model and its threshold on labelled samples.
+
+    Only the retrieval features are fitted (`RETRIEVAL_FEATURES`); feedback is applied on top
+    (module doc) and the samples' confidences are computed without it, as the threshold must
+    hold for questions nobody rated.
+    """
     from sklearn.linear_model import LogisticRegression
 
-    x = np.asarray([s.features for s in samples], dtype=np.float64)
+    width = len(RETRIEVAL_FEATURES)
+    x = np.asarray([s.features[:width] for s in samples], dtype=np.float64)
     y = np.asarray([s.in_scope and s.top_correct for s in samples], dtype=np.int64)
     if len(set(y.tolist())) < 2:
         # Every query right (or every one wrong): nothing to learn; keep the heuristic.
@@ -144,7 +217,7 @@ def fit(
     weights = tuple(float(w) for w in model.coef_[0])
     bias = float(model.intercept_[0])
     fitted = ConfidenceModel(0.5, "calibrated", weights, bias, len(samples))
-    confidences = [fitted.confidence(s.features) for s in samples]
+    confidences = [fitted.confidence(s.features[:width]) for s in samples]
     threshold = sweep(confidences, samples, objective, max_missed)
     return ConfidenceModel(threshold, "calibrated", weights, bias, len(samples))
 

@@ -1,4 +1,5 @@
-"""Feedback that changes ranking: endorsed entries gain, rejected ones lose, for similar questions.
+"""Feedback that changes ranking and answers: endorsed entries gain, rejected ones lose, for similar
+questions.
 
 Each rating is kept as ``(question vector, entry id, sign)``: +1 when a customer endorsed the
 entry the bot answered a question with (👍), -1 when they rejected it (👎). At retrieval time the
@@ -10,6 +11,12 @@ in a small FAISS inner-product index) move each rated entry's score by a bounded
 
 so one rating nudges, several agreeing ratings push up to the bound and never past it, and
 conflicting ratings cancel. A retriever with an empty index skips all of this (`active`).
+
+The best candidate's ``boost / max_boost`` (in (-1, 1)) is also the ``feedback`` confidence
+feature (`knowledge.retriever.FEATURES`): the confidence model moves the confidence toward 1 for
+an endorsed answer and toward 0 for a rejected one, by a bounded share
+(`knowledge.calibration.with_feedback`), so feedback changes whether the bot answers, not only
+what it ranks first.
 
 Ratings are keyed (e.g. by reply and user): rating again replaces, withdrawing removes. The
 FAISS index is rebuilt lazily on the next search after a change; it is exact (flat) and small

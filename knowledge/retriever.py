@@ -8,8 +8,11 @@ How a query is scored, per knowledge-base entry:
 * ``lexical``: the entry's best BM25 score divided by the query's best BM25 score;
 * ``score`` = ``share + lexical_weight * lexical_share + dense_weight * dense`` ranks entries.
 
-The features (dense, share, margin to the runner-up, vote count, lexical) feed the confidence
-model in `knowledge.calibration`, which the decision policy compares to a threshold.
+The features (dense, share, margin to the runner-up, vote count, lexical, feedback) feed the
+confidence model in `knowledge.calibration`, which the decision policy compares to a threshold.
+``feedback`` is the best candidate's feedback boost over its bound (`knowledge.feedback`), in
+(-1, 1): how strongly customers endorsed (> 0) or rejected (< 0) it for similar questions; 0 when
+nobody rated anything similar.
 """
 
 from __future__ import annotations
@@ -27,7 +30,9 @@ from knowledge.types import Entry
 
 Vector = npt.NDArray[np.float32]
 
-FEATURES = ("dense", "share", "margin", "votes", "lexical")
+FEATURES = ("dense", "share", "margin", "votes", "lexical", "feedback")
+#: The features that describe the retrieval itself; `feedback` comes on top (see module doc).
+RETRIEVAL_FEATURES = FEATURES[:5]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +72,6 @@ class RetrieverConfig:
     tau: float = 10.0
     lexical_weight: float = 0.1
     dense_weight: float = 0.1
-    context_weight: float = 0.6
     follow_up_lexical: float = 0.1
     follow_up_sharpness: float = 4.0
 
@@ -94,23 +98,17 @@ class Retriever:
         self.config = config or RetrieverConfig()
         self.feedback = feedback
 
-    def embed(self, text: str, context: str | None = None) -> Vector:
-        """The query vector: the text's embedding, pulled toward the context's when given."""
-        if context:
-            vectors = self.kb.embedder.encode([text, context])
-            combined = vectors[0] + self.config.context_weight * vectors[1]
-            norm = float(np.linalg.norm(combined)) or 1.0
-            vector: Vector = (combined / norm).astype(np.float32)
-            return vector
-        single: Vector = self.kb.embedder.encode([text])[0]
-        return single
+    def embed(self, text: str) -> Vector:
+        """The query vector: the text's embedding (unit length)."""
+        vector: Vector = self.kb.embedder.encode([text])[0]
+        return vector
 
-    def retrieve(self, text: str, context: str | None = None, *, top: int = 5) -> Retrieval:
+    def retrieve(self, text: str, *, top: int = 5) -> Retrieval:
+        """Rank entries for one message on its own (follow-ups: `retrieve_follow_up`)."""
         started = time.perf_counter()
-        vector = self.embed(text, context)
+        vector = self.embed(text)
         embedded = time.perf_counter()
-        lexical_query = f"{context} {text}" if context else text
-        result = self.search(vector, lexical_query, top=top)
+        result = self.search(vector, text, top=top)
         result.timings["embed_ms"] = (embedded - started) * 1000
         return replace(result, vector=vector)
 
@@ -281,19 +279,28 @@ class Retriever:
         timings.update(
             search_ms=(t1 - t0) * 1000, lexical_ms=(t2 - t1) * 1000, fusion_ms=(t3 - t2) * 1000
         )
-        return Retrieval(lexical_query, ranked, features_of(ranked, cfg.vote_k), timings)
+        scale = feedback.config.max_boost if boosts and feedback is not None else 0.0
+        return Retrieval(lexical_query, ranked, features_of(ranked, cfg.vote_k, scale), timings)
 
 
-def features_of(candidates: tuple[Candidate, ...], vote_k: int) -> tuple[float, ...]:
-    """The confidence features of the best candidate, in the order of `FEATURES`."""
+def features_of(
+    candidates: tuple[Candidate, ...], vote_k: int, feedback_bound: float = 0.0
+) -> tuple[float, ...]:
+    """The confidence features of the best candidate, in the order of `FEATURES`.
+
+    `feedback_bound` is the feedback index's `max_boost`: the best candidate's boost divided by
+    it is the ``feedback`` feature, in (-1, 1). 0 (no feedback applied) gives 0.
+    """
     if not candidates:
-        return (0.0, 0.0, 0.0, 0.0, 0.0)
+        return (0.0,) * len(FEATURES)
     best = candidates[0]
     runner_up = max((c.dense for c in candidates[1:]), default=0.0)
+    endorsement = best.feedback / feedback_bound if feedback_bound > 0 else 0.0
     return (
         best.dense,
         best.share,
         best.dense - runner_up,
         best.votes / max(vote_k, 1),
         best.lexical,
+        max(-1.0, min(1.0, endorsement)),
     )

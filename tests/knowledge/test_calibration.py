@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 
 from knowledge.base import KnowledgeBase
 from knowledge.calibration import (
+    DEFAULT_FEEDBACK_GAIN,
     DEFAULT_THRESHOLD,
     OBJECTIVES,
     ConfidenceModel,
@@ -19,9 +21,10 @@ from knowledge.calibration import (
     fit,
     heuristic_confidence,
     sweep,
+    with_feedback,
 )
 from knowledge.embeddings import Embedder
-from knowledge.retriever import FEATURES, Retriever
+from knowledge.retriever import FEATURES, RETRIEVAL_FEATURES, Retriever
 from knowledge.types import Entry
 
 NO_FEATURES = (0.0,) * len(FEATURES)
@@ -141,7 +144,7 @@ def test_fit_orders_positives_above_negatives() -> None:
     model = fit(samples)
     assert model.origin == "calibrated"
     assert model.samples == len(samples)
-    assert model.weights is not None and len(model.weights) == len(FEATURES)
+    assert model.weights is not None and len(model.weights) == len(RETRIEVAL_FEATURES)
     positives = [model.confidence(s.features) for s in samples if s.in_scope and s.top_correct]
     negatives = [
         model.confidence(s.features) for s in samples if not (s.in_scope and s.top_correct)
@@ -170,16 +173,99 @@ def test_fit_with_one_class_keeps_the_heuristic() -> None:
 def test_confidence_model_json_round_trip() -> None:
     model = fit(_separable(30, seed=3), objective="balanced")
     data = model.to_json()
-    assert data["features"] == list(FEATURES)
+    assert data["features"] == list(RETRIEVAL_FEATURES)
+    assert data["feedback_gain"] == DEFAULT_FEEDBACK_GAIN
     restored = ConfidenceModel.from_json(json.loads(json.dumps(data)))
     assert restored == model
-    features = (0.7, 0.5, 0.1, 0.6, 0.2)
+    features = (0.7, 0.5, 0.1, 0.6, 0.2, 0.4)
     assert restored.confidence(features) == model.confidence(features)
 
 
 def test_confidence_model_from_minimal_json() -> None:
     model = ConfidenceModel.from_json({"threshold": "0.4"})
     assert model == ConfidenceModel(0.4, "calibrated", None, 0.0, 0)
+
+
+# --- feedback: a bounded move of the confidence -------------------------------------------------
+
+GRID = [i / 10 for i in range(11)]
+
+
+@pytest.mark.parametrize("gain", [0.0, 0.25, DEFAULT_FEEDBACK_GAIN, 1.0])
+def test_with_feedback_is_bounded_and_monotone(gain: float) -> None:
+    for confidence in GRID:
+        assert with_feedback(confidence, 0.0, gain) == confidence  # no rating, no change
+        moved = [with_feedback(confidence, f, gain) for f in (-1.0, -0.5, 0.0, 0.5, 1.0)]
+        assert moved == sorted(moved)  # more endorsement, more confidence
+        for value in moved:
+            assert 0.0 <= value <= 1.0
+        # At most `gain` of the way to certainty, or to nothing.
+        assert moved[-1] <= confidence + gain * (1 - confidence) + 1e-12
+        assert moved[0] >= confidence * (1 - gain) - 1e-12
+        # Out-of-range endorsements are clipped, not extrapolated.
+        assert with_feedback(confidence, 7.0, gain) == moved[-1]
+        assert with_feedback(confidence, -7.0, gain) == moved[0]
+    for feedback in (-1.0, -0.3, 0.3, 1.0):
+        ordered = [with_feedback(c, feedback, gain) for c in GRID]
+        assert ordered == sorted(ordered)  # keeps the order of confidences
+
+
+def test_endorsement_raises_and_rejection_lowers_both_kinds_of_model() -> None:
+    heuristic = ConfidenceModel(0.3)
+    features = (0.6, 0.4, 0.05, 0.4, 0.2)
+    base = heuristic.confidence(features)
+    assert base == pytest.approx(0.24)
+    assert heuristic.confidence((*features, 0.0)) == base
+    endorsed = heuristic.confidence((*features, 0.5))
+    assert endorsed == pytest.approx(0.24 + 0.5 * 0.5 * 0.76)
+    assert endorsed >= heuristic.threshold > base  # the close call is now answered
+    assert heuristic.confidence((*features, -1.0)) == pytest.approx(0.12)
+    calibrated = ConfidenceModel(0.5, "calibrated", (2.0, 0, 0, 0, 0), bias=-1.0)
+    logistic = calibrated.confidence((0.5, 0, 0, 0, 0, 0.0))
+    assert logistic == pytest.approx(0.5)
+    assert calibrated.confidence((0.5, 0, 0, 0, 0, 1.0)) == pytest.approx(0.75)
+    assert calibrated.confidence((0.5, 0, 0, 0, 0, -1.0)) == pytest.approx(0.25)
+    assert replace(calibrated, feedback_gain=0.0).confidence((0.5, 0, 0, 0, 0, 1.0)) == 0.5
+
+
+def test_a_calibration_written_before_the_feedback_feature_still_loads() -> None:
+    old = {
+        "threshold": 0.42,
+        "origin": "calibrated",
+        "weights": [3.0, 2.0, 1.0, 0.5, 0.25],
+        "bias": -3.0,
+        "samples": 120,
+        "features": ["dense", "share", "margin", "votes", "lexical"],
+    }
+    model = ConfidenceModel.from_json(old)
+    assert model.feedback_gain == DEFAULT_FEEDBACK_GAIN
+    features = (0.8, 0.6, 0.1, 0.8, 0.5)
+    z = -3.0 + 3.0 * 0.8 + 2.0 * 0.6 + 1.0 * 0.1 + 0.5 * 0.8 + 0.25 * 0.5
+    expected = 1 / (1 + math.exp(-z))
+    assert model.confidence(features) == pytest.approx(expected)
+    assert model.confidence((*features, 0.0)) == pytest.approx(expected)
+    assert model.confidence((*features, 0.8)) > expected
+
+
+def test_fit_leaves_feedback_out_of_the_logistic() -> None:
+    rng = np.random.default_rng(5)
+    samples = [
+        Sample((*s.features, float(rng.uniform(-1, 1))), s.in_scope, s.top_correct)
+        for s in _separable(30, seed=4)
+    ]
+    model = fit(samples)
+    plain = fit([Sample(s.features[:5], s.in_scope, s.top_correct) for s in samples])
+    assert model.weights == plain.weights and model.threshold == plain.threshold
+
+
+def test_a_feedback_gain_outside_0_1_is_refused() -> None:
+    with pytest.raises(ValueError, match="feedback_gain"):
+        ConfidenceModel(0.4, feedback_gain=1.5)
+    with pytest.raises(ValueError, match="feedback_gain"):
+        ConfidenceModel.from_json({"threshold": 0.4, "feedback_gain": -0.1})
+    # A weight for feedback as well would count it twice.
+    with pytest.raises(ValueError, match="retrieval features"):
+        ConfidenceModel(0.4, "calibrated", weights=(1.0,) * len(FEATURES))
 
 
 # --- derivation on real knowledge bases ------------------------------------------------------

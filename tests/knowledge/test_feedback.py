@@ -1,20 +1,23 @@
-"""Feedback that changes ranking: `knowledge.feedback.FeedbackIndex`, the retriever's hook, the
-engine's wiring and the replay of `supportbot eval --feedback-replay`."""
+"""Feedback that changes ranking and answers: `knowledge.feedback.FeedbackIndex`, the retriever's
+hook, the confidence it moves, the engine's wiring and the replay of `supportbot eval
+--feedback-replay`."""
 
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from bot.engine import Responder, ranking_sign
-from bot.evaluate import feedback_replay, load_queries, split_halves
+from bot.evaluate import Query, feedback_replay, load_queries, split_halves
 from bot.model import FeedbackEvent, FeedbackValue, InboundMessage, ReplyKind
 from bot.service import build_services, confidence_model
 from bot.settings import Settings
 from knowledge.base import KnowledgeBase
+from knowledge.calibration import with_feedback
 from knowledge.feedback import FeedbackConfig, FeedbackIndex
 from knowledge.retriever import Retriever
 
@@ -133,10 +136,14 @@ def test_feedback_on_a_similar_question_flips_the_ranking_within_bounds(
     # The base score is untouched: only the bounded feedback term moved.
     base = {c.entry.id: c.score for c in plain.candidates}
     assert by_id[second].score - base[second] == pytest.approx(by_id[second].feedback, abs=1e-6)
-    # An unrelated question ranks exactly as before.
+    # The confidence feature is the new top's boost over the bound; before it was 0.
+    assert plain.features[-1] == 0.0
+    assert rated.features[-1] == pytest.approx(by_id[second].feedback / config.max_boost)
+    # An unrelated question ranks exactly as before, with the same features.
     again = retriever.retrieve("How do I export a note to PDF?", top=20)
     assert [c.entry.id for c in again.candidates] == [c.entry.id for c in other.candidates]
     assert all(c.feedback == 0.0 for c in again.candidates)
+    assert again.features == other.features
 
 
 @pytest.mark.model
@@ -156,6 +163,117 @@ def test_replay_on_the_sample_queries_does_not_hurt_half_b(sample_kb: KnowledgeB
     data = result.as_dict()
     assert set(data["delta"]) >= {"recall_at_1", "mrr", "accuracy"}
     assert responder.retriever.feedback is None  # put back
+
+
+# Feedback changes answers, not only ranking (deterministic replays on the sample KB) ---------
+
+
+def _seed_rating_first(queries: list[Query]) -> int:
+    """A split seed that puts the first query in half A (rated) and the second in half B."""
+    return next(s for s in range(100) if split_halves(queries, s)[0][0] == queries[0])
+
+
+@pytest.mark.model
+@pytest.mark.parametrize(
+    ("rated", "measured", "entry_id", "without"),
+    [
+        pytest.param(
+            "How do 'can comment' and 'can edit' differ for a person I add?",
+            "What's the difference between giving someone 'can comment' and 'can edit'?",
+            "roles-permissions",
+            ReplyKind.FALLBACK,  # and the right entry only second
+            id="fallback-becomes-the-right-answer",
+        ),
+        pytest.param(
+            "What do I get if I don't pay?",
+            "What do I get without paying anything?",
+            "pricing-free",
+            ReplyKind.CLARIFY,
+            id="clarify-becomes-the-right-answer",
+        ),
+    ],
+)
+def test_replayed_feedback_turns_an_unsure_reply_into_the_right_answer(
+    sample_kb: KnowledgeBase, rated: str, measured: str, entry_id: str, without: ReplyKind
+) -> None:
+    queries = [Query(rated, entry_id), Query(measured, entry_id)]
+    seed = _seed_rating_first(queries)
+    model = confidence_model(sample_kb)
+    responder = Responder(Retriever(sample_kb), model)
+    reply, _ = responder.respond(measured)
+    assert reply.kind is without
+
+    result = feedback_replay(responder, queries, seed=seed)
+
+    assert result.half_b == 1 and result.endorsed >= 1
+    assert result.before["accuracy"] == 0.0
+    assert result.after["accuracy"] == 1.0 and result.after["recall_at_1"] == 1.0
+    # Ranking alone (no feedback in the confidence, as before) puts the entry first but the
+    # bot still does not answer with it.
+    ranking_only = Responder(Retriever(sample_kb), replace(model, feedback_gain=0.0))
+    only = feedback_replay(ranking_only, queries, seed=seed)
+    assert only.after["recall_at_1"] == 1.0 and only.after["accuracy"] == 0.0
+
+
+@pytest.mark.model
+@pytest.mark.parametrize(
+    ("rated", "measured"),
+    [
+        (
+            "Can I text my team by SMS from Lumen?",
+            "Can I send SMS text messages to my team from Lumen Notes?",
+        ),
+        ("What is Lumen's share price today?", "What's Lumen's stock price today?"),
+    ],
+)
+def test_a_replayed_thumbs_down_turns_a_wrong_answer_into_an_abstention(
+    sample_kb: KnowledgeBase, rated: str, measured: str
+) -> None:
+    queries = [Query(rated, None), Query(measured, None)]  # nothing in the KB answers these
+    seed = _seed_rating_first(queries)
+    model = confidence_model(sample_kb)
+    responder = Responder(Retriever(sample_kb), model)
+    reply, _ = responder.respond(measured)
+    assert reply.kind is ReplyKind.ANSWER  # wrongly
+
+    result = feedback_replay(responder, queries, seed=seed)
+
+    assert (result.endorsed, result.rejected) == (0, 1)
+    assert result.before["oos_recall"] == 0.0 and result.after["oos_recall"] == 1.0
+    ranking_only = Responder(Retriever(sample_kb), replace(model, feedback_gain=0.0))
+    assert feedback_replay(ranking_only, queries, seed=seed).after["oos_recall"] == 0.0
+
+
+@pytest.mark.model
+def test_feedback_moves_the_confidence_within_its_bound(sample_kb: KnowledgeBase) -> None:
+    index = FeedbackIndex()
+    model = confidence_model(sample_kb)
+    responder = Responder(Retriever(sample_kb, feedback=index), model)
+    plain, trace = responder.respond(QUESTION)
+    assert plain.confidence is not None and trace.retrieval is not None
+    top = trace.retrieval.candidates[0].entry.id
+    similar = responder.retriever.embed(SIMILAR)
+
+    # However many customers agree, the confidence moves at most `feedback_gain` of the way.
+    for n in range(40):
+        index.set(("up", n), similar, top, +1)
+    endorsed, trace = responder.respond(QUESTION)
+    assert trace.retrieval is not None and trace.retrieval.top is not None
+    assert trace.retrieval.top.entry.id == top
+    assert 0.9 < trace.retrieval.features[-1] <= 1.0
+    ceiling = with_feedback(plain.confidence, 1.0, model.feedback_gain)
+    assert endorsed.confidence is not None
+    assert plain.confidence < endorsed.confidence <= ceiling < 1.0
+
+    for n in range(40):
+        index.set(("up", n), similar, top, -1)
+    rejected, trace = responder.respond(QUESTION)
+    assert rejected.confidence is not None and trace.retrieval is not None
+    floor = plain.confidence * (1 - model.feedback_gain)
+    if trace.retrieval.candidates[0].entry.id == top:
+        assert floor <= rejected.confidence < plain.confidence
+    else:  # another entry overtook it: its own confidence, with no rating of its own
+        assert trace.retrieval.features[-1] == 0.0
 
 
 # The engine: ratings flow from the store into ranking, and back in after a restart -----------

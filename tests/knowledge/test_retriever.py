@@ -208,21 +208,6 @@ def test_follow_up_finds_the_entry_that_fits_both(
     assert _ids(retriever.retrieve_follow_up(text, context))[0] == entry_id
 
 
-@pytest.mark.model
-def test_retrieve_with_context_pulls_toward_the_topic(retriever: Retriever) -> None:
-    alone = retriever.embed("does it work offline?")
-    pulled = retriever.embed(
-        "does it work offline?", "Which operating systems does the desktop app support?"
-    )
-    assert np.linalg.norm(pulled) == pytest.approx(1.0, abs=1e-5)
-    assert not np.allclose(alone, pulled)
-    result = retriever.retrieve(
-        "does it work offline?", "Which operating systems does the desktop app support?"
-    )
-    assert "offline-desktop" in _ids(result)[:3]
-    assert result.query.startswith("Which operating systems")
-
-
 # --- exclusions ------------------------------------------------------------------------------
 
 
@@ -277,8 +262,10 @@ def test_exclude_entries_hides_the_whole_entry(
 # --- pure helpers ----------------------------------------------------------------------------
 
 
-def _candidate(entry_id: str, dense: float, share: float, votes: int, lexical: float) -> Candidate:
-    return Candidate(Entry(id=entry_id, answer="a"), share, dense, share, lexical, votes)
+def _candidate(
+    entry_id: str, dense: float, share: float, votes: int, lexical: float, feedback: float = 0.0
+) -> Candidate:
+    return Candidate(Entry(id=entry_id, answer="a"), share, dense, share, lexical, votes, feedback)
 
 
 def test_features_of_the_best_candidate() -> None:
@@ -287,7 +274,8 @@ def test_features_of_the_best_candidate() -> None:
         _candidate("b", 0.6, 0.2, 1, 1.0),
         _candidate("c", 0.8, 0.1, 0, 0.0),
     )
-    dense, share, margin, votes, lexical = features_of(candidates, vote_k=5)
+    dense, share, margin, votes, lexical, feedback = features_of(candidates, vote_k=5)
+    assert feedback == 0.0  # no feedback applied
     assert dense == 0.9
     assert share == 0.7
     assert margin == pytest.approx(0.1)  # to the best *other* similarity, not the next rank
@@ -296,10 +284,22 @@ def test_features_of_the_best_candidate() -> None:
 
 
 def test_features_of_edge_cases() -> None:
-    assert features_of((), vote_k=5) == (0.0, 0.0, 0.0, 0.0, 0.0)
+    assert features_of((), vote_k=5) == (0.0,) * len(FEATURES)
     alone = features_of((_candidate("a", 0.5, 1.0, 5, 0.0),), vote_k=5)
-    assert alone == (0.5, 1.0, 0.5, 1.0, 0.0)
+    assert alone == (0.5, 1.0, 0.5, 1.0, 0.0, 0.0)
     assert features_of((_candidate("a", 0.5, 1.0, 3, 0.0),), vote_k=0)[3] == 3.0
+
+
+def test_the_feedback_feature_is_the_best_candidates_boost_over_its_bound() -> None:
+    endorsed = (_candidate("a", 0.7, 0.3, 1, 0.0, feedback=0.06), _candidate("b", 0.8, 0.6, 4, 0.0))
+    assert features_of(endorsed, vote_k=5, feedback_bound=0.15)[-1] == pytest.approx(0.4)
+    rejected = (_candidate("a", 0.7, 0.3, 1, 0.0, feedback=-0.15),)
+    assert features_of(rejected, vote_k=5, feedback_bound=0.15)[-1] == -1.0
+    # Never past ±1, and no bound (no feedback index) means no feedback.
+    assert features_of(rejected, vote_k=5, feedback_bound=0.1)[-1] == -1.0
+    assert features_of(endorsed, vote_k=5)[-1] == 0.0
+    # Only the best candidate's rating counts.
+    assert features_of(endorsed[::-1], vote_k=5, feedback_bound=0.15)[-1] == 0.0
 
 
 def test_retrieval_top_is_none_without_candidates() -> None:
@@ -309,4 +309,3 @@ def test_retrieval_top_is_none_without_candidates() -> None:
 def test_config_defaults_are_sane() -> None:
     config = RetrieverConfig()
     assert config.vote_k <= config.dense_k
-    assert 0 < config.context_weight < 1

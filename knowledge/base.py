@@ -122,11 +122,13 @@ class KnowledgeBase:
     Args:
         directory: the index directory (created by the first ingest).
         embedder: turns texts into vectors; the same model must be used to build and to query.
+        mmap: map the dense index's vectors from the file instead of reading them into memory.
     """
 
-    def __init__(self, directory: Path | str, embedder: Embedder) -> None:
+    def __init__(self, directory: Path | str, embedder: Embedder, *, mmap: bool = True) -> None:
         self.directory = Path(directory)
         self.embedder = embedder
+        self.mmap = mmap
         self.entries: list[Entry] = []
         self.unit_entry: npt.NDArray[np.int32] = np.zeros(0, dtype=np.int32)
         self.unit_kind: npt.NDArray[np.int8] = np.zeros(0, dtype=np.int8)
@@ -170,11 +172,14 @@ class KnowledgeBase:
         units = np.load(self.directory / "units.npz")
         self.unit_entry = units["entry"].astype(np.int32)
         self.unit_kind = units["kind"].astype(np.int8)
-        self.dense = DenseIndex.load(self.directory)
+        self.dense = DenseIndex.load(self.directory, mmap=self.mmap)
         self.lexical = LexicalIndex.load(self.directory, len(self.unit_entry))
         self._by_id = {e.id: i for i, e in enumerate(self.entries)}
         self._by_answer = None
         self.manifest = manifest
+        # Cached query vectors are dropped with every (re)load, so a changed knowledge base or
+        # model never answers from vectors computed before it.
+        self.embedder.invalidate_cache()
         return self
 
     @property

@@ -2,6 +2,11 @@
 
 Nothing heavy is imported at module import time: `torch` and `sentence_transformers` load on the
 first `encode()` or an explicit `warm_up()`, so `supportbot --help` stays fast.
+
+The live-query path has three optional speed-ups (docs/benchmarks.md, "Hot path"), each off unless
+asked for: ``backend="onnx"`` runs the same model exported to ONNX Runtime (`knowledge.onnx`),
+``cache_size`` keeps the vectors of recently asked texts (`knowledge.cache`), and
+``batch_window_ms`` lets concurrent queries share one forward pass (`knowledge.batching`).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -23,12 +28,24 @@ from bot.errors import KnowledgeError
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
+    from knowledge.batching import MicroBatcher
+    from knowledge.cache import VectorCache
+    from knowledge.onnx import OnnxEncoder
+
 logger = logging.getLogger(__name__)
 
 Vectors = npt.NDArray[np.float32]
 
 #: Up to this many texts go through one direct forward pass (see `Embedder._encode_direct`).
 DIRECT_BATCH = 8
+
+Backend = Literal["torch", "onnx", "auto"]
+
+
+def default_onnx_dir() -> Path:
+    """Where exported ONNX models are cached when no folder is given."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "supportbot" / "onnx"
 
 
 def default_model_path() -> Path:
@@ -99,9 +116,29 @@ class Embedder:
     Args:
         model_path: a sentence-transformers model directory; the bundled model when None.
         batch_size: texts per forward pass when encoding many.
+        backend: ``torch`` (sentence-transformers), ``onnx`` (ONNX Runtime; an error when it
+            cannot be used) or ``auto`` (ONNX Runtime when installed and the model exports,
+            else torch).
+        onnx_dir: where the exported model is cached (`default_onnx_dir()` when None).
+        quantize: run an int8 dynamically quantized copy of the ONNX model.
+        cache_size: vectors of this many recent query texts are kept (0: no cache).
+        batch_window_ms: concurrent queries wait up to this long to share a forward pass
+            (None: no micro-batching; 0: share only what is already waiting).
+        threads: ONNX Runtime threads (0: up to 4, the machine's cores).
     """
 
-    def __init__(self, model_path: Path | str | None = None, *, batch_size: int = 64) -> None:
+    def __init__(
+        self,
+        model_path: Path | str | None = None,
+        *,
+        batch_size: int = 64,
+        backend: Backend = "torch",
+        onnx_dir: Path | str | None = None,
+        quantize: bool = False,
+        cache_size: int = 0,
+        batch_window_ms: float | None = None,
+        threads: int = 0,
+    ) -> None:
         self.model_path = resolve_model_path(model_path) if model_path else default_model_path()
         if (
             not (self.model_path / "modules.json").exists()
@@ -111,10 +148,31 @@ class Embedder:
                 f"{self.model_path} is not a sentence-transformers model directory "
                 "(no modules.json or config.json); check --model or SUPPORTBOT_MODEL"
             )
+        if backend not in ("torch", "onnx", "auto"):
+            raise KnowledgeError(
+                f"unknown embedding backend {backend!r}: use torch, onnx or auto "
+                "(SUPPORTBOT_EMBED_BACKEND)"
+            )
         self.batch_size = batch_size
+        self.requested_backend: Backend = backend
+        self.onnx_dir = Path(onnx_dir) if onnx_dir else default_onnx_dir()
+        self.quantize = quantize
+        self.threads = threads
         self._model: SentenceTransformer | None = None
+        self._onnx: OnnxEncoder | None = None
+        self._backend: Literal["torch", "onnx"] | None = None
         self._lock = threading.Lock()
         self._fingerprint: str | None = None
+        self.cache: VectorCache | None = None
+        if cache_size > 0:
+            from knowledge.cache import VectorCache
+
+            self.cache = VectorCache(cache_size)
+        self.batcher: MicroBatcher | None = None
+        if batch_window_ms is not None:
+            from knowledge.batching import MicroBatcher
+
+            self.batcher = MicroBatcher(self._encode_small, window_s=batch_window_ms / 1000)
 
     @property
     def fingerprint(self) -> str:
@@ -152,16 +210,78 @@ class Embedder:
         logger.info("loading embedding model from %s", self.model_path)
         return SentenceTransformer(str(self.model_path), device="cpu", local_files_only=True)
 
+    @property
+    def backend(self) -> Literal["torch", "onnx"]:
+        """The backend in use: ``auto`` resolved on first use (this may export the model)."""
+        if self._backend is None:
+            with self._lock:
+                if self._backend is None:
+                    self._backend = self._resolve_backend()
+        return self._backend
+
+    def onnx_path(self) -> Path:
+        """Where this model's ONNX export is (or will be) cached."""
+        suffix = "-int8" if self.quantize else ""
+        return self.onnx_dir / f"{self.model_path.name}-{self.fingerprint}{suffix}.onnx"
+
+    def _resolve_backend(self) -> Literal["torch", "onnx"]:
+        if self.requested_backend == "torch":
+            return "torch"
+        from knowledge import onnx
+
+        try:
+            if not onnx.available():
+                raise KnowledgeError(
+                    "ONNX Runtime is not installed: run `pip install onnxruntime onnx`, "
+                    "or set SUPPORTBOT_EMBED_BACKEND=torch"
+                )
+            max_length = onnx.check_exportable(self.model_path)
+            path = self.onnx_path()
+            if not path.exists():
+                plain = self.onnx_dir / f"{self.model_path.name}-{self.fingerprint}.onnx"
+                if not plain.exists():
+                    onnx.export(self.model_path, plain)
+                if self.quantize:
+                    onnx.quantize(plain, path)
+            self._onnx = onnx.OnnxEncoder(
+                path, self.model_path, max_length=max_length, threads=self.threads
+            )
+        except Exception as e:
+            if self.requested_backend == "onnx":
+                if isinstance(e, KnowledgeError):
+                    raise
+                raise KnowledgeError(
+                    f"the ONNX model for {self.model_path} could not be built or loaded ({e}); "
+                    f"delete {self.onnx_path()} to export it again, or set "
+                    "SUPPORTBOT_EMBED_BACKEND=torch"
+                ) from e
+            logger.warning("ONNX Runtime unavailable (%s): embedding with torch", e)
+            return "torch"
+        logger.info("embedding queries with ONNX Runtime (%s)", self._onnx.path.name)
+        return "onnx"
+
     def warm_up(self) -> None:
         """Load the model and run one pass so the first real query is not slow."""
-        self.encode(["warm up"])
+        self._encode_small(["warm up"])
+
+    def invalidate_cache(self) -> None:
+        """Drop cached query vectors (a knowledge base using this embedder was reloaded)."""
+        if self.cache is not None:
+            self.cache.clear()
+
+    def close(self) -> None:
+        """Stop the micro-batcher's thread, if any."""
+        if self.batcher is not None:
+            self.batcher.close()
 
     def encode(self, texts: Sequence[str], *, progress: bool = False) -> Vectors:
         """Embed texts; returns an array of shape (len(texts), dimension)."""
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         if len(texts) <= DIRECT_BATCH:
-            return self._encode_direct(texts)
+            return self._encode_query(texts)
+        if self.backend == "onnx":
+            return self._encode_onnx_many(texts)
         vectors = self.model.encode(
             list(texts),
             batch_size=self.batch_size,
@@ -170,6 +290,26 @@ class Embedder:
             show_progress_bar=False,
         )
         return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def _encode_query(self, texts: Sequence[str]) -> Vectors:
+        """The live-query path: cache, then micro-batcher or one direct forward pass."""
+        run = self.batcher.encode if self.batcher is not None else self._encode_small
+        if self.cache is None:
+            return run(texts)
+        found = self.cache.lookup(texts)
+        missing = [t for t, v in zip(texts, found, strict=True) if v is None]
+        if missing:
+            fresh = run(missing)
+            self.cache.store(missing, fresh)
+            rows = iter(fresh)
+            found = [v if v is not None else next(rows) for v in found]
+        return np.stack([np.asarray(v, dtype=np.float32) for v in found])
+
+    def _encode_small(self, texts: Sequence[str]) -> Vectors:
+        if self.backend == "onnx":
+            assert self._onnx is not None
+            return self._onnx.encode(texts)
+        return self._encode_direct(texts)
 
     def _encode_direct(self, texts: Sequence[str]) -> Vectors:
         """One forward pass without `encode()`'s batching machinery: the live-query path.
@@ -186,6 +326,16 @@ class Embedder:
             output = model(features)
             vectors = torch.nn.functional.normalize(output["sentence_embedding"], p=2.0, dim=1)
         return np.ascontiguousarray(vectors.numpy(), dtype=np.float32)
+
+    def _encode_onnx_many(self, texts: Sequence[str]) -> Vectors:
+        """Many texts through ONNX Runtime, in batches of similar length (little padding)."""
+        assert self._onnx is not None
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = np.zeros((len(texts), self.dimension), dtype=np.float32)
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start : start + self.batch_size]
+            out[rows] = self._onnx.encode([texts[i] for i in rows])
+        return out
 
     def encode_with_progress(self, texts: Sequence[str], description: str = "Embedding") -> Vectors:
         """Embed many texts in batches with a rich progress bar."""

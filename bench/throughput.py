@@ -1,0 +1,379 @@
+"""The hot path, measured: per-message latency, messages per second, start-up and memory.
+
+Everything in one run, on one machine, so the figures compare:
+
+* a **10,000-entry knowledge base** made from BANKING77: every training query of
+  ``kb.jsonl`` (the converter's output) becomes its own entry (question = the query, answer = its
+  intent's answer), the first 10,000 of them; queries are the held-out ``test.jsonl`` ones;
+* for each embedding configuration (torch; ONNX Runtime; ONNX int8 with ``--int8``): the
+  decision path (`Responder.respond`) and the whole live turn (`Engine.handle`, SQLite file)
+  p50/p95, and messages per second of one process answering one message at a time;
+* the query cache on a stream where every question is asked twice;
+* micro-batching: messages per second with several threads asking at once, without and with the
+  batcher;
+* the **raw batch-embedding rate** of the model (sentences/s, batch 64) with torch and with ONNX
+  Runtime, and the throughput's ratio to it;
+* **start-up and resident memory** of a fresh worker process (imports, model load, index load,
+  first answer) with a **100,000-passage** knowledge base, with and without a memory-mapped index.
+  The passages are synthesized: each joins two BANKING77 training queries and its intent's answer,
+  and its vector is the normalised mean of the two queries' real embeddings (embedding 100,000
+  passages would take many minutes on 2 cores; start-up and memory do not depend on the values).
+
+    python bench/throughput.py --data /tmp/b77s --work /tmp/supportbot-throughput [--int8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+SIZE = 10_000
+BIG = 100_000
+
+
+def pct(values: Sequence[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else 0.0
+
+
+def entries_10k(data: Path) -> list[Any]:
+    """One entry per BANKING77 training query (the first `SIZE`)."""
+    from knowledge.types import Entry
+
+    out: list[Entry] = []
+    with (data / "kb.jsonl").open() as fh:
+        intents = [json.loads(line) for line in fh]
+    for intent in intents:
+        for j, example in enumerate(intent["examples"]):
+            out.append(
+                Entry(
+                    id=f"{intent['id']}-{j}",
+                    answer=intent["answer"],
+                    question=example,
+                    title=intent.get("title"),
+                    source="banking77-10k",
+                )
+            )
+    # Interleave intents so the first SIZE cover all of them.
+    out.sort(key=lambda e: (int(e.id.rsplit("-", 1)[1]), e.id))
+    return out[:SIZE]
+
+
+def build_10k(data: Path, directory: Path) -> None:
+    from bot.service import ingest
+    from knowledge.base import KnowledgeBase
+    from knowledge.embeddings import Embedder
+
+    kb = KnowledgeBase(directory, Embedder())
+    if not kb.exists:
+        ingest(kb, entries_10k(data), progress=True)
+
+
+def build_100k(data: Path, directory: Path) -> None:
+    """The synthesized 100,000-passage knowledge base (see the module's docstring)."""
+    from knowledge.base import KnowledgeBase
+    from knowledge.embeddings import Embedder
+    from knowledge.types import Entry, content_id
+
+    kb = KnowledgeBase(directory, Embedder(backend="auto", onnx_dir=directory.parent / "onnx"))
+    if kb.exists:
+        return
+    with (data / "kb.jsonl").open() as fh:
+        intents = [json.loads(line) for line in fh]
+    queries = [(i, q) for i, intent in enumerate(intents) for q in intent["examples"]]
+    print(f"embedding {len(queries):,} training queries for the 100k synthesis")
+    vectors = kb.embedder.encode_with_progress([q for _, q in queries])
+    rng = np.random.default_rng(0)
+    entries: list[Entry] = []
+    mixed = np.zeros((BIG, vectors.shape[1]), dtype=np.float32)
+    texts: list[str] = []
+    for n in range(BIG):
+        a = int(rng.integers(len(queries)))
+        # the second query from the same intent, so the passage is about one thing
+        same = [k for k in range(max(0, a - 40), min(len(queries), a + 40)) if k != a]
+        b = int(rng.choice(same))
+        intent = intents[queries[a][0]]
+        text = f"{queries[a][1]} {queries[b][1]}\n{intent['answer']} (#{n})"
+        entries.append(Entry(id=f"p{n}", answer=text, title=None, source="synthetic-100k"))
+        texts.append(text)
+        v = vectors[a] + vectors[b]
+        mixed[n] = v / (np.linalg.norm(v) or 1.0)
+    print("writing the 100k index (HNSW build, BM25)…")
+    started = time.perf_counter()
+    kb._write(entries, list(range(BIG)), [2] * BIG, [content_id(t) for t in texts], texts, mixed)
+    print(f"built in {time.perf_counter() - started:.0f} s")
+
+
+# -- in-process measurements ---------------------------------------------------------------
+
+
+def make_stack(index: Path, tmp: Path, **embedder: Any) -> tuple[Any, Any, Any]:
+    from bot.engine import Engine, Responder
+    from bot.service import confidence_model
+    from bot.storage.store import Store
+    from knowledge.base import KnowledgeBase
+    from knowledge.embeddings import Embedder
+    from knowledge.retriever import Retriever
+
+    kb = KnowledgeBase(index, Embedder(onnx_dir=tmp / "onnx", **embedder)).load()
+    responder = Responder(Retriever(kb), confidence_model(kb))
+    store = Store.from_url(f"sqlite:///{tmp}/bench-{uuid.uuid4().hex[:6]}.db")
+    return kb, responder, Engine(store, responder)
+
+
+def time_decisions(responder: Any, texts: Sequence[str]) -> list[float]:
+    out = []
+    for text in texts:
+        started = time.perf_counter()
+        responder.respond(text)
+        out.append((time.perf_counter() - started) * 1000)
+    return out
+
+
+def time_turns(engine: Any, texts: Sequence[str]) -> tuple[list[float], float]:
+    from bot.model import InboundMessage
+
+    run = uuid.uuid4().hex[:8]
+    out = []
+    begin = time.perf_counter()
+    for i, text in enumerate(texts):
+        message = InboundMessage(
+            platform="bench",
+            workspace="",
+            channel=f"{run}-{i}",
+            user=f"u{i % 50}",
+            message_id=f"{run}-{i}",
+            text=text,
+        )
+        started = time.perf_counter()
+        engine.handle(message)
+        out.append((time.perf_counter() - started) * 1000)
+    return out, len(texts) / (time.perf_counter() - begin)
+
+
+def concurrent_rate(call: Callable[[str], object], texts: Sequence[str], workers: int) -> float:
+    """Messages per second with `workers` threads taking texts from one list."""
+    lock = threading.Lock()
+    position = 0
+
+    def work() -> None:
+        nonlocal position
+        while True:
+            with lock:
+                if position >= len(texts):
+                    return
+                text = texts[position]
+                position += 1
+            call(text)
+
+    threads = [threading.Thread(target=work) for _ in range(workers)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return len(texts) / (time.perf_counter() - started)
+
+
+def raw_rate(kb: Any, texts: Sequence[str]) -> float:
+    batch = list(texts) * max(1, 2048 // len(texts))
+    batch = batch[:2048]
+    kb.embedder.encode(batch[:64])
+    started = time.perf_counter()
+    kb.embedder.encode(batch)
+    return len(batch) / (time.perf_counter() - started)
+
+
+def in_process(args: argparse.Namespace, index10: Path) -> dict[str, Any]:
+    from bot.evaluate import load_queries
+
+    texts = [q.text for q in load_queries(args.data / "test.jsonl")][: args.limit]
+    results: dict[str, Any] = {"configs": {}, "queries": len(texts)}
+    configs: list[tuple[str, dict[str, Any]]] = [
+        ("torch", {"backend": "torch"}),
+        ("onnx", {"backend": "onnx"}),
+    ]
+    if args.int8:
+        configs.append(("onnx-int8", {"backend": "onnx", "quantize": True}))
+    for name, options in configs:
+        kb, responder, engine = make_stack(index10, args.work, batch_size=64, **options)
+        kb.embedder.warm_up()
+        for text in texts[:20]:
+            responder.respond(text)
+        decisions = time_decisions(responder, texts)
+        turns, turn_rate = time_turns(engine, texts)
+        rate = raw_rate(kb, texts)
+        results["configs"][name] = {
+            "decision_p50": statistics.median(decisions),
+            "decision_p95": pct(decisions, 95),
+            "turn_p50": statistics.median(turns),
+            "turn_p95": pct(turns, 95),
+            "turn_rate": turn_rate,
+            "decision_rate": 1000 / statistics.mean(decisions),
+            "raw_rate": rate,
+        }
+        print(name, json.dumps(results["configs"][name]))
+        kb.embedder.close()
+
+    best = "onnx-int8" if args.int8 and args.best_int8 else "onnx"
+    options = dict(configs)[best]
+    # Cache: every question twice, in a shuffled order (half the messages are repeats).
+    rng = np.random.default_rng(1)
+    stream = list(texts) * 2
+    rng.shuffle(stream)
+    for size in (0, 4096):
+        kb, responder, engine = make_stack(index10, args.work, cache_size=size, **options)
+        kb.embedder.warm_up()
+        decisions = time_decisions(responder, stream)
+        turns, turn_rate = time_turns(engine, stream)
+        results[f"cache_{size}"] = {
+            "decision_p50": statistics.median(decisions),
+            "decision_p95": pct(decisions, 95),
+            "turn_p50": statistics.median(turns),
+            "turn_rate": turn_rate,
+            "hits": kb.embedder.cache.hits if kb.embedder.cache else 0,
+        }
+        print(f"cache {size}", json.dumps(results[f"cache_{size}"]))
+    # Micro-batching: decision path with several threads at once.
+    for backend_name, backend in (("torch", {"backend": "torch"}), (best, options)):
+        for window in (None, 0.0, 2.0):
+            kb, responder, engine = make_stack(
+                index10, args.work, batch_window_ms=window, **backend
+            )
+            kb.embedder.warm_up()
+            row: dict[str, float] = {}
+            for workers in (1, 4, 8):
+                row[f"decide_x{workers}"] = concurrent_rate(responder.respond, texts, workers)
+            if kb.embedder.batcher is not None:
+                row["mean_batch"] = kb.embedder.batcher.texts / max(kb.embedder.batcher.batches, 1)
+            key = f"batch_{backend_name}_{'off' if window is None else window}"
+            results[key] = row
+            print(key, json.dumps(row))
+            kb.embedder.close()
+    return results
+
+
+# -- start-up and memory of a fresh worker ---------------------------------------------------
+
+
+def child(index: Path, onnx_dir: Path, backend: str, mmap: bool, quantize: bool) -> None:
+    """Run in a fresh interpreter: load everything, answer one question, report."""
+    import psutil
+
+    process = psutil.Process()
+    born = process.create_time()
+    from bot.engine import Responder
+    from bot.service import confidence_model
+    from knowledge.base import KnowledgeBase
+    from knowledge.embeddings import Embedder
+    from knowledge.retriever import Retriever
+
+    embedder = Embedder(backend=backend, onnx_dir=onnx_dir, quantize=quantize)  # type: ignore[arg-type]
+    kb = KnowledgeBase(index, embedder, mmap=mmap).load()
+    embedder.warm_up()
+    responder = Responder(Retriever(kb), confidence_model(kb))
+    responder.respond("I still have not received my new card")
+    ready = time.time()
+    memory = process.memory_full_info()
+    for text in ("how do I top up", "my card payment was declined", "exchange rate fee"):
+        responder.respond(text)
+    print(
+        json.dumps(
+            {
+                "startup_s": ready - born,
+                "rss_mb": memory.rss / 2**20,
+                "uss_mb": memory.uss / 2**20,
+                "rss_after_mb": process.memory_info().rss / 2**20,
+                "torch_imported": "torch" in sys.modules,
+                "units": len(kb.unit_entry),
+                "index": kb.manifest.index_kind if kb.manifest else "?",
+            }
+        )
+    )
+
+
+def startup(args: argparse.Namespace, index100: Path) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    cases = [
+        ("torch, read", "torch", False, False),
+        ("torch, mmap", "torch", True, False),
+        ("onnx, read", "onnx", False, False),
+        ("onnx, mmap", "onnx", True, False),
+    ]
+    if args.int8:
+        cases.append(("onnx-int8, mmap", "onnx", True, True))
+    for name, backend, mmap, quantize in cases:
+        runs = []
+        for _ in range(args.startup_runs):
+            command = [
+                sys.executable,
+                __file__,
+                "--child",
+                str(index100),
+                "--onnx-dir",
+                str(args.work / "onnx"),
+                "--backend",
+                backend,
+            ]
+            command += ["--mmap"] if mmap else []
+            command += ["--int8"] if quantize else []
+            out = subprocess.run(command, capture_output=True, text=True, check=True)
+            runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        row = {
+            key: statistics.median(r[key] for r in runs)
+            for key in ("startup_s", "rss_mb", "uss_mb", "rss_after_mb")
+        }
+        row["torch_imported"] = runs[0]["torch_imported"]
+        row["units"] = runs[0]["units"]
+        row["index"] = runs[0]["index"]
+        results[name] = row
+        print(name, json.dumps(row))
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data", type=Path, default=Path("/tmp/b77s"))
+    parser.add_argument("--work", type=Path, default=Path("/tmp/supportbot-throughput"))
+    parser.add_argument("--limit", type=int, default=500)
+    parser.add_argument("--int8", action="store_true", help="Also measure the int8 ONNX model.")
+    parser.add_argument("--best-int8", action="store_true", help="Cache/batching with int8.")
+    parser.add_argument("--startup-runs", type=int, default=3)
+    parser.add_argument("--skip", nargs="*", default=(), choices=("in-process", "startup"))
+    parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--onnx-dir", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--backend", default="torch", help=argparse.SUPPRESS)
+    parser.add_argument("--mmap", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, args.onnx_dir, args.backend, args.mmap, args.int8)
+        return
+    args.work.mkdir(parents=True, exist_ok=True)
+    index10, index100 = args.work / "kb10k", args.work / "kb100k"
+    build_10k(args.data, index10)
+    report: dict[str, Any] = {"cores": os.cpu_count(), "load_before": os.getloadavg()}
+    if "in-process" not in args.skip:
+        report.update(in_process(args, index10))
+    if "startup" not in args.skip:
+        build_100k(args.data, index100)
+        report["startup"] = startup(args, index100)
+    report["load_after"] = os.getloadavg()
+    (args.work / "report.json").write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""Micro-batching: concurrent single queries share one forward pass.
+
+Several requests served at once (web workers' thread pools, the Discord client) each embed one
+short text. One forward pass over eight texts costs far less than eight passes over one, so
+`MicroBatcher` funnels every caller's texts to one worker thread, which waits up to `window_s`
+after the first text for more (at most `max_batch`), runs them as one batch and hands each caller
+its own rows. With `window_s = 0` it never waits: whatever queued up while the previous pass ran
+goes in the next one, so a lone caller pays nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+Vectors = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    texts: tuple[str, ...]
+    future: Future[Vectors]
+
+
+class MicroBatcher:
+    """Groups texts from concurrent callers into one call of `encode`.
+
+    Args:
+        encode: embeds a list of texts in one forward pass; returns one row per text.
+        window_s: how long the worker waits after the first text for others.
+        max_batch: the most texts per forward pass.
+    """
+
+    def __init__(
+        self,
+        encode: Callable[[Sequence[str]], Vectors],
+        *,
+        window_s: float = 0.002,
+        max_batch: int = 32,
+    ) -> None:
+        if window_s < 0 or max_batch < 1:
+            raise ValueError("window_s must be ≥ 0 and max_batch ≥ 1")
+        self._encode = encode
+        self.window_s = window_s
+        self.max_batch = max_batch
+        self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self._closed = False
+        #: How many forward passes ran and how many texts they carried (for benchmarks).
+        self.batches = 0
+        self.texts = 0
+
+    def submit(self, texts: Sequence[str]) -> Future[Vectors]:
+        """Queue texts; the future resolves to their vectors (or the encoder's exception)."""
+        if self._closed:
+            raise RuntimeError("the micro-batcher is closed")
+        future: Future[Vectors] = Future()
+        if not texts:
+            future.set_result(np.zeros((0, 0), dtype=np.float32))
+            return future
+        self._ensure_worker()
+        self._queue.put(_Request(tuple(texts), future))
+        return future
+
+    def encode(self, texts: Sequence[str]) -> Vectors:
+        """Embed texts, sharing the forward pass with whoever else asks at the same time."""
+        return self.submit(texts).result()
+
+    async def aencode(self, texts: Sequence[str]) -> Vectors:
+        """`encode` for coroutines: waits without blocking the event loop."""
+        return await asyncio.wrap_future(self.submit(texts))
+
+    def close(self) -> None:
+        """Stop the worker after the queued requests are done."""
+        self._closed = True
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def _ensure_worker(self) -> None:
+        if self._thread is None:
+            with self._start_lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(
+                        target=self._run, name="embed-batcher", daemon=True
+                    )
+                    self._thread.start()
+
+    def _collect(self, first: _Request) -> tuple[list[_Request], bool]:
+        batch = [first]
+        count = len(first.texts)
+        deadline = time.perf_counter() + self.window_s
+        while count < self.max_batch:
+            try:
+                remaining = deadline - time.perf_counter()
+                item = self._queue.get(timeout=remaining) if remaining > 0 else None
+                if item is None and remaining <= 0:
+                    item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                return batch, True
+            batch.append(item)
+            count += len(item.texts)
+        return batch, False
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch, stop = self._collect(first)
+            texts = [t for request in batch for t in request.texts]
+            try:
+                vectors = self._encode(texts)
+            except BaseException as e:  # every caller must learn of the failure
+                for request in batch:
+                    request.future.set_exception(e)
+            else:
+                self.batches += 1
+                self.texts += len(texts)
+                start = 0
+                for request in batch:
+                    end = start + len(request.texts)
+                    request.future.set_result(np.array(vectors[start:end], dtype=np.float32))
+                    start = end
+            if stop:
+                return

@@ -1,0 +1,190 @@
+"""Query embedding with ONNX Runtime: the same all-MiniLM-L6-v2, exported once, run without torch.
+
+`export()` traces the sentence-transformers model (transformer, mean pooling, L2 normalisation)
+into one ONNX graph with `torch.onnx.export`; `OnnxEncoder` runs it with ONNX Runtime and the
+model's own fast tokenizer (`tokenizer.json`). The exported file is cached (see
+`knowledge.embeddings.Embedder`), so only the first start pays for the export and later starts
+never import torch at all. `quantize()` writes an int8 (dynamic) variant.
+
+`onnxruntime` is optional: `available()` says whether it can be used; the embedder falls back to
+torch when it cannot.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from bot.errors import KnowledgeError
+
+logger = logging.getLogger(__name__)
+
+Vectors = npt.NDArray[np.float32]
+
+INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+OPSET = 17
+
+
+def available() -> bool:
+    """True when ONNX Runtime is installed (exporting also needs the `onnx` package)."""
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
+def check_exportable(model_path: Path) -> int:
+    """The model's maximum sequence length, if it is a plain mean-pooled, normalised model.
+
+    Raises:
+        KnowledgeError: the model uses another pooling or extra modules the export does not cover.
+    """
+    modules_file = model_path / "modules.json"
+    if modules_file.exists():
+        kinds = [m.get("type", "") for m in json.loads(modules_file.read_text())]
+        allowed = ("Transformer", "Pooling", "Normalize")
+        if any(not k.endswith(allowed) for k in kinds):
+            raise KnowledgeError(
+                f"{model_path} has modules the ONNX export does not cover ({kinds}); "
+                "set SUPPORTBOT_EMBED_BACKEND=torch"
+            )
+    pooling = model_path / "1_Pooling" / "config.json"
+    if pooling.exists():
+        config = json.loads(pooling.read_text())
+        modes = [k for k, v in config.items() if k.startswith("pooling_mode") and v]
+        if modes != ["pooling_mode_mean_tokens"]:
+            raise KnowledgeError(
+                f"{model_path} pools with {modes}; the ONNX export supports mean pooling only: "
+                "set SUPPORTBOT_EMBED_BACKEND=torch"
+            )
+    bert_config = model_path / "sentence_bert_config.json"
+    if bert_config.exists():
+        return int(json.loads(bert_config.read_text()).get("max_seq_length") or 256)
+    return 256
+
+
+def export(model_path: Path, out: Path) -> Path:
+    """Export the model to `out` (written atomically); returns `out`.
+
+    Raises:
+        KnowledgeError: the model cannot be exported (see `check_exportable`), or `onnx` is
+            missing.
+    """
+    check_exportable(model_path)
+    if importlib.util.find_spec("onnx") is None:
+        raise KnowledgeError("exporting to ONNX needs the `onnx` package: run `pip install onnx`")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    import torch
+    from transformers import AutoModel
+
+    transformer = AutoModel.from_pretrained(str(model_path), local_files_only=True).eval()
+
+    class Pooled(torch.nn.Module):
+        def __init__(self, model: Any) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(
+            self, input_ids: Any, attention_mask: Any, token_type_ids: Any
+        ) -> Any:  # pragma: no cover - traced, not called
+            hidden = self.model(
+                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+            ).last_hidden_state
+            weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+            return torch.nn.functional.normalize(pooled, p=2.0, dim=1)
+
+    sample = torch.ones((2, 8), dtype=torch.int64)
+    axes = {name: {0: "batch", 1: "tokens"} for name in INPUTS}
+    axes["embedding"] = {0: "batch"}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    logger.info("exporting %s to ONNX at %s (once)", model_path, out)
+    # The tracer warns about shape checks it freezes (padding, causal masks): they hold for
+    # every input of an encoder, and the equivalence tests compare with the torch model.
+    with torch.inference_mode(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            Pooled(transformer),
+            (sample, sample, torch.zeros_like(sample)),
+            str(tmp),
+            input_names=list(INPUTS),
+            output_names=["embedding"],
+            dynamic_axes=axes,
+            opset_version=OPSET,
+            dynamo=False,
+        )
+    tmp.replace(out)
+    return out
+
+
+def quantize(source: Path, out: Path) -> Path:
+    """Write an int8 dynamically quantized copy of an exported model to `out`."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    quantize_dynamic(str(source), str(tmp), weight_type=QuantType.QInt8)
+    tmp.replace(out)
+    return out
+
+
+class OnnxEncoder:
+    """Runs an exported model: texts in, L2-normalised float32 vectors out.
+
+    Args:
+        onnx_path: the file `export()` (or `quantize()`) wrote.
+        model_path: the sentence-transformers directory (for its `tokenizer.json`).
+        max_length: tokens kept per text (the model's `max_seq_length`).
+        threads: ONNX Runtime intra-op threads; threads do not spin between calls, so they do
+            not steal time from the rest of the process.
+    """
+
+    def __init__(
+        self, onnx_path: Path, model_path: Path, *, max_length: int = 256, threads: int = 0
+    ) -> None:
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        tokenizer_file = model_path / "tokenizer.json"
+        if not tokenizer_file.exists():
+            raise KnowledgeError(
+                f"{model_path} has no tokenizer.json (a fast tokenizer is needed for ONNX); "
+                "set SUPPORTBOT_EMBED_BACKEND=torch"
+            )
+        self._tokenizer = Tokenizer.from_file(str(tokenizer_file))
+        self._tokenizer.enable_truncation(max_length)
+        self._tokenizer.no_padding()
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or min(os.cpu_count() or 1, 4)
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.log_severity_level = 3
+        self._session = ort.InferenceSession(
+            str(onnx_path), options, providers=["CPUExecutionProvider"]
+        )
+        self._inputs = {i.name for i in self._session.get_inputs()}
+        self.path = onnx_path
+
+    def encode(self, texts: Sequence[str]) -> Vectors:
+        """One forward pass over all texts (padded to the longest)."""
+        encodings = self._tokenizer.encode_batch(list(texts))
+        width = max(len(e.ids) for e in encodings)
+        ids = np.zeros((len(encodings), width), dtype=np.int64)
+        mask = np.zeros_like(ids)
+        types = np.zeros_like(ids)
+        for row, enc in enumerate(encodings):
+            n = len(enc.ids)
+            ids[row, :n] = enc.ids
+            mask[row, :n] = enc.attention_mask
+            types[row, :n] = enc.type_ids
+        feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+        output = self._session.run(None, {k: v for k, v in feed.items() if k in self._inputs})
+        return np.ascontiguousarray(output[0], dtype=np.float32)

@@ -1,0 +1,260 @@
+"""The hot path's speed-ups keep answers the same: ONNX Runtime, the query cache, micro-batching."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from bot.errors import KnowledgeError
+from knowledge import onnx
+from knowledge.base import KnowledgeBase
+from knowledge.batching import MicroBatcher
+from knowledge.cache import VectorCache, normalize
+from knowledge.embeddings import Embedder
+
+SAMPLES = [
+    "How do I reset my password?",
+    "my card payment was declined at the supermarket",
+    "Can I get a refund for the Plus plan?",
+    "Wo ist meine Karte? Ich habe sie vor einer Woche bestellt.",
+    "😀 émojis and ünïcödé, tabs\tand\nnewlines",
+    "x",
+    "exchange rate " * 300,  # past the model's 256 tokens: truncated the same way
+]
+
+
+@pytest.fixture(scope="module")
+def onnx_embedder(tmp_path_factory: pytest.TempPathFactory) -> Embedder:
+    embedder = Embedder(backend="onnx", onnx_dir=tmp_path_factory.mktemp("onnx"))
+    embedder.warm_up()
+    return embedder
+
+
+def _cosines(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    return np.asarray((a * b).sum(axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)))
+
+
+# --- ONNX Runtime ----------------------------------------------------------------------------
+
+
+@pytest.mark.model
+def test_onnx_vectors_match_torch_one_at_a_time(
+    embedder: Embedder, onnx_embedder: Embedder
+) -> None:
+    assert onnx_embedder.backend == "onnx"
+    for text in SAMPLES:
+        cos = _cosines(embedder.encode([text]), onnx_embedder.encode([text]))
+        assert cos[0] >= 0.999, text
+
+
+@pytest.mark.model
+def test_onnx_batches_with_padding_match_torch(embedder: Embedder, onnx_embedder: Embedder) -> None:
+    many = SAMPLES * 3 + [f"question {i} about my card arriving late" for i in range(40)]
+    torch_vectors, onnx_vectors = embedder.encode(many), onnx_embedder.encode(many)
+    assert onnx_vectors.shape == torch_vectors.shape == (len(many), 384)
+    assert onnx_vectors.dtype == np.float32
+    assert _cosines(torch_vectors, onnx_vectors).min() >= 0.999
+    np.testing.assert_allclose(np.linalg.norm(onnx_vectors, axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.model
+def test_the_export_is_cached_and_reused(onnx_embedder: Embedder) -> None:
+    path = onnx_embedder.onnx_path()
+    assert path.exists() and path.parent == onnx_embedder.onnx_dir
+    written = path.stat().st_mtime_ns
+    again = Embedder(backend="onnx", onnx_dir=onnx_embedder.onnx_dir)
+    assert again.backend == "onnx"
+    assert path.stat().st_mtime_ns == written
+    np.testing.assert_allclose(again.encode(SAMPLES[:2]), onnx_embedder.encode(SAMPLES[:2]))
+
+
+def test_auto_falls_back_to_torch_without_onnxruntime(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(onnx, "available", lambda: False)
+    assert Embedder(backend="auto", onnx_dir=tmp_path).backend == "torch"
+    with pytest.raises(KnowledgeError, match="pip install onnxruntime"):
+        _ = Embedder(backend="onnx", onnx_dir=tmp_path).backend
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_model_with_another_pooling_is_not_exported(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"hidden_size": 384}))
+    (tmp_path / "modules.json").write_text(
+        json.dumps([{"type": "sentence_transformers.models.Transformer"}])
+    )
+    (tmp_path / "1_Pooling").mkdir()
+    (tmp_path / "1_Pooling" / "config.json").write_text(
+        json.dumps({"pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False})
+    )
+    with pytest.raises(KnowledgeError, match="mean pooling only"):
+        onnx.check_exportable(tmp_path)
+    auto = Embedder(tmp_path, backend="auto", onnx_dir=tmp_path / "onnx")
+    assert auto.backend == "torch"
+    with pytest.raises(KnowledgeError, match="SUPPORTBOT_EMBED_BACKEND=torch"):
+        _ = Embedder(tmp_path, backend="onnx", onnx_dir=tmp_path / "onnx").backend
+
+
+def test_an_unknown_backend_is_refused() -> None:
+    with pytest.raises(KnowledgeError, match="torch, onnx or auto"):
+        Embedder(backend="tensorflow")  # type: ignore[arg-type]
+
+
+# --- the query cache -------------------------------------------------------------------------
+
+
+def test_normalize_folds_only_what_the_uncased_tokenizer_ignores() -> None:
+    assert normalize("  How DO I\treset\n my PIN? ") == "how do i reset my pin?"
+    assert normalize("Straße") == "straße"  # not casefolded to "strasse"
+
+
+def test_the_cache_is_a_bounded_lru() -> None:
+    cache = VectorCache(2)
+    vectors = np.eye(3, dtype=np.float32)
+    cache.store(["a", "b"], vectors[:2])
+    assert cache.lookup(["A"])[0] is not None  # "a" is now the most recent
+    cache.store(["c"], vectors[2:])
+    found = cache.lookup(["a", "b", "c"])
+    assert found[1] is None and found[0] is not None and found[2] is not None
+    assert len(cache) == 2
+    with pytest.raises(ValueError, match="at least one"):
+        VectorCache(0)
+
+
+@pytest.mark.model
+def test_repeated_questions_hit_the_cache_with_the_same_vector(embedder: Embedder) -> None:
+    cached = Embedder(cache_size=8)
+    assert cached.cache is not None
+    first = cached.encode(["How do I reset my password?", "Plus pricing"])
+    assert (cached.cache.hits, cached.cache.misses) == (0, 2)
+    again = cached.encode(["how do i  reset my PASSWORD?", "something new"])
+    assert cached.cache.hits == 1
+    np.testing.assert_array_equal(again[0], first[0])
+    np.testing.assert_allclose(
+        again, embedder.encode(["How do I reset my password?", "something new"]), atol=1e-5
+    )
+    again[0][:] = 0  # callers get their own copies
+    np.testing.assert_array_equal(cached.encode(["How do I reset my password?"])[0], first[0])
+
+
+@pytest.mark.model
+def test_loading_a_knowledge_base_invalidates_the_cache(sample_kb_dir: Path) -> None:
+    cached = Embedder(cache_size=8)
+    kb = KnowledgeBase(sample_kb_dir, cached).load()
+    assert cached.cache is not None
+    kb.embedder.encode(["How much is Plus?"])
+    assert len(cached.cache) == 1
+    kb.load()  # what every ingest and reindex ends with
+    assert len(cached.cache) == 0
+    kb.embedder.encode(["How much is Plus?"])
+    assert cached.cache.misses == 2
+
+
+# --- micro-batching --------------------------------------------------------------------------
+
+
+def _recording_encoder(
+    calls: list[int], gate: threading.Event | None = None
+) -> tuple[object, list[list[str]]]:
+    seen: list[list[str]] = []
+
+    def encode(texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        if gate is not None:
+            gate.wait(5)
+        calls.append(len(texts))
+        seen.append(list(texts))
+        # each text's vector encodes the text itself, so a mix-up is visible
+        return np.array([[float(len(t)), float(hash(t) % 9973)] for t in texts], dtype=np.float32)
+
+    return encode, seen
+
+
+def test_each_concurrent_caller_gets_its_own_vectors() -> None:
+    calls: list[int] = []
+    encode, _ = _recording_encoder(calls)
+    batcher = MicroBatcher(encode, window_s=0.05, max_batch=64)  # type: ignore[arg-type]
+    texts = [f"caller {i} " * (i % 5 + 1) for i in range(32)]
+    results: dict[int, npt.NDArray[np.float32]] = {}
+    start = threading.Barrier(len(texts))
+
+    def call(i: int) -> None:
+        start.wait()
+        results[i] = batcher.encode([texts[i], texts[i] + "!"])
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(texts))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    batcher.close()
+    for i, text in enumerate(texts):
+        expected = np.array(
+            [[len(text), hash(text) % 9973], [len(text) + 1, hash(text + "!") % 9973]],
+            dtype=np.float32,
+        )
+        np.testing.assert_array_equal(results[i], expected)
+    assert sum(calls) == 2 * len(texts)
+    assert len(calls) < len(texts)  # some callers shared a forward pass
+    assert max(calls) <= 64
+
+
+def test_a_failing_encoder_fails_every_waiting_caller_and_the_batcher_recovers() -> None:
+    state = {"fail": True}
+
+    def encode(texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        if state["fail"]:
+            raise RuntimeError("model exploded")
+        return np.ones((len(texts), 2), dtype=np.float32)
+
+    batcher = MicroBatcher(encode, window_s=0.0)
+    with pytest.raises(RuntimeError, match="model exploded"):
+        batcher.encode(["a"])
+    state["fail"] = False
+    assert batcher.encode(["a", "b"]).shape == (2, 2)
+    batcher.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        batcher.submit(["a"])
+
+
+async def test_coroutines_share_the_batcher_without_blocking_the_loop() -> None:
+    calls: list[int] = []
+    encode, _ = _recording_encoder(calls)
+    batcher = MicroBatcher(encode, window_s=0.02)  # type: ignore[arg-type]
+    texts = [f"question {i}" for i in range(10)]
+    results = await asyncio.gather(*(batcher.aencode([t]) for t in texts))
+    for text, vectors in zip(texts, results, strict=True):
+        assert vectors.tolist() == [[float(len(text)), float(hash(text) % 9973)]]
+    batcher.close()
+
+
+@pytest.mark.model
+def test_the_real_model_through_the_batcher_gives_each_thread_its_vector(
+    embedder: Embedder, onnx_embedder: Embedder
+) -> None:
+    batched = Embedder(backend="onnx", onnx_dir=onnx_embedder.onnx_dir, batch_window_ms=5)
+    texts = [*SAMPLES[:6], *(f"when will card number {i} arrive" for i in range(10))]
+    expected = embedder.encode(texts)
+    got: dict[int, npt.NDArray[np.float32]] = {}
+    start = threading.Barrier(len(texts))
+
+    def call(i: int) -> None:
+        start.wait()
+        got[i] = batched.encode([texts[i]])[0]
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(texts))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert batched.batcher is not None
+    assert batched.batcher.texts == len(texts) + 0  # warm-up does not go through the batcher
+    for i in range(len(texts)):
+        assert float(got[i] @ expected[i]) >= 0.999, texts[i]
+    batched.close()

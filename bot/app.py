@@ -107,6 +107,48 @@ async def _no_receive() -> Message:  # a JSONResponse never reads the request
     return {"type": "http.disconnect"}
 
 
+#: Set by `supportbot run --workers N` for its worker processes: "text" or "json" log lines, and
+#: the log level name.
+LOG_FORMAT_ENV = "SUPPORTBOT_LOG_FORMAT"
+LOG_LEVEL_ENV = "SUPPORTBOT_LOG_LEVEL"
+
+
+def create_app_from_env() -> FastAPI:
+    """The app of one worker process, built from the environment alone.
+
+    `supportbot run --workers N` hands this factory to uvicorn
+    (``uvicorn.run("bot.app:create_app_from_env", factory=True, workers=N)``), which calls it in
+    each of its N processes. Every worker builds its own services: its own database pool and its
+    own copy of the model and the index (so N workers hold N copies in memory). All the state
+    they share lives in the database: inbound events are claimed once (`Store.claim_event`), a
+    conversation runs one turn at a time (`Store.conversation_lock`), relay deliveries are
+    claimed (`Store.claim_relay_delivery`) and Slack's Socket Mode runs under a lease.
+
+    The database must already be migrated and the knowledge base built: the parent process
+    does both before it starts the workers, so they never race to do it.
+    """
+    import os
+
+    from bot.service import build_services
+    from bot.settings import load_settings
+    from monitoring.telemetry import configure_logging
+
+    log_format = os.environ.get(LOG_FORMAT_ENV, "text")
+    configure_logging(
+        "json" if log_format == "json" else "text",
+        level=logging.getLevelNamesMapping().get(os.environ.get(LOG_LEVEL_ENV, ""), logging.INFO),
+    )
+    services = build_services(load_settings())
+    services.kb.embedder.warm_up()
+    logger.info(
+        "worker %d ready: %d entries, database %s",
+        os.getpid(),
+        len(services.kb.entries),
+        services.store.engine.url.render_as_string(hide_password=True),
+    )
+    return create_app(services)
+
+
 def create_app(services: Services, *, adapters: dict[str, AdapterMount] | None = None) -> FastAPI:
     """Build the ASGI app around already assembled services.
 

@@ -102,6 +102,15 @@ def run(
             help="text, or json: one JSON object a line, with the conversation id of the turn.",
         ),
     ] = "text",
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="Worker processes; more than 1 needs PostgreSQL (DATABASE_URL). Each loads "
+            "the model and the index itself.",
+        ),
+    ] = 1,
 ) -> None:
     """Serve the web chat, the chat API and the platform webhooks."""
     import os
@@ -123,6 +132,9 @@ def run(
     if slack_socket_mode:
         # The Slack adapter reads its settings from the environment when it mounts.
         os.environ["SUPPORTBOT_SLACK_SOCKET_MODE"] = "1"
+    if workers > 1:
+        _run_workers(workers, host=host, port=port, verbose=verbose, log_format=log_format)
+        return
     settings = _settings(host=host, port=port)
     services = build_services(settings, progress=True)
     services.kb.embedder.warm_up()
@@ -136,6 +148,60 @@ def run(
     else:
         console.print("Dashboard disabled: set SUPPORTBOT_DASHBOARD_TOKEN to turn it on")
     uvicorn.run(create_app(services), host=settings.host, port=settings.port, log_level="info")
+
+
+def _prepare_shared_state(host: str | None, port: int | None) -> int:
+    """Migrate the database and make sure the knowledge base is built (from the bundled sample
+    on first start, re-embedded after a model change); returns its number of entries."""
+    from bot.service import open_kb
+    from bot.storage import db
+
+    settings = _settings(host=host, port=port)
+    db.migrate(settings.db_url)
+    return len(open_kb(settings, progress=True).entries)
+
+
+def _run_workers(
+    workers: int, *, host: str | None, port: int | None, verbose: bool, log_format: str
+) -> None:
+    """`supportbot run --workers N`: uvicorn's N processes, each building its own services."""
+    import os
+
+    import uvicorn
+
+    from bot.app import LOG_FORMAT_ENV, LOG_LEVEL_ENV
+    from bot.storage import db
+
+    settings = _settings(host=host, port=port)
+    if db.normalize_url(settings.db_url).get_backend_name() != "postgresql":
+        err_console.print(
+            f"[red]--workers {workers} needs PostgreSQL: several processes cannot share the "
+            "SQLite file safely (one writer at a time, no locks between processes).[/] Set "
+            "DATABASE_URL=postgresql+psycopg://USER@HOST:5432/DBNAME, or run one worker."
+        )
+        raise typer.Exit(2)
+    # Once, before the workers start, so they never race to do it; in a process of its own,
+    # so this supervising process does not keep a copy of the model for nothing.
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+        entries = pool.submit(_prepare_shared_state, host, port).result()
+    os.environ[LOG_FORMAT_ENV] = log_format
+    os.environ[LOG_LEVEL_ENV] = "DEBUG" if verbose else "INFO"
+    console.print(
+        f"[bold green]Support bot starting {workers} workers[/] on "
+        f"http://{settings.host}:{settings.port}/ ({entries} entries, database "
+        f"{escape(db.describe_url(settings.db_url))}); each loads the model and the index"
+    )
+    uvicorn.run(
+        "bot.app:create_app_from_env",
+        factory=True,
+        workers=workers,
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+    )
 
 
 @app.command()
@@ -299,16 +365,16 @@ def evaluate(
     """Measure answer quality and latency on labelled queries."""
     from bot.engine import Responder
     from bot.evaluate import calibrate, feedback_replay, load_queries, metrics, run_queries
-    from bot.service import confidence_model, ingest
+    from bot.service import confidence_model, ingest, make_embedder
     from knowledge.base import KnowledgeBase
-    from knowledge.embeddings import Embedder
     from knowledge.ingest import load_sources
     from knowledge.retriever import Retriever
 
     items = load_queries(queries)
     calibration_items = load_queries(calibrate_file) if calibrate_file else None
     with tempfile.TemporaryDirectory(prefix="supportbot-eval-") as tmp:
-        base = KnowledgeBase(Path(tmp) / "index", Embedder(model))
+        # SUPPORTBOT_EMBED_BACKEND / _QUANTIZE apply, so their effect on quality is measurable.
+        base = KnowledgeBase(Path(tmp) / "index", make_embedder(_settings(), model))
         ingest(base, load_sources(kb), progress=not as_json)
         responder = Responder(Retriever(base), confidence_model(base))
         with _progress() as bar:

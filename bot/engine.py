@@ -381,7 +381,10 @@ class Engine:
         if limited is not None:
             return limited
         try:
-            with conversation_scope(str(batch[-1].conversation)):
+            key = str(batch[-1].conversation)
+            # One turn of a conversation at a time, across threads and worker processes: its
+            # turns are stored in order and each reads the one before (Store.conversation_lock).
+            with conversation_scope(key), self.store.conversation_lock(key):
                 return self._turn(batch, answer=True)
         except Exception:
             logger.exception(
@@ -399,7 +402,8 @@ class Engine:
         """
         batch = self._check_batch(messages)
         try:
-            self._turn(batch, answer=False)
+            with self.store.conversation_lock(str(batch[-1].conversation)):
+                self._turn(batch, answer=False)
         except Exception:
             logger.exception(
                 "recording failed platform=%s conversation=%s",

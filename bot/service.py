@@ -92,9 +92,25 @@ def confidence_model(kb: KnowledgeBase, override: float | None = None) -> Confid
     return model
 
 
+def make_embedder(settings: Settings, model: Path | None = None) -> Embedder:
+    """The embedder the settings ask for (backend, query cache, micro-batching).
+
+    An ONNX export is cached in ``onnx/`` beside the index directory.
+    """
+    return Embedder(
+        model or settings.model,
+        backend=settings.embed_backend,
+        onnx_dir=settings.index_dir.parent / "onnx",
+        quantize=settings.embed_quantize,
+        cache_size=settings.embed_cache_size,
+        batch_window_ms=settings.embed_batch_window_ms,
+        threads=settings.embed_threads,
+    )
+
+
 def open_kb(settings: Settings, *, bootstrap: bool = True, progress: bool = False) -> KnowledgeBase:
     """Load the knowledge base; on first start, build it from the bundled sample."""
-    kb = KnowledgeBase(settings.index_dir, Embedder(settings.model))
+    kb = KnowledgeBase(settings.index_dir, make_embedder(settings), mmap=settings.index_mmap)
     if not kb.exists and bootstrap:
         logger.info("no knowledge base at %s yet: ingesting the bundled sample", kb.directory)
         ingest_paths(kb, sample_kb_paths(), progress=progress)

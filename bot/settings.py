@@ -89,6 +89,19 @@ class Settings(BaseSettings):
     #: The prompt templates' version: a folder under ``bot/prompts`` or ``prompts_dir``.
     prompt_version: str = "v1"
     prompts_dir: Path | None = None
+    #: Query embedding (docs/benchmarks.md, "Hot path"): ``torch``, ``onnx`` (ONNX Runtime, the
+    #: model exported once next to the index) or ``auto`` (ONNX Runtime when installed).
+    embed_backend: Literal["torch", "onnx", "auto"] = "torch"
+    #: Run the ONNX model quantized to int8 (``SUPPORTBOT_EMBED_QUANTIZE=1``).
+    embed_quantize: bool = False
+    #: Vectors of this many recent query texts are kept in memory (0: no cache).
+    embed_cache_size: int = Field(default=1024, ge=0)
+    #: Concurrent queries wait up to this many ms to share a forward pass; unset: no batching.
+    embed_batch_window_ms: float | None = Field(default=None, ge=0, le=50)
+    #: ONNX Runtime threads per process (0: the machine's cores, at most 4).
+    embed_threads: int = Field(default=0, ge=0)
+    #: Memory-map the dense index instead of reading it (shared between workers, fast start).
+    index_mmap: bool = True
 
     @field_validator("threshold")
     @classmethod

@@ -11,13 +11,14 @@ Database failures surface as `StorageError` with a message that says what to che
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from sqlalchemy import ColumnElement, Engine, delete, func, literal, or_, update
+from sqlalchemy import ColumnElement, Engine, delete, func, literal, or_, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import Session, col, select
@@ -81,6 +82,45 @@ OPENING_PREFIX: Final = "opening:"
 
 _RETRIES: Final = 3
 """How often a write that lost a race to a concurrent writer is tried again."""
+
+TURN_LOCK_NAMESPACE: Final = 0x5B0770
+"""First key of the PostgreSQL advisory locks that hold a conversation for one turn (the second
+is `hashtext` of the conversation key), so they never collide with other advisory-lock users."""
+
+TURN_LOCK_CONNECTIONS: Final = 4
+"""PostgreSQL connections per process that hold turn locks: the most turns one process runs at
+once (more wait for a free one). Kept apart from the main pool, so a turn holding its lock can
+always get a connection for its queries; small, so 4 workers stay well under the server's
+default of 100 connections."""
+
+
+class _KeyLocks:
+    """Process-local re-entrant locks, one per key while anybody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[str, tuple[threading.RLock, list[int]]] = {}
+
+    @contextmanager
+    def hold(self, key: str, timeout_s: float) -> Iterator[None]:
+        with self._guard:
+            lock, users = self._locks.setdefault(key, (threading.RLock(), [0]))
+            users[0] += 1
+        try:
+            if not lock.acquire(timeout=timeout_s):
+                raise StorageError(
+                    f"conversation {key} stayed busy for {timeout_s:.0f} s: another turn of it "
+                    "is still running in this process; the customer can send the message again"
+                )
+            try:
+                yield
+            finally:
+                lock.release()
+        finally:
+            with self._guard:
+                users[0] -= 1
+                if users[0] == 0:
+                    del self._locks[key]
 
 
 @dataclass(frozen=True, slots=True)
@@ -360,6 +400,12 @@ class Store:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        # Turn locks (`conversation_lock`): per key in this process, then on PostgreSQL an
+        # advisory lock on a connection of a small pool of its own.
+        self._key_locks = _KeyLocks()
+        self._held = threading.local()
+        self._lock_engine: Engine | None = None
+        self._lock_engine_guard = threading.Lock()
 
     @classmethod
     def from_url(cls, url: str, *, migrate: bool = True) -> Store:
@@ -385,6 +431,8 @@ class Store:
     def close(self) -> None:
         """Close the pooled connections; the store reconnects if used again."""
         self._engine.dispose()
+        if self._lock_engine is not None:
+            self._lock_engine.dispose()
 
     @contextmanager
     def _session(self, action: str) -> Iterator[Session]:
@@ -414,6 +462,92 @@ class Store:
                 logger.debug("event %s/%s was already claimed", platform, event_id)
                 return False
             return True
+
+    # Turn locks ------------------------------------------------------------------------------
+
+    @contextmanager
+    def conversation_lock(self, key: str, *, timeout_s: float = 30.0) -> Iterator[None]:
+        """Hold the conversation `key` for one turn: one thread, in one process, at a time.
+
+        Within a process a lock per key; on PostgreSQL also
+        ``pg_advisory_xact_lock(TURN_LOCK_NAMESPACE, hashtext(key))``, in a transaction kept
+        open on a connection of its own until the block ends, so every worker process on the
+        database waits for the others. The server drops the lock with the connection, so a
+        worker that dies mid-turn never leaves a conversation locked. SQLite (one process, one
+        writer) needs the process-local lock only. Re-entrant: a thread already holding `key`
+        passes straight through.
+
+        Args:
+            key: the conversation key (`str(ConversationKey)`).
+            timeout_s: how long to wait for the lock (both parts).
+
+        Raises:
+            StorageError: the lock was not had within `timeout_s`, or the database failed.
+        """
+        held: set[str] = self._held.__dict__.setdefault("keys", set())
+        if key in held:
+            yield
+            return
+        with self._key_locks.hold(key, timeout_s):
+            held.add(key)
+            try:
+                if self._engine.dialect.name == "postgresql":
+                    with self._advisory_lock(key, timeout_s):
+                        yield
+                else:
+                    yield
+            finally:
+                held.discard(key)
+
+    def _locks_engine(self) -> Engine:
+        with self._lock_engine_guard:
+            if self._lock_engine is None:
+                self._lock_engine = db.make_engine(
+                    self._engine.url,
+                    pool_size=TURN_LOCK_CONNECTIONS,
+                    max_overflow=0,
+                    pool_timeout=30,
+                )
+            return self._lock_engine
+
+    @contextmanager
+    def _advisory_lock(self, key: str, timeout_s: float) -> Iterator[None]:
+        action = "lock a conversation for a turn"
+        engine = self._locks_engine()
+        try:
+            connection = engine.connect()
+        except SQLAlchemyError as exc:
+            raise db.storage_error(exc, self._engine.url, action) from exc
+        try:
+            transaction = connection.begin()
+            # lock_timeout bounds the wait for an advisory lock too (SET LOCAL: this turn only).
+            connection.execute(
+                text("SELECT set_config('lock_timeout', :timeout, true)"),
+                {"timeout": f"{max(int(timeout_s * 1000), 1)}ms"},
+            )
+            connection.execute(
+                text("SELECT pg_advisory_xact_lock(:namespace, hashtext(:key))"),
+                {"namespace": TURN_LOCK_NAMESPACE, "key": key},
+            )
+        except SQLAlchemyError as exc:
+            connection.close()
+            if getattr(getattr(exc, "orig", None), "sqlstate", None) == "55P03":
+                raise StorageError(
+                    f"conversation {key} stayed busy for {timeout_s:.0f} s: another worker is "
+                    "still running a turn of it; the customer can send the message again"
+                ) from exc
+            raise db.storage_error(exc, self._engine.url, action) from exc
+        try:
+            yield
+        finally:
+            try:
+                # Ends the transaction, which releases the lock (nothing was written in it).
+                transaction.rollback()
+            except SQLAlchemyError as exc:
+                # A broken connection: the server released the lock when it went.
+                logger.warning("storage: cannot release a turn lock cleanly: %s", exc)
+            finally:
+                connection.close()
 
     # Conversations ---------------------------------------------------------------------------
 

@@ -339,22 +339,8 @@ def message_to_inbound(
     event: MessageEvent | AppMentionEvent, team: str, *, bot_user_id: str | None
 ) -> InboundMessage:
     """A new message (or mention) as the engine's `InboundMessage`."""
-    channel = event["channel"]
-    ts = event["ts"]
     channel_type = event.get("channel_type") if event["type"] == "message" else None
-    dm = is_dm(channel, channel_type)
-    return InboundMessage(
-        platform=PLATFORM,
-        workspace=team,
-        channel=channel,
-        user=event.get("user", ""),
-        message_id=message_id(channel, ts),
-        text=to_plain_text(event.get("text", ""), bot_user_id),
-        thread=conversation_thread(channel, ts, event.get("thread_ts"), dm=dm),
-        addressed=True,
-        sent_at=_sent_at(ts),
-        raw=dict(event),
-    )
+    return _inbound(event, event, team, channel_type, bot_user_id=bot_user_id)
 
 
 def edit_to_inbound(
@@ -363,11 +349,26 @@ def edit_to_inbound(
     """An edit as the engine's `InboundMessage`: the original message's id, the edit's ts as
     the revision, the edited text."""
     message = event["message"]
-    channel = event["channel"]
-    ts = message["ts"]
     edited = message.get("edited")
     revision = edited["ts"] if edited else event.get("event_ts", event["ts"])
-    dm = is_dm(channel, event.get("channel_type"))
+    return _inbound(
+        event, message, team, event.get("channel_type"), bot_user_id=bot_user_id, revision=revision
+    )
+
+
+def _inbound(
+    event: Mapping[str, Any],
+    message: Mapping[str, Any],
+    team: str,
+    channel_type: str | None,
+    *,
+    bot_user_id: str | None,
+    revision: str = "",
+) -> InboundMessage:
+    """`message` (the event itself, or the edited message inside it) as an `InboundMessage`."""
+    channel = event["channel"]
+    ts = message["ts"]
+    dm = is_dm(channel, channel_type)
     return InboundMessage(
         platform=PLATFORM,
         workspace=team,
@@ -377,7 +378,7 @@ def edit_to_inbound(
         text=to_plain_text(message.get("text", ""), bot_user_id),
         thread=conversation_thread(channel, ts, message.get("thread_ts"), dm=dm),
         addressed=True,
-        sent_at=_sent_at(revision),
+        sent_at=_sent_at(revision or ts),
         revision=revision,
         raw=dict(event),
     )

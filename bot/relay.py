@@ -47,7 +47,13 @@ from typing import Any, Protocol, runtime_checkable
 
 from bot.handoff import Attempt, HandoffRequest
 from bot.model import ConversationKey, Owner, ReplyKind, Role, Source, Turn, utcnow
-from bot.storage.store import OPENING_PREFIX, OutboxItem, RelayLinkInfo, Store
+from bot.storage.store import (
+    OPENING_PREFIX,
+    ConversationInfo,
+    OutboxItem,
+    RelayLinkInfo,
+    Store,
+)
 from bot.storage.tables import new_id
 
 __all__ = [
@@ -337,14 +343,8 @@ class Relay:
         if conversation is None:
             return RelayOutcome.IGNORED
         self.store.add_message(conversation.id, Role.AGENT, agent, text, message_id)
-        self.store.enqueue_relay(
-            conversation.id,
-            direction="to_customer",
-            target_platform=conversation.key.platform,
-            target_ref=str(conversation.key),
-            text=text,
-            author=agent,
-            origin_key=f"agent:{link.desk}:{card_ref}:{message_id}",
+        self._queue_for_customer(
+            conversation, text, agent, f"agent:{link.desk}:{card_ref}:{message_id}"
         )
         return RelayOutcome.CLAIMED if claimed else RelayOutcome.RELAYED
 
@@ -428,14 +428,22 @@ class Relay:
         if conversation is None:
             return
         self.store.add_message(conversation.id, Role.BOT, RELAY_AUTHOR, text)
+        self._queue_for_customer(
+            conversation, text, RELAY_AUTHOR, f"relay:{conversation.id}:{origin}"
+        )
+
+    def _queue_for_customer(
+        self, conversation: ConversationInfo, text: str, author: str, origin_key: str
+    ) -> None:
+        """Queue `text` for the customer's own platform, once per `origin_key`."""
         self.store.enqueue_relay(
             conversation.id,
             direction="to_customer",
             target_platform=conversation.key.platform,
             target_ref=str(conversation.key),
             text=text,
-            author=RELAY_AUTHOR,
-            origin_key=f"relay:{conversation.id}:{origin}",
+            author=author,
+            origin_key=origin_key,
         )
 
     def _note(self, link: RelayLinkInfo, text: str, origin: str) -> None:

@@ -79,13 +79,11 @@ _ACKNOWLEDGEMENTS = frozenset(
         "okay thanks",
     }
 )
-#: First words that make a message a question or a request even without a question mark.
-_QUESTION_LEADS = frozenset(
-    {
+#: Question words and auxiliaries: they open questions and carry no topic.
+_ASKING = frozenset(
+    [
         "how",
         "what",
-        "what's",
-        "whats",
         "why",
         "where",
         "when",
@@ -95,6 +93,8 @@ _QUESTION_LEADS = frozenset(
         "could",
         "would",
         "should",
+        "will",
+        "may",
         "do",
         "does",
         "did",
@@ -102,49 +102,40 @@ _QUESTION_LEADS = frozenset(
         "are",
         "was",
         "were",
-        "will",
-        "may",
-        "help",
-        "please",
         "i",
-        "i'm",
-        "im",
         "my",
         "we",
         "our",
         "it",
-        "it's",
         "there",
-        "also",
-        "another",
-        "one",
-    }
+        "please",
+    ]
 )
+#: First words that make a message a question or a request even without a question mark.
+_QUESTION_LEADS = _ASKING | {
+    "what's",
+    "whats",
+    "help",
+    "i'm",
+    "im",
+    "it's",
+    "also",
+    "another",
+    "one",
+}
 _THANKS = re.compile(r"\b(thanks|thank|thx|ty|cheers)\b")
 #: Words that carry no topic; left out when comparing two questions.
-_STOPWORDS = frozenset(
+_STOPWORDS = _ASKING | frozenset(
     [
         "a",
         "an",
         "the",
-        "i",
         "me",
-        "my",
-        "we",
-        "our",
         "you",
         "your",
-        "it",
         "its",
-        "is",
-        "are",
-        "was",
-        "were",
         "be",
         "been",
-        "do",
-        "does",
-        "did",
         "to",
         "of",
         "in",
@@ -154,26 +145,11 @@ _STOPWORDS = frozenset(
         "and",
         "or",
         "but",
-        "how",
-        "what",
-        "why",
-        "where",
-        "when",
-        "who",
-        "which",
-        "can",
-        "could",
-        "would",
-        "should",
-        "will",
-        "may",
-        "please",
         "again",
         "still",
         "so",
         "this",
         "that",
-        "there",
         "just",
         "now",
     ]

@@ -8,7 +8,6 @@ in-memory class here (the Slack desk through its emulator is in tests/scenarios)
 from __future__ import annotations
 
 import asyncio
-import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -23,8 +22,8 @@ from bot.app import create_app
 from bot.handoff import HandoffRequest
 from bot.model import ConversationKey
 from bot.relay import CustomerChannel, Relay
-from bot.service import Services, build_services
-from bot.settings import Settings
+from bot.service import Services
+from tests.support import sample_services
 
 pytestmark = pytest.mark.model
 
@@ -47,12 +46,14 @@ class MemoryDesk:
 def services(
     tmp_path_factory: pytest.TempPathFactory, sample_kb_dir: Path, embedder: object
 ) -> Iterator[Services]:
-    data = tmp_path_factory.mktemp("web-relay") / "data"
-    shutil.copytree(sample_kb_dir, data / "index")
-    built = build_services(Settings(data_dir=data, handoff_desk="slack", relay_poll_s=0.05))
-    built.kb.embedder = embedder  # type: ignore[assignment]
-    yield built
-    built.store.close()
+    with sample_services(
+        tmp_path_factory.mktemp("web-relay"),
+        sample_kb_dir,
+        embedder,
+        handoff_desk="slack",
+        relay_poll_s=0.05,
+    ) as built:
+        yield built
 
 
 @pytest.fixture(scope="module")

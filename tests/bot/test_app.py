@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,8 +15,8 @@ from fastapi.testclient import TestClient
 from adapters.web.payloads import MAX_TEXT_CHARS
 from bot.app import create_app
 from bot.model import ConversationKey, Role
-from bot.service import Services, build_services
-from bot.settings import Settings
+from bot.service import Services
+from tests.support import sample_services
 
 pytestmark = pytest.mark.model
 
@@ -30,13 +29,8 @@ ACTION_KEYS = {"kind", "label", "value"}
 def services(
     tmp_path_factory: pytest.TempPathFactory, sample_kb_dir: Path, embedder: object
 ) -> Iterator[Services]:
-    data = tmp_path_factory.mktemp("app") / "data"
-    shutil.copytree(sample_kb_dir, data / "index")
-    built = build_services(Settings(data_dir=data))
-    # Same weights (the index's fingerprint check passed); only spares loading them again.
-    built.kb.embedder = embedder  # type: ignore[assignment]
-    yield built
-    built.store.close()
+    with sample_services(tmp_path_factory.mktemp("app"), sample_kb_dir, embedder) as built:
+        yield built
 
 
 @pytest.fixture(scope="module")

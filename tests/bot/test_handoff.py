@@ -5,7 +5,6 @@ Through the web app on `build_services` with default settings, the real model an
 
 from __future__ import annotations
 
-import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,9 +17,9 @@ from sqlmodel import Session, col, select
 from bot.app import create_app
 from bot.handoff import NO_DESK_TEXT, NoDeskHandoffSink
 from bot.model import ConversationKey, InboundMessage, Owner, ReplyKind
-from bot.service import Services, build_services
-from bot.settings import Settings
+from bot.service import Services
 from bot.storage.tables import Handoff
+from tests.support import sample_services
 
 pytestmark = pytest.mark.model
 
@@ -31,12 +30,10 @@ CONTACT = "email help@lumen.example"
 def services(
     tmp_path_factory: pytest.TempPathFactory, sample_kb_dir: Path, embedder: object
 ) -> Iterator[Services]:
-    data = tmp_path_factory.mktemp("no-desk") / "data"
-    shutil.copytree(sample_kb_dir, data / "index")
-    built = build_services(Settings(data_dir=data, handoff_contact=CONTACT))
-    built.kb.embedder = embedder  # type: ignore[assignment]
-    yield built
-    built.store.close()
+    with sample_services(
+        tmp_path_factory.mktemp("no-desk"), sample_kb_dir, embedder, handoff_contact=CONTACT
+    ) as built:
+        yield built
 
 
 @pytest.fixture(scope="module")

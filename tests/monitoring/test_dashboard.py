@@ -8,7 +8,6 @@ make must stay on 127.0.0.1.
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import threading
 import time
@@ -22,11 +21,11 @@ from fastapi.testclient import TestClient
 from sqlmodel import Session
 
 from bot.app import create_app
-from bot.model import FeedbackEvent, FeedbackValue, InboundMessage, ReplyKind
-from bot.service import Services, build_services
-from bot.settings import Settings
+from bot.model import FeedbackEvent, FeedbackValue, InboundMessage, Reply, ReplyKind
+from bot.service import Services
 from bot.storage.tables import ReviewItem
 from monitoring.dashboard import COOKIE
+from tests.support import sample_services
 
 pytestmark = pytest.mark.model
 
@@ -44,7 +43,7 @@ CONVERSATIONS = (
 )
 
 
-def ask(services: Services, text: str, channel: str) -> list[object]:
+def ask(services: Services, text: str, channel: str) -> list[Reply]:
     message = InboundMessage("web", "", channel, "ann", uuid.uuid4().hex, text)
     return list(services.engine.handle(message))
 
@@ -53,25 +52,31 @@ def ask(services: Services, text: str, channel: str) -> list[object]:
 def services(
     tmp_path_factory: pytest.TempPathFactory, sample_kb_dir: Path, embedder: object
 ) -> Iterator[Services]:
-    data = tmp_path_factory.mktemp("dashboard") / "data"
-    shutil.copytree(sample_kb_dir, data / "index")
-    built = build_services(Settings(data_dir=data, dashboard_token=TOKEN, review_sample_rate=1.0))
-    built.kb.embedder = embedder  # type: ignore[assignment]
-    for turns in CONVERSATIONS:
-        channel = uuid.uuid4().hex
-        for text in turns:
-            for reply in ask(built, text, channel):
-                assert reply.id is not None  # type: ignore[attr-defined]
-                if reply.kind is ReplyKind.ANSWER and "email" in text:  # type: ignore[attr-defined]
-                    built.engine.record_feedback(
-                        FeedbackEvent("web", reply.id, "ann", FeedbackValue.DOWN, uuid.uuid4().hex)  # type: ignore[attr-defined]
-                    )
-                elif reply.kind is ReplyKind.ANSWER:  # type: ignore[attr-defined]
-                    built.engine.record_feedback(
-                        FeedbackEvent("web", reply.id, "ann", FeedbackValue.UP, uuid.uuid4().hex)  # type: ignore[attr-defined]
-                    )
-    yield built
-    built.store.close()
+    with sample_services(
+        tmp_path_factory.mktemp("dashboard"),
+        sample_kb_dir,
+        embedder,
+        dashboard_token=TOKEN,
+        review_sample_rate=1.0,
+    ) as built:
+        for turns in CONVERSATIONS:
+            channel = uuid.uuid4().hex
+            for text in turns:
+                for reply in ask(built, text, channel):
+                    assert reply.id is not None
+                    if reply.kind is ReplyKind.ANSWER and "email" in text:
+                        built.engine.record_feedback(
+                            FeedbackEvent(
+                                "web", reply.id, "ann", FeedbackValue.DOWN, uuid.uuid4().hex
+                            )
+                        )
+                    elif reply.kind is ReplyKind.ANSWER:
+                        built.engine.record_feedback(
+                            FeedbackEvent(
+                                "web", reply.id, "ann", FeedbackValue.UP, uuid.uuid4().hex
+                            )
+                        )
+        yield built
 
 
 @pytest.fixture(scope="module")

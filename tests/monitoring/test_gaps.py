@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -22,8 +21,7 @@ from bot.model import (
     Role,
     utcnow,
 )
-from bot.service import Services, build_services
-from bot.settings import Settings
+from bot.service import Services
 from bot.storage.tables import ReplyRecord
 from monitoring.gaps import (
     FailureKind,
@@ -34,6 +32,7 @@ from monitoring.gaps import (
     gap_questions,
 )
 from monitoring.review import ReviewQueue
+from tests.support import sample_services
 
 pytestmark = pytest.mark.model
 
@@ -54,12 +53,8 @@ LOW_CONFIDENCE = 0.36
 
 @pytest.fixture
 def services(tmp_path: Path, sample_kb_dir: Path, embedder: object) -> Iterator[Services]:
-    data = tmp_path / "data"
-    shutil.copytree(sample_kb_dir, data / "index")
-    built = build_services(Settings(data_dir=data))
-    built.kb.embedder = embedder  # type: ignore[assignment]
-    yield built
-    built.store.close()
+    with sample_services(tmp_path, sample_kb_dir, embedder) as built:
+        yield built
 
 
 def ask(services: Services, text: str, conversation: str | None = None) -> Reply:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,10 +17,10 @@ from sqlmodel import Session, select
 from bot.app import create_app
 from bot.engine import PERSON_REQUEST_TEXT
 from bot.model import ConversationKey, FeedbackReason, InboundMessage
-from bot.service import Services, build_services
-from bot.settings import Settings
+from bot.service import Services
 from bot.storage.tables import Feedback
 from monitoring.telemetry import ConversationFilter, _json_formatter, configure_logging
+from tests.support import sample_services
 
 pytestmark = pytest.mark.model
 
@@ -34,12 +33,8 @@ CUSTOMER_TEXT = f"How do I reset my password? my token is {SECRET}"
 def services(
     tmp_path_factory: pytest.TempPathFactory, sample_kb_dir: Path, embedder: object
 ) -> Iterator[Services]:
-    data = tmp_path_factory.mktemp("live") / "data"
-    shutil.copytree(sample_kb_dir, data / "index")
-    built = build_services(Settings(data_dir=data))
-    built.kb.embedder = embedder  # type: ignore[assignment]
-    yield built
-    built.store.close()
+    with sample_services(tmp_path_factory.mktemp("live"), sample_kb_dir, embedder) as built:
+        yield built
 
 
 @pytest.fixture

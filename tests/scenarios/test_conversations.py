@@ -6,7 +6,6 @@ without sharing context.
 
 from __future__ import annotations
 
-import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,8 +16,8 @@ from fastapi.testclient import TestClient
 
 from bot.app import create_app
 from bot.model import ConversationKey, Role
-from bot.service import Services, build_services
-from bot.settings import Settings
+from bot.service import Services
+from tests.support import sample_services
 
 pytestmark = pytest.mark.model
 
@@ -27,13 +26,8 @@ pytestmark = pytest.mark.model
 def services(
     tmp_path_factory: pytest.TempPathFactory, sample_kb_dir: Path, embedder: object
 ) -> Iterator[Services]:
-    data = tmp_path_factory.mktemp("scenarios") / "data"
-    shutil.copytree(sample_kb_dir, data / "index")
-    built = build_services(Settings(data_dir=data))
-    # Same weights (the index's fingerprint check passed); only spares loading them again.
-    built.kb.embedder = embedder  # type: ignore[assignment]
-    yield built
-    built.store.close()
+    with sample_services(tmp_path_factory.mktemp("scenarios"), sample_kb_dir, embedder) as built:
+        yield built
 
 
 @pytest.fixture(scope="module")

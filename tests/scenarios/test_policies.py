@@ -7,7 +7,6 @@ policy file gives two web conversations channel overrides, as a deployment would
 
 from __future__ import annotations
 
-import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,10 +20,10 @@ from bot.app import create_app
 from bot.debounce import ManualClock
 from bot.handoff import HandoffRequest
 from bot.model import ConversationKey, InboundMessage, Owner, Reply, ReplyKind, Role, Turn
-from bot.service import Services, build_services
-from bot.settings import Settings
+from bot.service import Services
 from policies.config import Tone
 from policies.texts import BUILT_IN
+from tests.support import sample_services
 
 pytestmark = pytest.mark.model
 
@@ -67,16 +66,12 @@ def services(
     sink: RecordingSink,
 ) -> Iterator[Services]:
     root = tmp_path_factory.mktemp("policy-scenarios")
-    shutil.copytree(sample_kb_dir, root / "data" / "index")
     policy_file = root / "policies.yaml"
     policy_file.write_text(yaml.safe_dump(POLICIES))
-    built = build_services(
-        Settings(data_dir=root / "data", policies=policy_file), handoff_sink=sink
-    )
-    # Same weights (the index's fingerprint check passed); only spares loading them again.
-    built.kb.embedder = embedder  # type: ignore[assignment]
-    yield built
-    built.store.close()
+    with sample_services(
+        root, sample_kb_dir, embedder, handoff_sink=sink, policies=policy_file
+    ) as built:
+        yield built
 
 
 @pytest.fixture(scope="module")

@@ -189,19 +189,28 @@ def _run_workers(
         entries = pool.submit(_prepare_shared_state, host, port).result()
     os.environ[LOG_FORMAT_ENV] = log_format
     os.environ[LOG_LEVEL_ENV] = "DEBUG" if verbose else "INFO"
+    # /metrics sums every worker's counters (monitoring.telemetry): a fresh folder per run, as
+    # files left by an earlier run would be counted again.
+    import tempfile
+
+    from monitoring.telemetry import MULTIPROC_DIR_ENV
+
+    metrics_dir = tempfile.TemporaryDirectory(prefix="supportbot-metrics-")
+    os.environ[MULTIPROC_DIR_ENV] = metrics_dir.name
     console.print(
         f"[bold green]Support bot starting {workers} workers[/] on "
         f"http://{settings.host}:{settings.port}/ ({entries} entries, database "
         f"{escape(db.describe_url(settings.db_url))}); each loads the model and the index"
     )
-    uvicorn.run(
-        "bot.app:create_app_from_env",
-        factory=True,
-        workers=workers,
-        host=settings.host,
-        port=settings.port,
-        log_level="info",
-    )
+    with metrics_dir:
+        uvicorn.run(
+            "bot.app:create_app_from_env",
+            factory=True,
+            workers=workers,
+            host=settings.host,
+            port=settings.port,
+            log_level="info",
+        )
 
 
 @app.command()

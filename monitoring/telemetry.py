@@ -5,6 +5,12 @@ kind, handoffs and feedback ratings, and a histogram of reply latency, in a regi
 (no process-wide singleton, so several apps, e.g. in tests, never share counts). The engine
 reports to it through its `TurnListener` hooks.
 
+Several workers (``supportbot run --workers N``) count together: the supervisor points
+``PROMETHEUS_MULTIPROC_DIR`` at a fresh folder before the workers start, every worker's values
+go to files there (prometheus_client's multiprocess mode), and whichever worker answers a scrape
+adds up all of them, those of workers that have since died included. Without the variable each
+process counts alone.
+
 Logs (`configure_logging`): every record made while a turn runs carries the turn's conversation
 (``conversation``: the platform key, ``conversation_id``: the database id), set by the engine
 through `conversation_scope` (a `contextvars.ContextVar`, so threads and tasks keep their own).
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,6 +34,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "LATENCY_BUCKETS_S",
+    "MULTIPROC_DIR_ENV",
     "LogFormat",
     "PrometheusTelemetry",
     "configure_logging",
@@ -35,6 +43,9 @@ __all__ = [
 ]
 
 LogFormat = Literal["text", "json"]
+
+#: prometheus_client's own variable: a folder shared by the processes whose metrics add up.
+MULTIPROC_DIR_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
 
 #: Reply latency buckets (seconds): most turns take tens of milliseconds, a generative answer
 #: several seconds.
@@ -153,12 +164,16 @@ class PrometheusTelemetry:
 
     Args:
         registry: where the metrics live; a fresh `CollectorRegistry` by default.
+
+    With ``PROMETHEUS_MULTIPROC_DIR`` set (before prometheus_client is first imported, which is
+    when it chooses where values live) the exposition sums every process's files there.
     """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         from prometheus_client import CollectorRegistry, Counter, Histogram
 
         self.registry = registry if registry is not None else CollectorRegistry()
+        self.multiprocess_dir = os.environ.get(MULTIPROC_DIR_ENV) or None
         self.replies = Counter(
             "supportbot_replies",
             "Replies the bot gave, by kind (answer, clarify, fallback, handoff, smalltalk).",
@@ -195,6 +210,12 @@ class PrometheusTelemetry:
 
     def exposition(self) -> tuple[bytes, str]:
         """The metrics in the Prometheus text format, and its content type."""
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+        from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+        from prometheus_client.multiprocess import MultiProcessCollector
 
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        every_process = CollectorRegistry()
+        # prometheus_client leaves this constructor unannotated.
+        MultiProcessCollector(every_process, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
+        return generate_latest(every_process), CONTENT_TYPE_LATEST

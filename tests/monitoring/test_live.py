@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -191,3 +194,37 @@ def test_configure_logging_json_and_text(capsys: pytest.CaptureFixture[str]) -> 
             if handler not in handlers:
                 root.removeHandler(handler)
         root.setLevel(level)
+
+
+#: Run in a child process: counts replies as a worker with a shared metrics folder would.
+_WORKER = """
+from monitoring.telemetry import PrometheusTelemetry
+telemetry = PrometheusTelemetry()
+for kind, latency_ms in {replies}:
+    telemetry.replied(kind, latency_ms)
+telemetry.handed_over()
+"""
+
+
+def test_metrics_of_several_workers_add_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With PROMETHEUS_MULTIPROC_DIR (set by `run --workers N`) any worker serves the sums."""
+    from monitoring.telemetry import MULTIPROC_DIR_ENV, PrometheusTelemetry
+
+    shared = tmp_path / "metrics"
+    shared.mkdir()
+    env = {**os.environ, MULTIPROC_DIR_ENV: str(shared)}
+    for replies in ([("answer", 20.0), ("answer", 30.0)], [("answer", 5.0), ("fallback", 9.0)]):
+        code = _WORKER.format(replies=replies)
+        subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=120)
+
+    monkeypatch.setenv(MULTIPROC_DIR_ENV, str(shared))
+    body, _ = PrometheusTelemetry().exposition()
+    summed = _samples(body.decode())
+    assert summed['supportbot_replies_total{kind="answer"}'] == 3.0
+    assert summed['supportbot_replies_total{kind="fallback"}'] == 1.0
+    assert summed["supportbot_handoffs_total"] == 2.0
+    assert summed["supportbot_reply_latency_seconds_count"] == 4.0
+    # Without the folder a process reports only its own counts.
+    monkeypatch.delenv(MULTIPROC_DIR_ENV)
+    alone = _samples(PrometheusTelemetry().exposition()[0].decode())
+    assert alone.get('supportbot_replies_total{kind="answer"}', 0.0) == 0.0

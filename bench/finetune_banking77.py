@@ -4,18 +4,22 @@
 2. 77-way: `supportbot train --kb kb.jsonl` fine-tunes on the training queries (a tenth of
    them held out for the promotion check; the test set is never seen), then
    `supportbot eval --model MODELS` measures the test set.
-3. BANKING77-OOS: the same on `oos-kb.jsonl` (50 intents), then `supportbot eval --calibrate
-   oos-valid.jsonl` on `oos-test.jsonl`.
+3. BANKING77-OOS: the same on `oos-kb.jsonl` (50 intents; with `--oos-declines`,
+   `oos-kb-decline.jsonl`: the same plus the id-oos training queries as an entry that declines),
+   then `supportbot eval --calibrate oos-valid.jsonl` on `oos-test.jsonl`, and again on both
+   with the labels of the original BANKING77 release restored (`restore_labels`).
 
 An accuracy run, not a timing one: it prints the figures and how long each step took.
 
     python bench/finetune_banking77.py [--data ../shared/data/banking77] [--work /tmp/ft-b77]
-        [--only 77|oos] [--epochs 1] [--cycles 1] [--batch-size 64] [--lr 5e-5]
+        [--only 77|oos] [--epochs 1] [--cycles 1] [--batch-size 64] [--lr 5e-5] [--hard-negatives]
+        [--oos-declines]
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import subprocess
@@ -69,6 +73,7 @@ def train_and_eval(
             str(options.batch_size),
             "--lr",
             str(options.lr),
+            "--hard-negatives" if options.hard_negatives else "--no-hard-negatives",
             "--json",
         )
     )
@@ -95,6 +100,46 @@ def train_and_eval(
     }
 
 
+def restore_labels(source: Path, data: Path) -> dict[str, Path]:
+    """BANKING77-OOS valid and test with the labels of the original BANKING77 release.
+
+    The OOS split's files mislabel some queries: 143 of the 2,000 in-scope test queries carry
+    another intent than the same text has in BANKING77's own test.csv (55 of them belong to
+    one of the 27 intents the split made out of scope), mostly the first query of an intent's
+    block. Each query's label is looked up by its exact text in BANKING77's train.csv and
+    test.csv; one whose original intent is out of scope becomes an out-of-scope query; texts
+    not found, or found under two intents, keep the split's label. Writes
+    ``oos-{valid,test}-restored.jsonl`` beside the imported files.
+    """
+    from knowledge.datasets import OOS_LABEL, write_queries
+
+    original: dict[str, str | None] = {}
+    for name in ("train.csv", "test.csv"):
+        with (source / name).open(encoding="utf-8", newline="") as fh:
+            for row in csv.DictReader(fh):
+                key = row["text"].strip().casefold()
+                seen = original.get(key, row["category"])
+                original[key] = row["category"] if seen == row["category"] else None
+    in_scope = {json.loads(line)["id"] for line in (data / "oos-kb.jsonl").open()}
+    written: dict[str, Path] = {}
+    for split in ("valid", "test"):
+        rows: list[tuple[str, str]] = []
+        changed = 0
+        for line in (data / f"oos-{split}.jsonl").open(encoding="utf-8"):
+            query = json.loads(line)
+            given = query["expected"] or OOS_LABEL
+            label = original.get(query["text"].strip().casefold()) or given
+            if label not in in_scope:
+                label = OOS_LABEL
+            changed += label != given
+            rows.append((query["text"], label))
+        path = data / f"oos-{split}-restored.jsonl"
+        write_queries(path, rows)
+        console.print(f"oos-{split}: {changed} of {len(rows)} labels restored from BANKING77")
+        written[split] = path
+    return written
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared/data/banking77")
@@ -104,6 +149,12 @@ def main() -> None:
     parser.add_argument("--cycles", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=5e-5)
+    parser.add_argument("--hard-negatives", action="store_true")
+    parser.add_argument(
+        "--oos-declines",
+        action="store_true",
+        help="BANKING77-OOS with its id-oos training queries as an entry that declines",
+    )
     options = parser.parse_args()
 
     began = time.perf_counter()
@@ -116,10 +167,22 @@ def main() -> None:
             None, options,
         )  # fmt: skip
     if options.only in (None, "oos"):
+        oos_kb = data / ("oos-kb-decline.jsonl" if options.oos_declines else "oos-kb.jsonl")
         results["oos"] = train_and_eval(
-            "BANKING77-OOS", data / "oos-kb.jsonl", options.work / "models-oos",
+            "BANKING77-OOS", oos_kb, options.work / "models-oos",
             data / "oos-test.jsonl", data / "oos-valid.jsonl", options,
         )  # fmt: skip
+        restored = restore_labels(options.data, data)
+        restored_args = [
+            "eval", "--kb", str(oos_kb), "--queries", str(restored["test"]),
+            "--calibrate", str(restored["valid"]), "--model", str(options.work / "models-oos"),
+        ]  # fmt: skip
+        results["oos-restored"] = {
+            "train": results["oos"]["train"],
+            "eval": json.loads(cli(*restored_args, "--json")),
+            "train_s": 0.0,
+            "eval_s": 0.0,
+        }
 
     table = Table(title="Fine-tuned all-MiniLM-L6-v2 on BANKING77")
     for column in ("split", "metric", "value", "target"):
@@ -127,6 +190,7 @@ def main() -> None:
     targets = {
         "77": {"recall_at_1": "≥ 0.94"},
         "oos": {"in_scope_accuracy": "≥ 0.92", "oos_recall": "≥ 0.70"},
+        "oos-restored": {},
     }
     for split, result in results.items():
         metrics = result["eval"]

@@ -553,6 +553,13 @@ def train_model(
     max_steps: Annotated[
         int | None, typer.Option(help="Stop each cycle after this many steps.")
     ] = None,
+    hard_negatives: Annotated[
+        bool,
+        typer.Option(
+            "--hard-negatives/--no-hard-negatives",
+            help="Pair every example with a near miss from another entry (slower, sharper).",
+        ),
+    ] = False,
     base: Annotated[
         Path | None,
         typer.Option(
@@ -578,6 +585,7 @@ def train_model(
         max_seq_length=max_seq_length,
         seed=seed,
         max_steps=max_steps,
+        hard_negatives=hard_negatives,
     )
 
     def show(result: CycleResult) -> None:

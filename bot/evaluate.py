@@ -45,6 +45,8 @@ class Outcome:
     confidence: float | None
     latency_ms: float
     features: tuple[float, ...] | None
+    #: The best candidate was an entry that declines (the bot fell back whatever the threshold).
+    declined: bool = False
 
     @property
     def correct(self) -> bool:
@@ -130,6 +132,9 @@ def run_queries(
                 reply.confidence,
                 latency,
                 trace.retrieval.features if trace.retrieval else None,
+                bool(
+                    trace.retrieval and trace.retrieval.top and trace.retrieval.top.entry.declines
+                ),
             )
         )
         if progress:
@@ -151,6 +156,7 @@ def calibrate(
             o.features,
             o.query.expected is not None,
             bool(o.ranked_ids) and o.ranked_ids[0] == o.query.expected,
+            o.declined,
         )
         for o in outcomes
         if o.features is not None

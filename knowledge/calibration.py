@@ -138,11 +138,16 @@ def heuristic_confidence(features: Sequence[float]) -> float:
 
 @dataclass(frozen=True, slots=True)
 class Sample:
-    """One labelled query's outcome: its features, and whether answering it would be right."""
+    """One labelled query's outcome: its features, and whether answering it would be right.
+
+    `declined`: an entry that declines (`Entry.declines`) ranked first, so the bot falls back
+    whatever the threshold.
+    """
 
     features: tuple[float, ...]
     in_scope: bool
     top_correct: bool
+    declined: bool = False
 
 
 OBJECTIVES = ("recall", "accuracy", "balanced")
@@ -173,12 +178,13 @@ def sweep(
     scores = np.asarray(confidences, dtype=np.float64)
     in_scope = np.asarray([s.in_scope for s in samples])
     correct = np.asarray([s.top_correct for s in samples])
+    declined = np.asarray([s.declined for s in samples], dtype=bool)
     candidates = np.unique(np.concatenate([[0.0], scores, [1.0]]))
     n_in, n_out = max(int(in_scope.sum()), 1), max(int((~in_scope).sum()), 1)
     reachable = float((in_scope & correct).sum()) / n_in
     best_value, best_threshold = -1.0, DEFAULT_THRESHOLD
     for threshold in candidates:
-        answered = scores >= threshold
+        answered = (scores >= threshold) & ~declined
         in_scope_accuracy = float((answered & in_scope & correct).sum()) / n_in
         oos_recall = float((~answered & ~in_scope).sum()) / n_out
         if objective == "recall":

@@ -2,7 +2,9 @@
 
 An intent becomes one knowledge-base entry whose example questions are the intent's training
 queries; held-out queries become a queries file whose ``expected`` is the intent (or null for
-out-of-scope queries).
+out-of-scope queries). With BANKING77-OOS, ``oos-kb-decline.jsonl`` is ``oos-kb.jsonl`` plus one
+entry that declines (`knowledge.types.Entry.declines`), whose examples are the split's in-domain
+out-of-scope *training* queries (``id-oos/train``): what a company knows its bot must not answer.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from bot.errors import IngestError
+from knowledge.types import DECLINE_TAG
 
 OOS_LABEL = "oos"
 
@@ -64,6 +67,25 @@ def write_kb(path: Path, rows: Iterable[tuple[str, str]]) -> int:
     return len(by_intent)
 
 
+#: The out-of-scope entry of ``oos-kb-decline.jsonl``: the in-domain out-of-scope training
+#: queries as questions to decline (`knowledge.types.Entry.declines`).
+DECLINE_ENTRY = {
+    "id": "out-of-scope",
+    "title": "Not answered here",
+    "answer": "That is not something I can answer here.",
+    "tags": [DECLINE_TAG],
+}
+
+
+def write_decline_kb(path: Path, kb: Path, declined: Sequence[str]) -> int:
+    """`kb` plus one entry whose examples are `declined`; returns the number of entries."""
+    lines = kb.read_text(encoding="utf-8").splitlines()
+    entry = {**DECLINE_ENTRY, "examples": list(dict.fromkeys(declined))}
+    lines.append(json.dumps(entry, ensure_ascii=False))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return len(lines)
+
+
 def write_queries(path: Path, rows: Iterable[tuple[str, str]]) -> int:
     count = 0
     with path.open("w", encoding="utf-8") as fh:
@@ -91,6 +113,13 @@ def import_intents(root: Path, out: Path) -> dict[str, tuple[Path, int]]:
     oos = root / "oos" if (root / "oos").is_dir() else root
     if (oos / "train" / "seq.in").exists():
         emit("oos-kb", "kb", _read_seq(oos / "train"))
+        if (oos / "id-oos" / "train" / "seq.in").exists():
+            declined = [t for t, _ in _read_seq(oos / "id-oos" / "train", labelled=False)]
+            path = out / "oos-kb-decline.jsonl"
+            written["oos-kb-decline"] = (
+                path,
+                write_decline_kb(path, written["oos-kb"][0], declined),
+            )
         for split in ("valid", "test"):
             if not (oos / split / "seq.in").exists():
                 continue

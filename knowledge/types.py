@@ -12,6 +12,10 @@ def content_id(*parts: str, length: int = 16) -> str:
     return digest[:length]
 
 
+#: The tag of an entry listing questions the bot must *not* answer (see `Entry.declines`).
+DECLINE_TAG = "out-of-scope"
+
+
 @dataclass(frozen=True, slots=True)
 class Entry:
     """One answerable unit of the knowledge base.
@@ -30,6 +34,8 @@ class Entry:
         source: where the entry came from (a file path or an origin like "zendesk:help-center");
             re-ingesting a source replaces exactly the entries that came from it.
         heading_path: for article passages, the headings above the passage, outermost first.
+            An entry tagged ``out-of-scope`` (`DECLINE_TAG`) lists questions the bot must not
+            answer: when it ranks first, the bot falls back instead of answering (`declines`).
     """
 
     id: str
@@ -41,6 +47,17 @@ class Entry:
     tags: tuple[str, ...] = ()
     source: str = ""
     heading_path: tuple[str, ...] = ()
+
+    @property
+    def declines(self) -> bool:
+        """Whether this entry marks questions to decline rather than answer.
+
+        Its examples are what customers ask that the knowledge base must not answer (another
+        team's topics, requests the bot may not handle). They sit in the index like any other
+        examples, so a question that resembles them finds this entry first and gets the
+        fallback, not a wrong answer that merely resembles it.
+        """
+        return DECLINE_TAG in self.tags
 
     @property
     def fingerprint(self) -> str:

@@ -47,9 +47,15 @@ def decide(
     threshold: float,
     config: DecisionConfig | None = None,
 ) -> Decision:
-    """Answer at or above the threshold; clarify between close candidates; else fall back."""
+    """Answer at or above the threshold; clarify between close candidates; else fall back.
+
+    An entry that declines (`Entry.declines`) is never answered with nor offered: ranked first,
+    it makes the decision a fallback whatever the confidence.
+    """
     config = config or DecisionConfig()
-    candidates = retrieval.candidates
+    if retrieval.candidates and retrieval.candidates[0].entry.declines:
+        return Decision(ReplyKind.FALLBACK, confidence, ())
+    candidates = tuple(c for c in retrieval.candidates if not c.entry.declines)
     if not candidates:
         return Decision(ReplyKind.FALLBACK, 0.0, ())
     if confidence >= threshold:

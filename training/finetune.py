@@ -10,7 +10,8 @@ again from the current model with half the learning rate.
 Training data:
 
 * the knowledge base: each example question is paired with another example question of the same
-  entry (a fresh draw every cycle), the entry's question with one of its examples, and the
+  entry (a fresh draw every cycle; an entry that declines gives no pairs, its questions serve as
+  near misses with ``hard_negatives``), the entry's question with one of its examples, and the
   question with the entry's answer passage. A share of every entry's examples (`holdout`) is
   kept out for the promotion check, and no held-out text is trained on anywhere.
 * exported pairs JSONL (`training.export`): ``{"anchor": str, "positive": str, "negative"?: str}``,
@@ -43,6 +44,8 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from bot.errors import KnowledgeError
 from knowledge.base import units_of
@@ -87,6 +90,10 @@ class TrainConfig:
         max_holdout: at most this many held-out knowledge-base questions in all.
         seed: fixes every random choice: splits, pairs, batches, initialisation.
         max_steps: stop a cycle after this many steps (None: run the epochs).
+        hard_negatives: give every knowledge-base example a near miss as its negative: one of
+            the most similar questions of *another* entry under the model being trained
+            (`mine_hard_negatives`). Each batch then holds about half as many rows (two entries
+            per row, none twice) and a step costs about 1.5 times as much.
     """
 
     cycles: int = 1
@@ -99,6 +106,7 @@ class TrainConfig:
     max_holdout: int = 1000
     seed: int = 42
     max_steps: int | None = None
+    hard_negatives: bool = False
 
     def check(self) -> None:
         """Raise `TrainingDataError` with what to change when a setting cannot work."""
@@ -244,15 +252,16 @@ def split_kb(
 ) -> tuple[list[Entry], list[HeldOutQuestion]]:
     """Keep a share of each entry's examples out of training.
 
-    Only entries with at least three examples lend any (two stay to train on). Held-out texts
-    are removed from every entry, so no query text is on both sides.
+    Only entries with at least three examples lend any (two stay to train on), and no entry
+    that declines (it is trained on as negatives only). Held-out texts are removed from every
+    entry, so no query text is on both sides.
     """
     rng = random.Random(seed)
-    eligible = sum(max(0, len(e.examples) - 2) for e in entries)
+    eligible = sum(max(0, len(e.examples) - 2) for e in entries if not e.declines)
     rate = min(holdout, max_holdout / eligible) if eligible else 0.0
     questions: list[HeldOutQuestion] = []
     for entry in entries:
-        if len(entry.examples) < 3:
+        if len(entry.examples) < 3 or entry.declines:
             continue
         wanted = min(len(entry.examples) - 2, max(1, round(rate * len(entry.examples))))
         for text in rng.sample(list(entry.examples), wanted):
@@ -285,6 +294,8 @@ def kb_pairs(entries: Sequence[Entry], seed: int) -> list[TrainingPair]:
     rng = random.Random(seed)
     pairs: list[TrainingPair] = []
     for entry in entries:
+        if entry.declines:
+            continue  # its questions share no topic; they serve as negatives only
         units = units_of(entry)
         questions = [t for kind, t in units if kind in ("question", "example")]
         passage = next((t for kind, t in units if kind == "passage"), None)
@@ -301,6 +312,54 @@ def kb_pairs(entries: Sequence[Entry], seed: int) -> list[TrainingPair]:
         if lead and passage and lead != passage:
             pairs.append(TrainingPair(lead, passage))
     return pairs
+
+
+#: Candidates closer than this to the anchor are left out of the near misses: at that similarity
+#: two questions of different entries are nearly always the same question filed twice, and
+#: pushing them apart teaches the model the labelling noise.
+NEGATIVE_CEILING = 0.9
+
+
+def mine_hard_negatives(
+    embedder: Embedder,
+    entries: Sequence[Entry],
+    seed: int,
+    *,
+    pool: int = 3,
+    ceiling: float = NEGATIVE_CEILING,
+    chunk: int = 1024,
+) -> dict[str, str]:
+    """A near miss for each question of the knowledge base, keyed by its `_key`.
+
+    Every question (entry question or example) is embedded with `embedder`; its negative is drawn
+    from the `pool` most similar questions of *other* entries below `ceiling`. Rows whose near
+    miss is what ranks first today are the ones the ranking loss most needs to see.
+    """
+    texts: list[str] = []
+    owners: list[int] = []
+    for number, entry in enumerate(entries):
+        for kind, text in units_of(entry):
+            if kind in ("question", "example"):
+                texts.append(text)
+                owners.append(number)
+    if len(set(owners)) < 2:
+        return {}
+    vectors = embedder.encode(texts, progress=True)
+    owner = np.asarray(owners)
+    rng = random.Random(seed)
+    negatives: dict[str, str] = {}
+    for begin in range(0, len(texts), chunk):
+        rows = slice(begin, begin + chunk)
+        similarity = vectors[rows] @ vectors.T
+        similarity[owner[rows, None] == owner[None, :]] = -np.inf
+        similarity[similarity >= ceiling] = -np.inf
+        depth = min(pool, similarity.shape[1] - 1)
+        nearest = np.argpartition(-similarity, depth - 1, axis=1)[:, :depth]
+        for offset, candidates in enumerate(nearest.tolist()):
+            usable = [c for c in candidates if np.isfinite(similarity[offset, c])]
+            if usable:
+                negatives[_key(texts[begin + offset])] = texts[rng.choice(usable)]
+    return negatives
 
 
 def _hash_file(path: Path) -> str:
@@ -518,9 +577,20 @@ def evaluate_model(embedder: Embedder, data: TrainingData) -> Evaluation:
     return Evaluation(overall, kb, pairs)
 
 
-def _rows(data: TrainingData, seed: int) -> dict[str, list[TrainingPair]]:
-    """The cycle's training rows, grouped by column layout (with or without a negative)."""
-    rows = kb_pairs(data.entries, seed) + list(data.pairs)
+def _rows(
+    data: TrainingData, seed: int, negatives: Mapping[str, str] | None = None
+) -> dict[str, list[TrainingPair]]:
+    """The cycle's training rows, grouped by column layout (with or without a negative).
+
+    `negatives` (`mine_hard_negatives`) gives the knowledge base's rows their near misses.
+    """
+    rows = kb_pairs(data.entries, seed)
+    if negatives:
+        rows = [
+            replace(p, negative=negatives[_key(p.anchor)]) if _key(p.anchor) in negatives else p
+            for p in rows
+        ]
+    rows += list(data.pairs)
     return {
         "pairs": [p for p in rows if p.negative is None],
         "triplets": [p for p in rows if p.negative is not None],
@@ -571,18 +641,27 @@ def train_cycle(
     model = _load_model(model_path)
     saved_length = model.max_seq_length
     model.max_seq_length = min(config.max_seq_length, saved_length or config.max_seq_length)
-    groups = {_key(t): e.id for e in data.entries for _, t in units_of(e)}
-    layouts = {name: rows for name, rows in _rows(data, seed).items() if rows}
+    # Rows are batched by entry; an entry that declines has no rows of its own, and its texts
+    # are negatives only, so each stands alone and many rows can draw one per batch.
+    groups = {_key(t): e.id for e in data.entries if not e.declines for _, t in units_of(e)}
+    negatives = None
+    if config.hard_negatives:
+        negatives = mine_hard_negatives(Embedder(model_path), data.entries, seed)
+    layouts = {name: rows for name, rows in _rows(data, seed, negatives).items() if rows}
     if not layouts:
         raise TrainingDataError("no training pairs left after holding out the evaluation split")
     datasets = {name: _dataset(rows) for name, rows in layouts.items()}
     train_rows = sum(len(rows) for rows in layouts.values())
+    batch_size = config.batch_size
+    if negatives:
+        # A row with a negative spans two entries and no entry may appear twice in a batch.
+        batch_size = max(2, min(batch_size, len({e.id for e in data.entries}) // 2))
     with tempfile.TemporaryDirectory(prefix="supportbot-train-") as scratch:
         args = SentenceTransformerTrainingArguments(
             output_dir=scratch,
             num_train_epochs=config.epochs,
             max_steps=config.max_steps or -1,
-            per_device_train_batch_size=config.batch_size,
+            per_device_train_batch_size=batch_size,
             learning_rate=learning_rate,
             warmup_steps=config.warmup_ratio,  # a float below 1 is a share of the steps
             weight_decay=0.01,

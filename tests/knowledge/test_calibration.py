@@ -79,6 +79,18 @@ def test_sweep_recall_gives_up_no_more_than_max_missed() -> None:
     assert sweep(confidences, samples, "recall", max_missed=0.15) == pytest.approx(0.5)
 
 
+def test_sweep_counts_declined_questions_as_abstentions_at_any_threshold() -> None:
+    """An out-of-scope question that an entry declines is rejected however low the threshold,
+    so the sweep need not raise the threshold (losing answers) to reject it."""
+    confidences = [0.9, 0.8, 0.5, 0.7, 0.6]
+    plain = [Sample(NO_FEATURES, True, True)] * 3 + [Sample(NO_FEATURES, False, False)] * 2
+    declined = plain[:3] + [Sample(NO_FEATURES, False, False, declined=True)] * 2
+    # Without declines, "accuracy" gives up the 0.5 answer to reject both (threshold 0.8).
+    assert sweep(confidences, plain, "accuracy") == pytest.approx(0.8)
+    # Declined, both are rejected anyway: the lowest threshold keeps every answer.
+    assert sweep(confidences, declined, "accuracy") == pytest.approx(0.0)
+
+
 def test_sweep_recall_is_measured_against_what_is_reachable() -> None:
     # Two of the four in-scope questions are answered wrong at any threshold: the recall
     # objective keeps the reachable 2 of 4, not 4 of 4, and rejects both out-of-scope ones.

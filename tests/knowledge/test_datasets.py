@@ -198,3 +198,20 @@ def test_import_real_banking77(tmp_path: Path) -> None:
         )
         assert len(valid) == count(oos / "valid" / "seq.in") + extra
         assert sum(q["expected"] is None for q in valid) == extra > 0
+
+
+def test_in_domain_out_of_scope_training_queries_become_an_entry_that_declines(
+    banking: Path, tmp_path: Path
+) -> None:
+    oos = banking / "oos" / "id-oos" / "train"
+    _write(oos / "seq.in", _lines("what is the exchange rate", "why a fee for fx?", ""))
+    _write(oos / "label", _lines(OOS_LABEL, OOS_LABEL, OOS_LABEL))
+    written = import_intents(banking, tmp_path / "out")
+    path, count = written["oos-kb-decline"]
+    assert count == 3
+    entries = load_sources([path])
+    assert [e.id for e in entries] == ["card_arrival", "lost_or_stolen_card", "out-of-scope"]
+    assert [e.declines for e in entries] == [False, False, True]
+    assert entries[2].examples == ("what is the exchange rate", "why a fee for fx?")
+    # The plain out-of-scope knowledge base is unchanged: nothing in it declines.
+    assert not any(e.declines for e in load_sources([written["oos-kb"][0]]))

@@ -8,7 +8,7 @@ import pytest
 
 from bot.model import ReplyKind
 from knowledge.retriever import Candidate, Retrieval
-from knowledge.types import Entry
+from knowledge.types import DECLINE_TAG, Entry
 from policies.decision import Decision, DecisionConfig, decide
 
 THRESHOLD = 0.5
@@ -124,3 +124,25 @@ def test_default_config_is_used_when_none_is_given() -> None:
     floor = THRESHOLD * default.clarify_floor
     assert decide(close, floor, THRESHOLD).kind is ReplyKind.CLARIFY
     assert decide(close, floor * 0.99, THRESHOLD).kind is ReplyKind.FALLBACK
+
+
+def _declining(dense: float) -> Candidate:
+    entry = Entry(id="out-of-scope", answer="-", title="Not here", tags=(DECLINE_TAG,))
+    return Candidate(entry, score=dense, dense=dense, share=0.5, lexical=0.0, votes=1)
+
+
+def test_a_declining_entry_ranked_first_falls_back_however_sure() -> None:
+    decision = decide(_retrieval(_declining(0.8), PLUS, BUSINESS), 0.99, THRESHOLD, CONFIG)
+    assert decision == Decision(ReplyKind.FALLBACK, 0.99, ())
+    assert not decision.answered
+
+
+def test_a_declining_entry_further_down_is_never_offered() -> None:
+    declining = _declining(0.7)
+    answered = decide(_retrieval(PLUS, declining, BUSINESS), 0.9, THRESHOLD, CONFIG)
+    assert answered.candidates == (PLUS,)
+    clarified = decide(_retrieval(PLUS, declining, BUSINESS), 0.4, THRESHOLD, CONFIG)
+    assert clarified.kind is ReplyKind.CLARIFY
+    assert clarified.candidates == (PLUS, BUSINESS)
+    fallback = decide(_retrieval(PLUS, declining, FAR), 0.1, THRESHOLD, CONFIG)
+    assert declining not in fallback.candidates

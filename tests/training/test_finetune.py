@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from bot.cli import app
 from bot.errors import KnowledgeError
 from knowledge.embeddings import VERSION_FILE, Embedder, default_model_path, resolve_model_path
-from knowledge.types import Entry
+from knowledge.types import DECLINE_TAG, Entry
 from training.errors import TrainingDataError
 from training.evaluate import Evaluation, HeldOutPair, Metrics, evaluate_pairs
 from training.finetune import (
@@ -30,6 +30,7 @@ from training.finetune import (
     distinct_batches,
     kb_pairs,
     load_pairs,
+    mine_hard_negatives,
     split_kb,
     split_pairs,
     train,
@@ -229,6 +230,55 @@ def test_a_better_cycle_is_promoted_as_the_next_version(
 
 
 # -- data, splits and batches (no model) ------------------------------------------------------
+
+
+def test_hard_negatives_are_near_misses_from_other_entries() -> None:
+    """Each question's negative belongs to another entry and is among its nearest ones."""
+    entries = [
+        Entry(id="card-lost", title="Lost card", answer="Freeze it in the app.",
+              examples=("I lost my card", "my card is missing", "where is my card gone")),
+        Entry(id="card-arrival", title="Card arrival", answer="Cards arrive in 5 days.",
+              examples=("my new card has not arrived", "when will my card come", "card delivery")),
+        Entry(id="fees", title="Fees", answer="Transfers are free.",
+              examples=("do transfers cost anything", "what are your fees", "is there a charge")),
+    ]  # fmt: skip
+    embedder = Embedder(default_model_path())
+    negatives = mine_hard_negatives(embedder, entries, seed=1, pool=1)
+    owner = {ex.casefold(): e.id for e in entries for ex in e.examples}
+    assert set(negatives) == set(owner)
+    for anchor, negative in negatives.items():
+        assert owner[negative.casefold()] != owner[anchor]
+    # The nearest other-entry question of a lost card is about the card's arrival, not fees.
+    assert owner[negatives["i lost my card"].casefold()] == "card-arrival"
+    # Two questions filed under two entries but nearly the same are never each other's negative.
+    twins = [
+        Entry(id="a", title="A", answer="a", examples=("How do I close my account?", "bye")),
+        Entry(id="b", title="B", answer="b", examples=("how do i close my account", "hello")),
+    ]
+    assert mine_hard_negatives(embedder, twins, seed=1).get("how do i close my account?") != (
+        "how do i close my account"
+    )
+
+
+def test_an_entry_that_declines_is_no_positive_and_lends_no_held_out_question() -> None:
+    topics = [
+        Entry(f"e{i}", f"a{i}", f"Q{i}", tuple(f"q{i} {j}" for j in range(6))) for i in range(3)
+    ]
+    declining = Entry(
+        "out-of-scope", "-", None, tuple(f"other {j}" for j in range(6)), tags=(DECLINE_TAG,)
+    )
+    kept, held = split_kb([*topics, declining], 0.5, seed=1)
+    assert held and all(q.entry_id != "out-of-scope" for q in held)
+    trained = {t for p in kb_pairs(kept, 1) for t in (p.anchor, p.positive)}
+    assert not any(t.startswith("other") for t in trained)
+
+
+def test_a_fine_tune_with_hard_negatives_trains_on_triplets(tmp_path: Path) -> None:
+    config = TrainConfig(max_steps=2, batch_size=16, holdout=0.2, hard_negatives=True)
+    report = train([SAMPLE_FAQ], [], tmp_path / "models", config=config, progress=False)
+    (cycle,) = report.cycles
+    assert cycle.steps == 2
+    assert cycle.train_rows > 0
 
 
 def test_kb_split_keeps_held_out_questions_out_of_training() -> None:

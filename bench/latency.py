@@ -14,27 +14,20 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import time
-import uuid
 from pathlib import Path
 
-import numpy as np
 from rich.console import Console
 from rich.table import Table
+from timing import pct, raw_rate, time_turns
 
 from bot.engine import Engine, Responder
 from bot.evaluate import load_queries
-from bot.model import InboundMessage
 from bot.service import confidence_model, ingest
 from bot.storage.store import Store
 from knowledge.base import KnowledgeBase
 from knowledge.embeddings import Embedder
 from knowledge.ingest import load_sources
 from knowledge.retriever import Retriever
-
-
-def percentile(values: list[float], q: float) -> float:
-    return float(np.percentile(values, q)) if values else 0.0
 
 
 def main() -> None:
@@ -69,27 +62,10 @@ def main() -> None:
             for key, value in trace.timings.items():
                 stages.setdefault(key, []).append(value)
 
-        turns: list[float] = []
-        run = uuid.uuid4().hex[:8]
-        for i, text in enumerate(texts):
-            message = InboundMessage(
-                platform="bench",
-                workspace="",
-                # A new conversation per message: the turn then makes the same decision as
-                # the decision-only pass, so their difference is the turn's own overhead.
-                channel=f"{run}-{i}",
-                user=f"u{i % 50}",
-                message_id=f"{run}-{i}",
-                text=text,
-            )
-            started = time.perf_counter()
-            engine.handle(message)
-            turns.append((time.perf_counter() - started) * 1000)
-
-        batch = texts[:512] * max(1, 2048 // max(len(texts[:512]), 1))
-        started = time.perf_counter()
-        kb.embedder.encode(batch)
-        batch_rate = len(batch) / (time.perf_counter() - started)
+        # A new conversation per message: the turn then makes the same decision as the
+        # decision-only pass, so their difference is the turn's own overhead.
+        turns, _ = time_turns(engine, texts)
+        batch_rate = raw_rate(kb.embedder, texts[:512])
 
     decision = stages.get("total_ms", [])
     database = [t - d for t, d in zip(turns, decision, strict=False)]
@@ -113,8 +89,8 @@ def main() -> None:
         table.add_row(
             name,
             f"{statistics.median(values):.2f}" if values else "-",
-            f"{percentile(values, 95):.2f}",
-            f"{percentile(values, 99):.2f}",
+            f"{pct(values, 95):.2f}",
+            f"{pct(values, 99):.2f}",
         )
     console.print(table)
     per_message = 1000 / statistics.median(turns) if turns else 0.0

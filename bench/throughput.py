@@ -6,11 +6,13 @@ Everything in one run, on one machine, so the figures compare:
   ``kb.jsonl`` (the converter's output) becomes its own entry (question = the query, answer = its
   intent's answer), the first 10,000 of them; queries are the held-out ``test.jsonl`` ones;
 * for each embedding configuration (torch; ONNX Runtime; ONNX int8 with ``--int8``): the
-  decision path (`Responder.respond`) and the whole live turn (`Engine.handle`, SQLite file)
-  p50/p95, and messages per second of one process answering one message at a time;
+  decision path (`Responder.respond`) and the whole live turn (`Engine.handle`, on a SQLite file
+  and, with ``--postgres-url``, on PostgreSQL) p50/p95; messages per second of one process
+  answering one message at a time and answering them ``--batch`` at a time
+  (`Responder.respond_many`), next to the raw batch-embedding rate of the same back-end;
 * the query cache on a stream where every question is asked twice;
 * micro-batching: messages per second with several threads asking at once, without and with the
-  batcher;
+  embedding batcher, and with the decision batcher (`Responder(batch_window_ms=...)`);
 * the **raw batch-embedding rate** of the model (sentences/s, batch 64) with torch and with ONNX
   Runtime, and the throughput's ratio to it;
 * **start-up and resident memory** of a fresh worker process (imports, model load, index load,
@@ -19,7 +21,11 @@ Everything in one run, on one machine, so the figures compare:
   and its vector is the normalised mean of the two queries' real embeddings (embedding 100,000
   passages would take many minutes on 2 cores; start-up and memory do not depend on the values).
 
+At the end it prints the issue's targets with the figures of this run, each met or missed.
+
     python bench/throughput.py --data /tmp/b77s --work /tmp/supportbot-throughput [--int8]
+        [--postgres-url postgresql+psycopg://postgres@127.0.0.1:5432/bench] [--without torch]
+        [--skip cache batching startup] [--batch 64]
 """
 
 from __future__ import annotations
@@ -38,15 +44,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from timing import batched_rate, pct, raw_rate, time_each, time_turns
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 SIZE = 10_000
 BIG = 100_000
-
-
-def pct(values: Sequence[float], q: float) -> float:
-    return float(np.percentile(values, q)) if values else 0.0
+#: The issue's targets (docs/benchmarks.md, "Hot path").
+TARGET_TURN_MS = 5.0
+TARGET_RATIO = 0.85
+TARGET_STARTUP_S = 3.0
+TARGET_RSS_MB = 600.0
 
 
 def entries_10k(data: Path) -> list[Any]:
@@ -134,36 +142,6 @@ def make_stack(index: Path, tmp: Path, **embedder: Any) -> tuple[Any, Any, Any]:
     return kb, responder, Engine(store, responder)
 
 
-def time_decisions(responder: Any, texts: Sequence[str]) -> list[float]:
-    out = []
-    for text in texts:
-        started = time.perf_counter()
-        responder.respond(text)
-        out.append((time.perf_counter() - started) * 1000)
-    return out
-
-
-def time_turns(engine: Any, texts: Sequence[str]) -> tuple[list[float], float]:
-    from bot.model import InboundMessage
-
-    run = uuid.uuid4().hex[:8]
-    out = []
-    begin = time.perf_counter()
-    for i, text in enumerate(texts):
-        message = InboundMessage(
-            platform="bench",
-            workspace="",
-            channel=f"{run}-{i}",
-            user=f"u{i % 50}",
-            message_id=f"{run}-{i}",
-            text=text,
-        )
-        started = time.perf_counter()
-        engine.handle(message)
-        out.append((time.perf_counter() - started) * 1000)
-    return out, len(texts) / (time.perf_counter() - begin)
-
-
 def concurrent_rate(call: Callable[[str], object], texts: Sequence[str], workers: int) -> float:
     """Messages per second with `workers` threads taking texts from one list."""
     lock = threading.Lock()
@@ -188,15 +166,6 @@ def concurrent_rate(call: Callable[[str], object], texts: Sequence[str], workers
     return len(texts) / (time.perf_counter() - started)
 
 
-def raw_rate(kb: Any, texts: Sequence[str]) -> float:
-    batch = list(texts) * max(1, 2048 // len(texts))
-    batch = batch[:2048]
-    kb.embedder.encode(batch[:64])
-    started = time.perf_counter()
-    kb.embedder.encode(batch)
-    return len(batch) / (time.perf_counter() - started)
-
-
 def in_process(args: argparse.Namespace, index10: Path) -> dict[str, Any]:
     from bot.evaluate import load_queries
 
@@ -208,36 +177,53 @@ def in_process(args: argparse.Namespace, index10: Path) -> dict[str, Any]:
     ]
     if args.int8:
         configs.append(("onnx-int8", {"backend": "onnx", "quantize": True}))
+    configs = [c for c in configs if c[0] not in args.without]
     for name, options in configs:
         kb, responder, engine = make_stack(index10, args.work, batch_size=64, **options)
         kb.embedder.warm_up()
         for text in texts[:20]:
             responder.respond(text)
-        decisions = time_decisions(responder, texts)
+        decisions = time_each(responder.respond, texts)
+        batched = batched_rate(responder.respond_many, texts, args.batch)
         turns, turn_rate = time_turns(engine, texts)
-        rate = raw_rate(kb, texts)
-        results["configs"][name] = {
+        rate = raw_rate(kb.embedder, texts)
+        row = {
             "decision_p50": statistics.median(decisions),
             "decision_p95": pct(decisions, 95),
             "turn_p50": statistics.median(turns),
             "turn_p95": pct(turns, 95),
             "turn_rate": turn_rate,
             "decision_rate": 1000 / statistics.mean(decisions),
+            "batched_rate": batched,
             "raw_rate": rate,
+            "batched_ratio": batched / rate,
         }
-        print(name, json.dumps(results["configs"][name]))
-        kb.embedder.close()
+        if args.postgres_url:
+            from bot.engine import Engine
+            from bot.storage.store import Store
 
+            pg_engine = Engine(Store.from_url(args.postgres_url), responder)
+            pg_turns, pg_rate = time_turns(pg_engine, texts)
+            row.update(
+                pg_turn_p50=statistics.median(pg_turns),
+                pg_turn_p95=pct(pg_turns, 95),
+                pg_turn_rate=pg_rate,
+            )
+            pg_engine.store.close()
+        results["configs"][name] = row
+        print(name, json.dumps(row))
+        engine.store.close()
+        kb.embedder.close()
     best = "onnx-int8" if args.int8 and args.best_int8 else "onnx"
-    options = dict(configs)[best]
+    options = {"backend": "onnx", "quantize": best == "onnx-int8"}
     # Cache: every question twice, in a shuffled order (half the messages are repeats).
     rng = np.random.default_rng(1)
     stream = list(texts) * 2
     rng.shuffle(stream)
-    for size in (0, 4096):
+    for size in () if "cache" in args.skip else (0, 4096):
         kb, responder, engine = make_stack(index10, args.work, cache_size=size, **options)
         kb.embedder.warm_up()
-        decisions = time_decisions(responder, stream)
+        decisions = time_each(responder.respond, stream)
         turns, turn_rate = time_turns(engine, stream)
         results[f"cache_{size}"] = {
             "decision_p50": statistics.median(decisions),
@@ -248,7 +234,8 @@ def in_process(args: argparse.Namespace, index10: Path) -> dict[str, Any]:
         }
         print(f"cache {size}", json.dumps(results[f"cache_{size}"]))
     # Micro-batching: decision path with several threads at once.
-    for backend_name, backend in (("torch", {"backend": "torch"}), (best, options)):
+    threaded = [] if "batching" in args.skip else [c for c in configs if c[0] in ("torch", best)]
+    for backend_name, backend in threaded:
         for window in (None, 0.0, 2.0):
             kb, responder, engine = make_stack(
                 index10, args.work, batch_window_ms=window, **backend
@@ -263,6 +250,24 @@ def in_process(args: argparse.Namespace, index10: Path) -> dict[str, Any]:
             results[key] = row
             print(key, json.dumps(row))
             kb.embedder.close()
+    # Decision batching: the threads' whole retrievals shared (`Responder(batch_window_ms=)`).
+    for window in () if "batching" in args.skip else (0.0, 2.0):
+        from bot.engine import Responder
+
+        kb, responder, engine = make_stack(index10, args.work, **options)
+        kb.embedder.warm_up()
+        shared = Responder(responder.retriever, responder.confidence, batch_window_ms=window)
+        row = {}
+        for workers in (1, 4, 8):
+            row[f"decide_x{workers}"] = concurrent_rate(shared.respond, texts, workers)
+        assert shared.batcher is not None
+        row["mean_batch"] = shared.batcher.items / max(shared.batcher.batches, 1)
+        row["raw_rate"] = raw_rate(kb.embedder, texts)
+        key = f"decision_batch_{best}_{window}"
+        results[key] = row
+        print(key, json.dumps(row))
+        shared.close()
+        kb.embedder.close()
     return results
 
 
@@ -315,6 +320,7 @@ def startup(args: argparse.Namespace, index100: Path) -> dict[str, Any]:
     ]
     if args.int8:
         cases.append(("onnx-int8, mmap", "onnx", True, True))
+    cases = [c for c in cases if c[1] not in args.without]
     for name, backend, mmap, quantize in cases:
         runs = []
         for _ in range(args.startup_runs):
@@ -344,6 +350,41 @@ def startup(args: argparse.Namespace, index100: Path) -> dict[str, Any]:
     return results
 
 
+def targets(report: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    """The issue's targets with this run's figures: (target, result, met)."""
+    rows: list[tuple[str, str, bool]] = []
+    configs: dict[str, dict[str, float]] = report.get("configs", {})
+    for name, row in configs.items():
+        turn = row["turn_p50"]
+        text = f"{name}: whole turn p50 {turn:.2f} ms SQLite (decision {row['decision_p50']:.2f})"
+        if "pg_turn_p50" in row:
+            text += f", {row['pg_turn_p50']:.2f} ms PostgreSQL"
+        rows.append((f"engine p50 <= {TARGET_TURN_MS:g} ms", text, turn <= TARGET_TURN_MS))
+    for name, row in configs.items():
+        ratio = row["batched_ratio"]
+        text = (
+            f"{name}: {row['batched_rate']:.1f} msgs/s batched vs raw {row['raw_rate']:.1f}/s "
+            f"= {ratio:.0%} (one at a time {row['decision_rate'] / row['raw_rate']:.0%})"
+        )
+        rows.append((f"throughput >= {TARGET_RATIO:.0%} of raw", text, ratio >= TARGET_RATIO))
+    for name, row in report.get("startup", {}).items():
+        rows.append(
+            (
+                f"start-up <= {TARGET_STARTUP_S:g} s, 100k",
+                f"{name}: {row['startup_s']:.2f} s",
+                row["startup_s"] <= TARGET_STARTUP_S,
+            )
+        )
+        rows.append(
+            (
+                f"RSS <= {TARGET_RSS_MB:g} MB, 100k",
+                f"{name}: {row['rss_mb']:.0f} MB",
+                row["rss_mb"] <= TARGET_RSS_MB,
+            )
+        )
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", type=Path, default=Path("/tmp/b77s"))
@@ -352,7 +393,18 @@ def main() -> None:
     parser.add_argument("--int8", action="store_true", help="Also measure the int8 ONNX model.")
     parser.add_argument("--best-int8", action="store_true", help="Cache/batching with int8.")
     parser.add_argument("--startup-runs", type=int, default=3)
-    parser.add_argument("--skip", nargs="*", default=(), choices=("in-process", "startup"))
+    parser.add_argument("--batch", type=int, default=64, help="Messages per respond_many call.")
+    parser.add_argument(
+        "--without", nargs="*", default=(), choices=("torch", "onnx"), help="Back-ends left out."
+    )
+    parser.add_argument("--postgres-url", help="Also time whole turns on this PostgreSQL.")
+    parser.add_argument(
+        "--skip",
+        nargs="*",
+        default=(),
+        choices=("in-process", "cache", "batching", "startup"),
+        help="Leave parts out (in-process: every in-process figure).",
+    )
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--onnx-dir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--backend", default="torch", help=argparse.SUPPRESS)
@@ -371,8 +423,13 @@ def main() -> None:
         build_100k(args.data, index100)
         report["startup"] = startup(args, index100)
     report["load_after"] = os.getloadavg()
+    report["targets"] = targets(report)
     (args.work / "report.json").write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
+    load = f"{report['load_before'][0]:.1f} at the start, {report['load_after'][0]:.1f} at the end"
+    print(f"\nTargets ({os.cpu_count()} cores, load average {load}):")
+    for target, result, met in report["targets"]:
+        print(f"  {'MET   ' if met else 'MISSED'}  {target:<32} {result}")
 
 
 if __name__ == "__main__":

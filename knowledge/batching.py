@@ -17,11 +17,14 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
 Vectors = npt.NDArray[np.float32]
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,5 +137,109 @@ class MicroBatcher:
                     end = start + len(request.texts)
                     request.future.set_result(np.array(vectors[start:end], dtype=np.float32))
                     start = end
+            if stop:
+                return
+
+
+@dataclass(frozen=True, slots=True)
+class _Item(Generic[T, R]):
+    item: T
+    future: Future[R]
+
+
+class Batcher(Generic[T, R]):
+    """Groups single calls from concurrent threads into one call of `run` over a list.
+
+    The decision-level sibling of `MicroBatcher`: `bot.engine.Responder` hands it
+    ``respond_many``, so concurrent turns share one embedding pass, one FAISS search and one
+    BM25 pass instead of sharing the embedding only.
+
+    Args:
+        run: handles a list of items; returns one result per item, in order.
+        window_s: how long the worker waits after the first item for others.
+        max_batch: the most items per call.
+    """
+
+    def __init__(
+        self,
+        run: Callable[[list[T]], Sequence[R]],
+        *,
+        window_s: float = 0.002,
+        max_batch: int = 64,
+    ) -> None:
+        if window_s < 0 or max_batch < 1:
+            raise ValueError("window_s must be ≥ 0 and max_batch ≥ 1")
+        self._run_batch = run
+        self.window_s = window_s
+        self.max_batch = max_batch
+        self._queue: queue.SimpleQueue[_Item[T, R] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self._closed = False
+        #: How many calls of `run` there were and how many items they carried.
+        self.batches = 0
+        self.items = 0
+
+    def submit(self, item: T) -> Future[R]:
+        """Queue one item; the future resolves to its result (or `run`'s exception)."""
+        if self._closed:
+            raise RuntimeError("the batcher is closed")
+        future: Future[R] = Future()
+        if self._thread is None:
+            with self._start_lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(
+                        target=self._work, name="decision-batcher", daemon=True
+                    )
+                    self._thread.start()
+        self._queue.put(_Item(item, future))
+        return future
+
+    def call(self, item: T) -> R:
+        """`run` for one item, shared with whoever else calls at the same time."""
+        return self.submit(item).result()
+
+    def close(self) -> None:
+        """Stop the worker after the queued items are done."""
+        self._closed = True
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def _work(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            stop = False
+            deadline = time.perf_counter() + self.window_s
+            while len(batch) < self.max_batch:
+                remaining = deadline - time.perf_counter()
+                try:
+                    item = (
+                        self._queue.get(timeout=remaining)
+                        if remaining > 0
+                        else self._queue.get_nowait()
+                    )
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+            try:
+                results = self._run_batch([b.item for b in batch])
+                if len(results) != len(batch):
+                    raise RuntimeError(f"{len(batch)} items gave {len(results)} results")
+            except BaseException as e:  # every caller must learn of the failure
+                for b in batch:
+                    b.future.set_exception(e)
+            else:
+                self.batches += 1
+                self.items += len(batch)
+                for b, result in zip(batch, results, strict=True):
+                    b.future.set_result(result)
             if stop:
                 return

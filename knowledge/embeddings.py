@@ -7,6 +7,7 @@ The live-query path has three optional speed-ups (docs/benchmarks.md, "Hot path"
 asked for: ``backend="onnx"`` runs the same model exported to ONNX Runtime (`knowledge.onnx`),
 ``cache_size`` keeps the vectors of recently asked texts (`knowledge.cache`), and
 ``batch_window_ms`` lets concurrent queries share one forward pass (`knowledge.batching`).
+`Embedder.encode_queries` embeds many live queries at once (`Retriever.retrieve_many`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -38,6 +39,11 @@ Vectors = npt.NDArray[np.float32]
 
 #: Up to this many texts go through one direct forward pass (see `Embedder._encode_direct`).
 DIRECT_BATCH = 8
+#: Live queries embedded together go `QUERY_BATCH` at a time, sorted by length. A batch of
+#: messages that arrive together mixes short and long ones: one pass over all of them would pad
+#: every text to the longest (BANKING77: 2 to 80 tokens), while sorted passes of 16 pad little
+#: and still share the per-pass overhead (docs/benchmarks.md, "Batched decisions").
+QUERY_BATCH = 16
 
 Backend = Literal["torch", "onnx", "auto"]
 
@@ -280,20 +286,51 @@ class Embedder:
             return np.zeros((0, self.dimension), dtype=np.float32)
         if len(texts) <= DIRECT_BATCH:
             return self._encode_query(texts)
+        return self._encode_many(texts)
+
+    def _encode_many(self, texts: Sequence[str], batch: int | None = None) -> Vectors:
+        """Many texts in batches of `batch` (default `batch_size`), sorted by length so that
+        each forward pass pads little."""
         if self.backend == "onnx":
-            return self._encode_onnx_many(texts)
+            return self._encode_onnx_many(texts, batch or self.batch_size)
         vectors = self.model.encode(
             list(texts),
-            batch_size=self.batch_size,
+            batch_size=batch or self.batch_size,
             normalize_embeddings=True,
             convert_to_numpy=True,
             show_progress_bar=False,
         )
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
-    def _encode_query(self, texts: Sequence[str]) -> Vectors:
-        """The live-query path: cache, then micro-batcher or one direct forward pass."""
-        run = self.batcher.encode if self.batcher is not None else self._encode_small
+    def encode_queries(self, texts: Sequence[str]) -> Vectors:
+        """Embed live queries: the cache first, then the rest in as few forward passes as fit.
+
+        Up to `DIRECT_BATCH` texts take the same path as one query (the micro-batcher or one
+        direct pass); more go in passes of `QUERY_BATCH`, sorted by length. Cached vectors are
+        those the model gives, so the result does not depend on how the texts were grouped
+        (within float rounding of padded batches).
+        """
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        if len(texts) <= DIRECT_BATCH:
+            return self._encode_query(texts)
+        small = self.batcher.encode if self.batcher is not None else self._encode_small
+
+        def run(missing: Sequence[str]) -> Vectors:
+            if len(missing) <= DIRECT_BATCH:
+                return small(missing)
+            return self._encode_many(missing, QUERY_BATCH)
+
+        return self._encode_query(texts, run=run)
+
+    def _encode_query(
+        self,
+        texts: Sequence[str],
+        run: Callable[[Sequence[str]], Vectors] | None = None,
+    ) -> Vectors:
+        """The live-query path: cache, then `run` (default: micro-batcher or one direct pass)."""
+        if run is None:
+            run = self.batcher.encode if self.batcher is not None else self._encode_small
         if self.cache is None:
             return run(texts)
         found = self.cache.lookup(texts)
@@ -327,13 +364,13 @@ class Embedder:
             vectors = torch.nn.functional.normalize(output["sentence_embedding"], p=2.0, dim=1)
         return np.ascontiguousarray(vectors.numpy(), dtype=np.float32)
 
-    def _encode_onnx_many(self, texts: Sequence[str]) -> Vectors:
+    def _encode_onnx_many(self, texts: Sequence[str], batch: int) -> Vectors:
         """Many texts through ONNX Runtime, in batches of similar length (little padding)."""
         assert self._onnx is not None
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)
-        for start in range(0, len(order), self.batch_size):
-            rows = order[start : start + self.batch_size]
+        for start in range(0, len(order), batch):
+            rows = order[start : start + batch]
             out[rows] = self._onnx.encode([texts[i] for i in rows])
         return out
 

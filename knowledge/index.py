@@ -147,6 +147,25 @@ class LexicalIndex:
             return np.zeros(self._size, dtype=np.float32)
         return np.asarray(self._retriever.get_scores(known), dtype=np.float32)
 
+    def scores_many(self, queries: Sequence[str]) -> list[npt.NDArray[np.float32]]:
+        """`scores` for several queries: the same arrays, the queries tokenized in one call."""
+        if self._size == 0:
+            return [np.zeros(0, dtype=np.float32) for _ in queries]
+        if not queries:
+            return []
+        tokens = self._tokenizer.tokenize(
+            list(queries), update_vocab=False, return_as="ids", show_progress=False
+        )
+        empty = self._tokenizer.get_vocab_dict().get("")
+        out = []
+        for ids in tokens:
+            known = [t for t in ids if t != empty]
+            if not known:
+                out.append(np.zeros(self._size, dtype=np.float32))
+            else:
+                out.append(np.asarray(self._retriever.get_scores(known), dtype=np.float32))
+        return out
+
     def search(self, query: str, k: int) -> Hits:
         """Top-k units with a positive BM25 score, best first."""
         scores = self.scores(query)

@@ -1,0 +1,86 @@
+"""Timing loops shared by the hot-path benchmarks (`bench/latency.py`, `bench/throughput.py`).
+
+Each loop warms nothing up and prints nothing: callers warm up first and report. Times are in
+milliseconds, rates in messages (or sentences) per second.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+#: Texts per forward pass when the raw batch-embedding rate is measured.
+RAW_BATCH = 64
+
+
+def pct(values: Sequence[float], q: float) -> float:
+    """The `q`-th percentile of `values` (0 for none)."""
+    return float(np.percentile(values, q)) if len(values) else 0.0
+
+
+def time_each(call: Callable[[str], object], texts: Sequence[str]) -> list[float]:
+    """Milliseconds of `call(text)` for each text, one after another."""
+    out = []
+    for text in texts:
+        started = time.perf_counter()
+        call(text)
+        out.append((time.perf_counter() - started) * 1000)
+    return out
+
+
+def batched_rate(
+    call: Callable[[Sequence[str]], object], texts: Sequence[str], batch: int
+) -> float:
+    """Messages per second when `call` gets the texts `batch` at a time."""
+    started = time.perf_counter()
+    for start in range(0, len(texts), batch):
+        call(texts[start : start + batch])
+    return len(texts) / (time.perf_counter() - started)
+
+
+def time_turns(engine: Any, texts: Sequence[str]) -> tuple[list[float], float]:
+    """Milliseconds of each live turn (`Engine.handle`) and the turns per second of the loop.
+
+    Every message opens its own conversation, so each turn makes the same decision as the
+    decision path alone; the difference is the turn's own work (database, policies).
+    """
+    from bot.model import InboundMessage
+
+    run = uuid.uuid4().hex[:8]
+    out = []
+    begin = time.perf_counter()
+    for i, text in enumerate(texts):
+        message = InboundMessage(
+            platform="bench",
+            workspace="",
+            channel=f"{run}-{i}",
+            user=f"u{i % 50}",
+            message_id=f"{run}-{i}",
+            text=text,
+        )
+        started = time.perf_counter()
+        engine.handle(message)
+        out.append((time.perf_counter() - started) * 1000)
+    return out, len(texts) / (time.perf_counter() - begin)
+
+
+def raw_rate(embedder: Any, texts: Sequence[str], total: int = 2048) -> float:
+    """The model's raw batch-embedding rate, sentences per second.
+
+    `total` sentences (the texts repeated) through `Embedder.encode` in batches of
+    `RAW_BATCH` (sorted by length, as ingestion does), after one warm-up batch.
+    """
+    batch = (list(texts) * max(1, total // max(len(texts), 1) + 1))[:total]
+    previous = embedder.batch_size
+    embedder.batch_size = RAW_BATCH
+    try:
+        embedder.encode(batch[:RAW_BATCH])
+        started = time.perf_counter()
+        embedder.encode(batch)
+        return len(batch) / (time.perf_counter() - started)
+    finally:
+        embedder.batch_size = previous

@@ -17,11 +17,23 @@ the customer messages and replies stored in the database and the replies posted 
 * lost: an accepted message without exactly one reply recorded (and for Slack, posted);
 * duplicate: a message with more than one reply (stored or posted), or stored twice.
 
-It prints throughput, latency p50/p95/p99 (web: the request; Slack: the event until the reply
-is posted), lost and duplicate replies, and each worker's resident memory.
+* Discord customers (``--discord-customers``) write DMs through the tests' fake Discord gateway
+  to a separate ``supportbot discord`` process on the same database; a share of the messages is
+  delivered twice on the gateway (Discord's at-least-once delivery), and each customer waits for
+  the bot's reply on the fake's REST API before the next message.
 
-    python bench/load.py [--workers 4] [--customers 200] [--slack-customers 40] [--messages 3]
-                         [--max-seconds 120] [--retry-share 0.1]
+It prints throughput, latency p50/p95/p99 (web: the request; Slack and Discord: the event until
+the reply is posted), lost and duplicate replies, and each worker's resident memory.
+
+With ``--kill-worker-after S`` one worker is killed with SIGKILL S seconds into the load;
+uvicorn's supervisor starts a new one. Web customers and Slack retry what got no answer (a
+browser retrying with the same ``message_id``, Slack re-delivering an unacknowledged event);
+what the dead worker had accepted is answered by the others' sweepers after its hold
+(``--outbox-hold``, ``SUPPORTBOT_OUTBOX_HOLD_S``; docs/reliability.md).
+
+    python bench/load.py [--workers 4] [--customers 200] [--slack-customers 40]
+                         [--discord-customers 40] [--messages 3]
+                         [--max-seconds 120] [--retry-share 0.1] [--kill-worker-after S]
 """
 
 from __future__ import annotations
@@ -56,6 +68,8 @@ from rich.table import Table
 REPO = Path(__file__).resolve().parent.parent
 # The Slack emulator lives with the tests it was written for.
 sys.path.insert(0, str(REPO))
+from tests.adapters.discord.fake_discord import TOKEN as DISCORD_TOKEN  # noqa: E402
+from tests.adapters.discord.fake_discord import FakeDiscord  # noqa: E402
 from tests.adapters.slack.emulator import SlackEmulator  # noqa: E402
 
 SAMPLE_FAQ = REPO / "knowledge" / "sample" / "faq.jsonl"
@@ -65,6 +79,11 @@ BOT_TOKEN = "xoxb-load-test"
 TEAM = "T0TEST"
 
 console = Console(width=110)
+#: Tries of one delivery in all, and the pause between them, when it got no answer.
+RETRIES = 10
+RETRY_PAUSE_S = 1.0
+#: What a Slack customer allows beyond the usual wait for a sweeper to recover its answer.
+SWEEP_WAIT_S = 35.0
 
 
 @dataclass
@@ -77,7 +96,8 @@ class Sent:
     accepted: bool = False
     latency_s: float | None = None
     status: list[int] = field(default_factory=list)
-    replies_returned: int = 0
+    #: The distinct reply ids the web chat returned for it (a retry gets the stored one back).
+    replies_returned: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -85,6 +105,9 @@ class Run:
     sent: list[Sent] = field(default_factory=list)
     retries: int = 0
     errors: Counter[str] = field(default_factory=Counter)
+    #: Deliveries repeated because the first got no answer (a killed worker, a 5xx).
+    redeliveries: int = 0
+    killed: list[int] = field(default_factory=list)
 
 
 def questions() -> list[list[str]]:
@@ -195,14 +218,24 @@ async def web_customer(
 
         async def post(body: dict[str, str] = body, sent: Sent = sent) -> None:
             started = time.perf_counter()
-            try:
-                response = await client.post("/api/chat", json=body)
-            except httpx.HTTPError as e:
-                run.errors[f"web {type(e).__name__}"] += 1
+            for attempt in range(RETRIES):
+                # A browser retries what got no answer, with the same message_id.
+                if attempt:
+                    run.redeliveries += 1
+                    await asyncio.sleep(RETRY_PAUSE_S)
+                try:
+                    response = await client.post("/api/chat", json=body)
+                except httpx.HTTPError as e:
+                    run.errors[f"web {type(e).__name__}"] += 1
+                    continue
+                if response.status_code < 500:
+                    break
+                run.errors[f"web HTTP {response.status_code}"] += 1
+            else:
                 return
             sent.status.append(response.status_code)
             if response.status_code == 200:
-                sent.replies_returned += len(response.json()["replies"])
+                sent.replies_returned.update(r["id"] for r in response.json()["replies"])
                 elapsed = time.perf_counter() - started
                 if not sent.accepted or (sent.latency_s or 0) > elapsed:
                     sent.latency_s = elapsed
@@ -263,13 +296,24 @@ async def slack_customer(
         started = time.perf_counter()
 
         async def deliver(retry: int, body: bytes = body, sent: Sent = sent) -> None:
-            headers = signed(body)
-            if retry:
-                headers |= {"X-Slack-Retry-Num": str(retry), "X-Slack-Retry-Reason": "timeout"}
-            try:
-                response = await client.post("/slack/events", content=body, headers=headers)
-            except httpx.HTTPError as e:
-                run.errors[f"slack {type(e).__name__}"] += 1
+            for attempt in range(RETRIES):
+                # Slack delivers an event again while it gets no 200.
+                if attempt:
+                    run.redeliveries += 1
+                    await asyncio.sleep(RETRY_PAUSE_S)
+                headers = signed(body)
+                if retry or attempt:
+                    number = str(retry + attempt)
+                    headers |= {"X-Slack-Retry-Num": number, "X-Slack-Retry-Reason": "timeout"}
+                try:
+                    response = await client.post("/slack/events", content=body, headers=headers)
+                except httpx.HTTPError as e:
+                    run.errors[f"slack {type(e).__name__}"] += 1
+                    continue
+                if response.status_code < 500:
+                    break
+                run.errors[f"slack HTTP {response.status_code}"] += 1
+            else:
                 return
             sent.status.append(response.status_code)
             if response.status_code == 200:
@@ -288,9 +332,37 @@ async def slack_customer(
         try:
             await emulator.wait_for(
                 lambda channel=channel, before=before: len(emulator.messages[channel]) > before,
-                within=30,
+                # Time for a sweeper to answer what a killed worker had accepted.
+                within=30 + 2 * SWEEP_WAIT_S,
             )
         except TimeoutError:
+            continue  # counted as lost below
+        sent.latency_s = time.perf_counter() - started
+
+
+async def discord_customer(
+    fake: FakeDiscord, run: Run, index: int, texts: list[str], retry_share: float
+) -> None:
+    """A customer DMing the bot through the fake gateway, one message after another."""
+    user_id, channel = fake.add_customer(f"load{index}")
+    for text in texts:
+        before = fake.bot_posts.get(channel, 0)
+        started = time.perf_counter()
+        message_id = await fake.post_message(channel, text, author_id=user_id)
+        sent = Sent("discord", str(message_id), str(channel), accepted=True)
+        run.sent.append(sent)
+        if random.random() < retry_share:
+            run.retries += 1
+            # At-least-once delivery: the same MESSAGE_CREATE again, under a new sequence.
+            await fake.dispatch("MESSAGE_CREATE", fake.messages[message_id])
+        try:
+            await fake.wait_for(
+                lambda before=before: fake.bot_posts.get(channel, 0) > before,
+                # Time for a sweeper to answer what a dead process had accepted.
+                30 + 2 * SWEEP_WAIT_S,
+                "the bot's reply",
+            )
+        except AssertionError:
             continue  # counted as lost below
         sent.latency_s = time.perf_counter() - started
 
@@ -313,6 +385,8 @@ def start_server(args: argparse.Namespace, url: str, data: Path, emulator: Slack
         "SLACK_BOT_TOKEN": BOT_TOKEN,
         "SLACK_SIGNING_SECRET": SECRET,
         "SLACK_API_URL": emulator.api_url,
+        "SUPPORTBOT_OUTBOX_HOLD_S": str(args.outbox_hold),
+        "SUPPORTBOT_OUTBOX_SWEEP_S": "1",
     }
     for name in ("SUPPORTBOT_RATE_LIMIT", "SUPPORTBOT_HANDOFF_DESK", "SUPPORTBOT_LLM_MODEL"):
         env.pop(name, None)
@@ -336,6 +410,46 @@ def start_server(args: argparse.Namespace, url: str, data: Path, emulator: Slack
     return process, log
 
 
+def start_discord(url: str, data: Path, fake: FakeDiscord) -> Any:
+    """``supportbot discord`` on the same database and data folder, against the fake."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "SUPPORTBOT_DATA_DIR": str(data),
+        "SUPPORTBOT_POLICIES": str(data.parent / "policies.yaml"),
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "DISCORD_TOKEN": DISCORD_TOKEN,
+        "DISCORD_API_URL": fake.api_url,
+        "SUPPORTBOT_OUTBOX_HOLD_S": "30",
+        "SUPPORTBOT_OUTBOX_SWEEP_S": "1",
+    }
+    for name in ("SUPPORTBOT_RATE_LIMIT", "SUPPORTBOT_HANDOFF_DESK", "SUPPORTBOT_LLM_MODEL"):
+        env.pop(name, None)
+    log = (data.parent / "discord.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bot.cli", "discord"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=data.parent,
+    )
+    return process, log
+
+
+async def wait_discord(process: Any, log_path: Path, fake: FakeDiscord, within: float) -> float:
+    """Seconds until the Discord process identified on the fake gateway."""
+    started = time.monotonic()
+    while not fake.connected.is_set():
+        if process.poll() is not None:
+            text = await asyncio.to_thread(log_path.read_text)
+            raise SystemExit("the Discord process stopped:\n" + text[-4000:])
+        if time.monotonic() - started > within:
+            raise SystemExit("the Discord process did not connect in time")
+        await asyncio.sleep(0.2)
+    return time.monotonic() - started
+
+
 async def wait_ready(process: Any, log_path: Path, workers: int, within: float) -> float:
     started = time.monotonic()
     while True:
@@ -357,11 +471,16 @@ async def load(args: argparse.Namespace) -> None:
     url = recreate_database(args.database)
     emulator = SlackEmulator()
     await emulator.start()
+    fake_discord = FakeDiscord()
+    await fake_discord.start()
+    discord_process: Any = None
+    discord_log: Any = None
     tmp = Path(tempfile.mkdtemp(prefix="supportbot-load-"))
     data = tmp / "data"
     console.print(
         f"[bold]load[/]: {args.workers} workers, PostgreSQL database {args.database}, "
-        f"{args.customers} web + {args.slack_customers} Slack customers × {args.messages} "
+        f"{args.customers} web + {args.slack_customers} Slack + {args.discord_customers} "
+        f"Discord customers × {args.messages} "
         f"messages, {args.retry_share:.0%} delivered twice, at most {args.max_seconds:.0f} s"
     )
     process, log = start_server(args, url, data, emulator)
@@ -371,6 +490,13 @@ async def load(args: argparse.Namespace) -> None:
         pids = workers_of(process.pid)
         idle_rss = {pid: rss_mb(pid) for pid in pids}
         console.print(f"{len(pids)} workers ready in {startup:.1f} s (sample knowledge base)")
+        if args.discord_customers:
+            # After the workers: the supervisor has built the index the process loads.
+            discord_process, discord_log = start_discord(url, data, fake_discord)
+            took = await wait_discord(
+                discord_process, tmp / "discord.log", fake_discord, args.start_seconds
+            )
+            console.print(f"the Discord process connected in {took:.1f} s")
 
         def plan() -> list[str]:
             return [random.choice(ways) for ways in random.sample(asked, args.messages)]
@@ -379,15 +505,24 @@ async def load(args: argparse.Namespace) -> None:
         async with httpx.AsyncClient(
             base_url=f"http://127.0.0.1:{args.port}", timeout=60, limits=limits
         ) as client:
-            customers = [
-                web_customer(client, run, i, plan(), args.retry_share)
-                for i in range(args.customers)
-            ] + [
-                slack_customer(client, emulator, run, i, plan(), args.retry_share)
-                for i in range(args.slack_customers)
-            ]
+            customers = (
+                [
+                    web_customer(client, run, i, plan(), args.retry_share)
+                    for i in range(args.customers)
+                ]
+                + [
+                    slack_customer(client, emulator, run, i, plan(), args.retry_share)
+                    for i in range(args.slack_customers)
+                ]
+                + [
+                    discord_customer(fake_discord, run, i, plan(), args.retry_share)
+                    for i in range(args.discord_customers)
+                ]
+            )
             began = time.perf_counter()
             tasks = [asyncio.create_task(c) for c in customers]
+            if args.kill_worker_after is not None:
+                tasks.append(asyncio.create_task(kill_a_worker(process.pid, args, run)))
             done, pending = await asyncio.wait(tasks, timeout=args.max_seconds)
             for task in pending:
                 task.cancel()
@@ -396,11 +531,20 @@ async def load(args: argparse.Namespace) -> None:
                 if task.exception() is not None:
                     run.errors[f"harness {type(task.exception()).__name__}"] += 1
             wall = time.perf_counter() - began
-        # Replies still in flight (Slack answers after the acknowledgement) get a moment.
-        await asyncio.sleep(2)
+        # Replies still in flight (Slack answers after the acknowledgement) get a moment; after
+        # a kill, what the dead worker held waits for its hold to expire and a sweep.
+        await asyncio.sleep(2 if not run.killed else args.outbox_hold * 2 + 5)
         busy_rss = {pid: rss_mb(pid) for pid in pids}
-        report(args, run, emulator, wall, len(pending), idle_rss, busy_rss)
+        report(args, run, emulator, fake_discord, wall, len(pending), idle_rss, busy_rss)
     finally:
+        if discord_process is not None:
+            discord_process.send_signal(signal.SIGINT)
+            try:
+                discord_process.wait(60)
+            except subprocess.TimeoutExpired:
+                discord_process.kill()
+            discord_log.close()
+        await fake_discord.close()
         process.send_signal(signal.SIGINT)
         try:
             process.wait(60)
@@ -413,10 +557,32 @@ async def load(args: argparse.Namespace) -> None:
         console.print(f"server log: {tmp / 'server.log'}")
 
 
+async def kill_a_worker(supervisor: int, args: argparse.Namespace, run: Run) -> None:
+    """SIGKILL one worker `--kill-worker-after` seconds into the load, then wait for uvicorn
+    to start its replacement."""
+    await asyncio.sleep(args.kill_worker_after)
+    before = workers_of(supervisor)
+    if not before:
+        run.errors["no worker to kill"] += 1
+        return
+    victim = before[len(before) // 2]
+    os.kill(victim, signal.SIGKILL)
+    run.killed.append(victim)
+    killed_at = time.perf_counter()
+    console.print(f"killed worker {victim} with SIGKILL at {args.kill_worker_after:.1f} s")
+    for _ in range(600):
+        if set(workers_of(supervisor)) - set(before):
+            console.print(f"a new worker was started {time.perf_counter() - killed_at:.1f} s later")
+            return
+        await asyncio.sleep(0.5)
+    run.errors["killed worker not replaced"] += 1
+
+
 def report(
     args: argparse.Namespace,
     run: Run,
     emulator: SlackEmulator,
+    fake_discord: FakeDiscord,
     wall: float,
     unfinished: int,
     idle_rss: dict[int, float],
@@ -434,7 +600,14 @@ def report(
     table.add_column("lost", justify="right")
     table.add_column("duplicate", justify="right")
     wire: list[str] = []
-    for platform in ("web", "slack"):
+    # The bot's messages on the fake Discord, per DM channel (one customer each).
+    on_discord = Counter(
+        {
+            channel: fake_discord.bot_posts.get(int(channel), 0)
+            for channel in {s.channel for s in run.sent if s.platform == "discord"}
+        }
+    )
+    for platform in ("web", "slack", "discord"):
         sent = [s for s in run.sent if s.platform == platform]
         if not sent:
             continue
@@ -446,16 +619,18 @@ def report(
             key = (platform, mid)
             if replies.get(key, 0) == 0:
                 lost += 1
-            elif replies[key] > 1 or messages[key] > 1 or s.replies_returned > 1:
+            elif replies[key] > 1 or messages[key] > 1 or len(s.replies_returned) > 1:
                 dup += 1
-        if platform == "slack":
+        if platform in ("slack", "discord"):
+            on_wire = posted if platform == "slack" else on_discord
             expected = Counter(s.channel for s in accepted)
-            channels = set(expected) | set(posted)
-            missing = sum(max(expected[c] - posted[c], 0) for c in channels)
-            extra = sum(max(posted[c] - expected[c], 0) for c in channels)
+            channels = set(expected) | set(on_wire)
+            missing = sum(max(expected[c] - on_wire[c], 0) for c in channels)
+            extra = sum(max(on_wire[c] - expected[c], 0) for c in channels)
+            where = "the emulator" if platform == "slack" else "the fake Discord"
             wire.append(
-                f"Slack: {sum(posted.values())} replies posted to the emulator for "
-                f"{len(accepted)} accepted events: {missing} missing, {extra} extra"
+                f"{platform.title()}: {sum(on_wire.values())} replies posted to {where} for "
+                f"{len(accepted)} accepted messages: {missing} missing, {extra} extra"
             )
             lost, dup = max(lost, missing), max(dup, extra)
         latencies = [s.latency_s for s in accepted if s.latency_s is not None]
@@ -479,6 +654,11 @@ def report(
         f"wall {wall:.1f} s, {answered} messages answered: {answered / wall:.1f} messages/s in "
         f"all; {run.retries} repeated deliveries; {unfinished} customers unfinished at the limit"
     )
+    if run.killed:
+        console.print(
+            f"worker(s) killed with SIGKILL: {run.killed}; {run.redeliveries} deliveries "
+            "repeated after no answer"
+        )
     for line in wire:
         console.print(line)
     console.print(
@@ -496,6 +676,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--customers", type=int, default=200, help="web customers")
     parser.add_argument("--slack-customers", type=int, default=40)
+    parser.add_argument(
+        "--discord-customers",
+        type=int,
+        default=40,
+        help="Discord customers (DMs through the fake gateway to a `supportbot discord` process)",
+    )
     parser.add_argument("--messages", type=int, default=3, help="messages per customer")
     parser.add_argument("--retry-share", type=float, default=0.1)
     parser.add_argument("--max-seconds", type=float, default=120.0)
@@ -505,6 +691,20 @@ def main() -> None:
     parser.add_argument("--database", default="supportbot_load")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
+    parser.add_argument(
+        "--kill-worker-after",
+        type=float,
+        default=None,
+        metavar="S",
+        help="SIGKILL one worker S seconds into the load (uvicorn starts a new one)",
+    )
+    parser.add_argument(
+        "--outbox-hold",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="SUPPORTBOT_OUTBOX_HOLD_S for the workers: how long before a sweeper takes over",
+    )
     args = parser.parse_args()
     args.port = args.port or free_port()
     with contextlib.suppress(KeyboardInterrupt):

@@ -34,6 +34,7 @@ from bot.compose.base import (
 )
 from bot.context import context_for, looks_like_follow_up
 from bot.debounce import Clock, Debouncer, Timing
+from bot.faults import crash_point
 from bot.handoff import (
     Attempt,
     CustomerListener,
@@ -55,11 +56,20 @@ from bot.model import (
     Source,
     Turn,
 )
+from bot.outbox import Destination
 from bot.ratelimit import SLOW_DOWN_TEXT, RateLimiter, Verdict
 from bot.redact import redact_text
 from bot.relay import Relay
-from bot.storage.store import ConversationInfo, ReplyInfo, Store
+from bot.storage.store import (
+    SILENT_TURN_PLATFORM,
+    ConversationInfo,
+    ReplyInfo,
+    Store,
+    TurnMessage,
+    silent_turn_key,
+)
 from bot.text import clean_text
+from knowledge.batching import Batcher
 from knowledge.calibration import ConfidenceModel
 from knowledge.retriever import Candidate, Retrieval, Retriever
 from monitoring.telemetry import conversation_scope, set_conversation_id
@@ -212,6 +222,9 @@ class Responder:
         retriever: searches the loaded knowledge base.
         confidence: turns retrieval features into a confidence and holds the threshold.
         config: engine settings.
+        batch_window_ms: with a value, concurrent `respond` calls (the web app's threads) wait
+            up to this long for each other and are decided together by one `respond_many`
+            (`knowledge.batching.Batcher`); None: each call decides on its own.
     """
 
     def __init__(
@@ -219,15 +232,76 @@ class Responder:
         retriever: Retriever,
         confidence: ConfidenceModel,
         config: EngineConfig | None = None,
+        *,
+        batch_window_ms: float | None = None,
     ) -> None:
         self.retriever = retriever
         self.confidence = confidence
         self.config = config or EngineConfig()
+        self.batcher: Batcher[tuple[str, Sequence[Turn]], tuple[Reply, Trace]] | None = None
+        if batch_window_ms is not None:
+            self.batcher = Batcher(self._respond_batch, window_s=batch_window_ms / 1000)
 
     def respond(self, text: str, history: Sequence[Turn] = ()) -> tuple[Reply, Trace]:
         """Decide the reply to `text` given the conversation so far (oldest first)."""
+        if self.batcher is not None:
+            return self.batcher.call((text, tuple(history)))
+        return self.respond_many([text], [history])[0]
+
+    def close(self) -> None:
+        """Stop the batcher's thread, if any."""
+        if self.batcher is not None:
+            self.batcher.close()
+
+    def _respond_batch(self, items: list[tuple[str, Sequence[Turn]]]) -> list[tuple[Reply, Trace]]:
+        return self.respond_many([text for text, _ in items], [h for _, h in items])
+
+    def respond_many(
+        self,
+        texts: Sequence[str],
+        histories: Sequence[Sequence[Turn]] | None = None,
+    ) -> list[tuple[Reply, Trace]]:
+        """Decide the replies to several messages at once; the same decisions as `respond`.
+
+        The messages that need the knowledge base are retrieved together
+        (`Retriever.retrieve_many`: one embedding pass, one FAISS search); each is then decided
+        on its own, follow-ups with their own history. For a batch, each trace's ``total_ms``
+        is the batch's time divided by the number of messages.
+
+        Args:
+            texts: the messages.
+            histories: each message's conversation so far (oldest first); none by default.
+
+        Raises:
+            ValueError: `histories` does not have one history per text.
+        """
+        if histories is None:
+            histories = [()] * len(texts)
+        if len(histories) != len(texts):
+            raise ValueError(f"{len(texts)} texts but {len(histories)} histories")
         started = time.perf_counter()
-        text = clean_text(text)
+        cleaned = [clean_text(text) for text in texts]
+        results: list[tuple[Reply, Trace] | None] = [self._without_search(t) for t in cleaned]
+        pending = [i for i, result in enumerate(results) if result is None]
+        if len(pending) == 1:
+            retrievals = [self.retriever.retrieve(cleaned[pending[0]], top=TOP_CANDIDATES)]
+        else:
+            retrievals = self.retriever.retrieve_many(
+                [cleaned[i] for i in pending], top=TOP_CANDIDATES
+            )
+        for i, retrieval in zip(pending, retrievals, strict=True):
+            results[i] = self._decide(cleaned[i], histories[i], retrieval)
+        total_ms = (time.perf_counter() - started) * 1000 / max(len(texts), 1)
+        out = []
+        for result in results:
+            assert result is not None
+            if result[1].timings:
+                result[1].timings["total_ms"] = total_ms
+            out.append(result)
+        return out
+
+    def _without_search(self, text: str) -> tuple[Reply, Trace] | None:
+        """The reply to a message that needs no knowledge base (too long, empty, smalltalk)."""
         if len(text) > self.config.max_message_chars:
             reply = Reply.fallback(
                 TOO_LONG_TEXT.format(length=len(text), limit=self.config.max_message_chars)
@@ -240,9 +314,13 @@ class Responder:
         small = smalltalk_reply(text, self.config.smalltalk)
         if small is not None:
             return Reply.smalltalk(small), Trace(text, False, None, None)
+        return None
 
+    def _decide(
+        self, text: str, history: Sequence[Turn], retrieval: Retrieval
+    ) -> tuple[Reply, Trace]:
+        """The answering decision for a retrieved message, reading follow-ups in context."""
         context = context_for(history, self._topic_of) if history else None
-        retrieval = self.retriever.retrieve(text, top=TOP_CANDIDATES)
         confidence = self.confidence.confidence(retrieval.features)
         used_context = False
         if context:
@@ -264,7 +342,6 @@ class Responder:
         reply = self._compose(decision)
         timings = dict(retrieval.timings)
         timings["policy_ms"] = (time.perf_counter() - policy_started) * 1000
-        timings["total_ms"] = (time.perf_counter() - started) * 1000
         return reply, Trace(retrieval.query, used_context, decision, retrieval, timings)
 
     def _topic_of(self, bot_text: str) -> str | None:
@@ -345,6 +422,9 @@ class Engine:
         self._debouncers: weakref.WeakSet[Debouncer] = weakref.WeakSet()
         #: Told about every reply, handoff and rating (e.g. the Prometheus counters).
         self.listeners: list[TurnListener] = []
+        #: Seconds a stored reply is left to the process that stored it before a sweeper may
+        #: send it (`bot.outbox`; ``SUPPORTBOT_OUTBOX_HOLD_S``).
+        self.outbox_hold_s = 30.0
 
     @property
     def config(self) -> EngineConfig:
@@ -367,11 +447,19 @@ class Engine:
         """
         return self.handle_burst([message])
 
-    def handle_burst(self, messages: Sequence[InboundMessage]) -> list[Reply]:
+    def handle_burst(
+        self, messages: Sequence[InboundMessage], *, redelivered: bool = False
+    ) -> list[Reply]:
         """Run one turn for several messages from one person in one conversation.
 
         Every message is de-duplicated and recorded; the turn's text is their texts joined, and it
         gets at most one reply. `Debouncer` groups messages into such bursts.
+
+        `redelivered`: the messages were accepted before (`bot.outbox` inbox) by a process that
+        may have died mid-turn. A message whose de-duplication claim exists then counts as new
+        unless a reply to it is stored already (that reply goes out through the outbox); its
+        customer message is not stored twice. Under the conversation's turn lock no other turn
+        of it runs, so this never answers a message that another live process is answering.
 
         Raises:
             ValueError: no messages, or messages from different people or conversations.
@@ -385,7 +473,7 @@ class Engine:
             # One turn of a conversation at a time, across threads and worker processes: its
             # turns are stored in order and each reads the one before (Store.conversation_lock).
             with conversation_scope(key), self.store.conversation_lock(key):
-                return self._turn(batch, answer=True)
+                return self._turn(batch, answer=True, redelivered=redelivered)
         except Exception:
             logger.exception(
                 "turn failed platform=%s conversation=%s message=%s",
@@ -440,9 +528,18 @@ class Engine:
             raise ValueError("a turn's messages must share one conversation and one author")
         return batch
 
-    def _turn(self, messages: list[InboundMessage], *, answer: bool) -> list[Reply]:
+    def _turn(
+        self, messages: list[InboundMessage], *, answer: bool, redelivered: bool = False
+    ) -> list[Reply]:
         started = time.perf_counter()
+        if not redelivered:
+            # The usual turn: its storage in one transaction (`Store.open_turn`).
+            opened = self._open_turn(messages)
+            if opened is None:
+                return []
+            return self._continue_turn(*opened, answer, started)
         fresh: list[InboundMessage] = []
+        claimed_before: set[str] = set()
         for message in messages:
             message = replace(message, text=clean_text(message.text, normalize=False))
             # Message ids are unique within a platform's workspace, not across workspaces.
@@ -451,6 +548,9 @@ class Engine:
                 event += f":{message.revision}"
             if self.store.claim_event(message.platform, event):
                 fresh.append(message)
+            elif redelivered:
+                fresh.append(message)
+                claimed_before.add(message.message_id)
             else:
                 logger.info("duplicate message %s ignored", message.message_id)
         if not fresh:
@@ -459,7 +559,16 @@ class Engine:
         conversation = self.store.get_or_create_conversation(key, user)
         set_conversation_id(conversation.id)
         unanswered: list[InboundMessage] = []
+        recorded: dict[str, int] = {}
         for message in fresh:
+            if message.message_id in claimed_before:
+                # Claimed before by a turn that may have died: answer unless it finished.
+                row = self.store.message_row(conversation.id, message.message_id)
+                if row is not None:
+                    if self.store.turn_covered(conversation.id, row):
+                        logger.info("redelivered message %s was handled", message.message_id)
+                        continue
+                    recorded[message.message_id] = row
             answered = message.revision and self.store.answered_message(
                 conversation.id, message.message_id
             )
@@ -473,7 +582,8 @@ class Engine:
             return []
         history = self.store.recent_turns(conversation.id, self.config.state_turns)
         rows = [
-            self.store.add_message(
+            recorded.get(m.message_id)
+            or self.store.add_message(
                 conversation.id,
                 Role.USER,
                 m.user,
@@ -482,6 +592,63 @@ class Engine:
             )
             for m in unanswered
         ]
+        return self._continue_turn(conversation, unanswered, history, rows, answer, started)
+
+    def _open_turn(
+        self, messages: Sequence[InboundMessage]
+    ) -> tuple[ConversationInfo, list[InboundMessage], list[HistoryTurn], list[int]] | None:
+        """Claim, record and read a turn's storage in one transaction (`Store.open_turn`).
+
+        Returns:
+            The conversation, the messages to answer, the history before them and their
+            stored rows; None when there is nothing to answer (repeats, answered edits).
+        """
+        cleaned = [replace(m, text=clean_text(m.text, normalize=False)) for m in messages]
+        first = cleaned[0]
+        opening = self.store.open_turn(
+            first.platform,
+            first.conversation,
+            first.user,
+            [
+                TurnMessage(
+                    # Message ids are unique within a platform's workspace, not across them.
+                    event_id=f"message:{m.workspace}:{m.message_id}"
+                    + (f":{m.revision}" if m.revision else ""),
+                    platform_message_id=m.message_id,
+                    author=m.user,
+                    text=redact_text(m.text) if self.redact_transcripts else m.text,
+                    edit=bool(m.revision),
+                )
+                for m in cleaned
+            ],
+            self.config.state_turns,
+        )
+        for message, status in zip(cleaned, opening.status, strict=True):
+            if status == "duplicate":
+                logger.info("duplicate message %s ignored", message.message_id)
+            elif status == "answered":
+                logger.info(
+                    "edit of already answered message %s: no second answer", message.message_id
+                )
+        if opening.conversation is None:
+            return None
+        set_conversation_id(opening.conversation.id)
+        unanswered = [m for m, st in zip(cleaned, opening.status, strict=True) if st == "recorded"]
+        if not unanswered:
+            return None
+        return opening.conversation, unanswered, opening.history, list(opening.rows)
+
+    def _continue_turn(
+        self,
+        conversation: ConversationInfo,
+        unanswered: list[InboundMessage],
+        history: list[HistoryTurn],
+        rows: Sequence[int],
+        answer: bool,
+        started: float,
+    ) -> list[Reply]:
+        """The turn once its messages are stored: the policies decide, the engine acts."""
+        key, user = conversation.key, unanswered[0].user
         if conversation.owner is Owner.HUMAN:
             self._pass_to_person(conversation, unanswered)
         if not answer:
@@ -510,7 +677,9 @@ class Engine:
         traces: list[Trace] = []
         result = pipeline.run(turn, state, lambda: self._knowledge(text, plain, traces))
         result, composition = self._compose_answer(result, key, text, plain, traces)
-        return self._act(result, conversation, state, rows[-1], started, composition)
+        return self._act(
+            result, conversation, state, rows[-1], started, composition, answering=unanswered[-1]
+        )
 
     def _plain_turn(self, turn: HistoryTurn) -> Turn:
         """A history line as the knowledge path reads it.
@@ -639,6 +808,8 @@ class Engine:
         message_row: int,
         started: float,
         composition: Composition | None = None,
+        *,
+        answering: InboundMessage | None = None,
     ) -> list[Reply]:
         decision, turn = result.decision, result.turn
         if decision.resolve:
@@ -646,6 +817,10 @@ class Engine:
         elif state.resolved and decision.speaks:
             self.store.set_status(conversation.id, "open")  # a new question reopens the thread
         if decision.outcome is Outcome.SILENT or decision.reply is None:
+            # So that a redelivery of this message is not answered (`handle_burst`).
+            self.store.claim_event(
+                SILENT_TURN_PLATFORM, silent_turn_key(conversation.id, message_row)
+            )
             logger.debug(
                 "turn conversation=%s silent policy=%s reason=%s",
                 conversation.id,
@@ -676,9 +851,18 @@ class Engine:
             )
         query = turn.knowledge.query if turn.knowledge is not None else turn.text[:200]
         latency = (time.perf_counter() - started) * 1000
+        # Into the outbox: stored with where it goes before anyone sends it (bot.outbox).
+        destination = Destination.of(answering, reply).to_json() if answering else None
         reply_id = self.store.add_reply(
-            conversation.id, message_row, reply, query=query, latency_ms=latency
+            conversation.id,
+            message_row,
+            reply,
+            query=query,
+            latency_ms=latency,
+            destination=destination,
+            hold_s=self.outbox_hold_s,
         )
+        crash_point("after_reply_stored")
         reply = replace(reply, id=reply_id)
         if composition is not None and composition.outcome is not ComposeOutcome.EXTRACTIVE:
             self._log_composition(reply_id, composition)
@@ -794,7 +978,13 @@ class Engine:
         turn_taking = self.pipeline_for(key).settings.turn_taking
         return Timing(turn_taking.burst_window_seconds, turn_taking.head_start_seconds)
 
-    def debouncer(self, deliver: Deliver, *, clock: Clock | None = None) -> Debouncer:
+    def debouncer(
+        self,
+        deliver: Deliver,
+        *,
+        clock: Clock | None = None,
+        finished: Callable[[tuple[InboundMessage, ...]], Awaitable[None]] | None = None,
+    ) -> Debouncer:
         """A `Debouncer` that runs this engine's turns and hands the replies to `deliver`.
 
         Bursts become one turn (`handle_burst`); a turn cancelled by `human_replied` is recorded
@@ -803,14 +993,20 @@ class Engine:
         Args:
             deliver: posts a turn's replies; called with the turn's last message.
             clock: the time source (a `ManualClock` in tests).
+            finished: called with a turn's messages once it was delivered or recorded (e.g. to
+                mark them done in the inbox, `bot.outbox`).
         """
 
         async def on_turn(messages: tuple[InboundMessage, ...]) -> None:
             replies = await asyncio.to_thread(self.handle_burst, messages)
             await deliver(messages[-1], replies)
+            if finished is not None:
+                await finished(messages)
 
         async def on_cancel(messages: tuple[InboundMessage, ...]) -> None:
             await asyncio.to_thread(self.record, messages)
+            if finished is not None:
+                await finished(messages)
 
         debouncer = Debouncer(on_turn, timing=self.timing_for, on_cancel=on_cancel, clock=clock)
         self._debouncers.add(debouncer)

@@ -14,6 +14,7 @@ from pathlib import Path
 from bot.compose.base import Composer, ExtractiveComposer
 from bot.engine import Engine, EngineConfig, Responder
 from bot.handoff import HandoffSink, NoDeskHandoffSink
+from bot.outbox import Sweeper
 from bot.ratelimit import RateLimiter
 from bot.relay import Relay, RelayConfig
 from bot.settings import Settings, sample_kb_paths
@@ -40,6 +41,16 @@ class Services:
     engine: Engine
     #: The human-handoff relay, when ``SUPPORTBOT_HANDOFF_DESK`` names a desk.
     relay: Relay | None = None
+
+    def sweeper(self) -> Sweeper:
+        """A sweeper for abandoned messages and unsent replies (`bot.outbox`), set up from the
+        settings; the adapter registers its platform's sender and inbox handler on it."""
+        return Sweeper(
+            self.store,
+            hold_s=self.settings.outbox_hold_s,
+            interval_s=self.settings.outbox_sweep_s,
+            max_attempts=self.settings.outbox_max_attempts,
+        )
 
 
 def ingest(
@@ -205,7 +216,12 @@ def build_services(
             goodbye=texts.goodbye.replace("{", "{{").replace("}", "}}"),
         ),
     )
-    responder = Responder(retriever, confidence_model(kb, settings.threshold), config)
+    responder = Responder(
+        retriever,
+        confidence_model(kb, settings.threshold),
+        config,
+        batch_window_ms=settings.decision_batch_window_ms,
+    )
     relay = None
     if handoff_sink is None and settings.handoff_desk is not None:
         relay = Relay(
@@ -233,5 +249,6 @@ def build_services(
         rate_limiter=RateLimiter.from_setting(settings.rate_limit),
         redact_transcripts=settings.redact_transcripts,
     )
+    engine.outbox_hold_s = settings.outbox_hold_s
     engine.load_feedback()
     return Services(settings, store, kb, retriever, engine, relay)

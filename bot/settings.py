@@ -62,6 +62,15 @@ class Settings(BaseSettings):
     handoff_timeout_s: float = Field(default=600.0, gt=0)
     #: Seconds between the relay's delivery rounds in each adapter.
     relay_poll_s: float = Field(default=1.0, gt=0)
+    #: Seconds a process holds an accepted message or a stored reply before another process's
+    #: sweeper may take it over (``SUPPORTBOT_OUTBOX_HOLD_S``; docs/reliability.md). Longer than
+    #: a turn plus its posting takes, retries included.
+    outbox_hold_s: float = Field(default=30.0, ge=1.0, le=3600.0)
+    #: Seconds between sweeps for abandoned messages and unsent replies
+    #: (``SUPPORTBOT_OUTBOX_SWEEP_S``).
+    outbox_sweep_s: float = Field(default=5.0, gt=0, le=600.0)
+    #: Sweeper tries after which a message or reply is given up and logged as an error.
+    outbox_max_attempts: int = Field(default=5, ge=1, le=100)
     #: Completes "You can ..." when nobody claims a handoff in time, or when no desk is set.
     handoff_contact: str = "open a ticket on our help center"
     #: Seconds after which a card opening that never finished (a dead process) is taken again.
@@ -98,6 +107,9 @@ class Settings(BaseSettings):
     embed_cache_size: int = Field(default=1024, ge=0)
     #: Concurrent queries wait up to this many ms to share a forward pass; unset: no batching.
     embed_batch_window_ms: float | None = Field(default=None, ge=0, le=50)
+    #: Concurrent turns wait up to this long to share one whole retrieval (embedding, FAISS,
+    #: BM25: `Responder.respond_many`); None: each turn retrieves on its own.
+    decision_batch_window_ms: float | None = Field(default=None, ge=0, le=50)
     #: ONNX Runtime threads per process (0: the machine's cores, at most 4).
     embed_threads: int = Field(default=0, ge=0)
     #: Memory-map the dense index instead of reading it (shared between workers, fast start).

@@ -5,7 +5,10 @@ function in `convert.py` (what to answer, which conversation, where the answer g
 `render.py` (what the messages look like); the engine runs in a worker thread
 (`asyncio.to_thread`) because it does database and model work. Rate limits, heartbeats,
 reconnects and RESUME are discord.py's; a message delivered twice (a replay after RESUME) is
-answered once because the engine de-duplicates by message id in the database.
+answered once because the engine de-duplicates by message id in the database. On top of that:
+posts that discord.py's retries could not get through are tried again with the same nonce
+(`_send_once`), and after a session Discord could not resume the messages written meanwhile are
+read over REST (`_catch_up`). See docs/faults.md.
 
     gateway ─▶ discord.py state ─▶ dispatch (drops bots' traffic) ─▶ on_message / reactions /
     buttons ─▶ convert ─▶ engine (thread) ─▶ render ─▶ REST (threads, messages)
@@ -14,15 +17,19 @@ answered once because the engine de-duplicates by message id in the database.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import re
 import uuid
 import weakref
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
+import aiohttp
 import discord
 import yarl
 from discord.gateway import DiscordWebSocket
@@ -86,6 +93,7 @@ from bot.model import (
     InboundMessage,
     Reply,
 )
+from bot.outbox import Destination, Sweeper
 from bot.relay import Relay
 
 __all__ = [
@@ -251,13 +259,59 @@ class _Target:
     """Where an answer is posted, and the message it replies to (if it is a reply)."""
 
     channel: discord.abc.Messageable
-    reference: discord.Message | None = None
+    reference: discord.Message | discord.PartialMessage | None = None
 
 
 #: Reactions by which a customer marks a conversation resolved.
 RESOLVE_EMOJI = frozenset({"✅", "✔️", "☑️"})
 #: How long closing waits for the turns still pending to be answered.
 CLOSE_GRACE_S = 10.0
+#: How far before the lost connection a new session re-reads messages (clock skew, events in
+#: flight).
+CATCH_UP_MARGIN_S = 60.0
+#: Messages re-read per channel at most when catching up.
+CATCH_UP_LIMIT = 200
+#: Channels (DMs, threads) of recent conversations remembered for catching up.
+RECENT_CHANNELS = 1000
+#: Tries of one message post in all, on top of discord.py's own retries within each.
+SEND_ATTEMPTS = 5
+#: The first wait after a failed post; it doubles with each try.
+SEND_BACKOFF_S = 0.5
+#: The longest wait between two tries.
+SEND_MAX_WAIT_S = 30.0
+
+
+class SendGaveUp(Exception):
+    """A message could not be posted after `SEND_ATTEMPTS` tries (the cause is chained).
+
+    Attributes:
+        reply_id: the reply it carried ("" for none).
+    """
+
+    def __init__(self, reply_id: str) -> None:
+        super().__init__(f"reply {reply_id or '-'} not posted")
+        self.reply_id = reply_id
+
+
+class DiscordReplySender:
+    """Posts Discord replies stored but never posted (`bot.outbox.ReplySender`), through
+    `SupportBotClient.resend_reply`."""
+
+    platform = PLATFORM
+
+    def __init__(self, client: SupportBotClient) -> None:
+        self.client = client
+
+    async def resend(self, reply: Reply, destination: Destination) -> str:
+        """Post the reply (the nonce returns an earlier copy instead); its platform reference."""
+        return await self.client.resend_reply(reply, destination)
+
+
+def message_nonce(reply_id: str, index: int) -> str:
+    """The nonce of a reply's ``index``-th message: the same on every try (Discord keeps at
+    most 25 characters), a random one for a message without a reply id."""
+    seed = f"{reply_id}:{index}" if reply_id else uuid.uuid4().hex
+    return hashlib.sha256(seed.encode()).hexdigest()[:25]
 
 
 class SupportBotClient(discord.Client):
@@ -305,6 +359,14 @@ class SupportBotClient(discord.Client):
             weakref.WeakValueDictionary()
         )
         self._relay_task: asyncio.Task[None] | None = None
+        # Sends replies stored but never posted, by this or a dead process (`bot.outbox`).
+        self._sweep_task: asyncio.Task[None] | None = None
+        # Catching up after a lost gateway session (`_catch_up`): when the connection went,
+        # the channels with recent conversations, and the running catch-up.
+        self._disconnected_at: datetime | None = None
+        self._ready_before = False
+        self._recent_channels: OrderedDict[int, None] = OrderedDict()
+        self._catch_up_task: asyncio.Task[None] | None = None
         self._clock = clock
         # Bursts become one turn; made when first needed (on the event loop), closed in `close`.
         self._debouncer: Debouncer | None = None
@@ -334,11 +396,18 @@ class SupportBotClient(discord.Client):
 
     async def close(self) -> None:
         """Answer the turns still waiting, stop the relay's delivery loop, then disconnect."""
+        if self._catch_up_task is not None:
+            self._catch_up_task.cancel()
+            await asyncio.gather(self._catch_up_task, return_exceptions=True)
         await self._close_debouncer()
         if self._relay_task is not None:
             self._relay_task.cancel()
             await asyncio.gather(self._relay_task, return_exceptions=True)
             self._relay_task = None
+        if self._sweep_task is not None:
+            self._sweep_task.cancel()
+            await asyncio.gather(self._sweep_task, return_exceptions=True)
+            self._sweep_task = None
         await super().close()
 
     def debouncer(self) -> Debouncer:
@@ -372,8 +441,32 @@ class SupportBotClient(discord.Client):
         relay = self.engine.handoff_sink
         if isinstance(relay, Relay) and self._relay_task is None:
             self._relay_task = asyncio.create_task(relay.run((PLATFORM,)), name="discord-relay")
+        if self._sweep_task is None:
+            sweeper = Sweeper(self.engine.store, hold_s=self.engine.outbox_hold_s)
+            sweeper.add_sender(DiscordReplySender(self))
+            self._sweep_task = asyncio.create_task(sweeper.run(), name="discord-outbox")
+
+    async def on_disconnect(self) -> None:
+        if self._disconnected_at is None:
+            self._disconnected_at = discord.utils.utcnow()
+
+    async def on_resumed(self) -> None:
+        # Discord replays what was missed on RESUME (repeats are answered once: the engine
+        # de-duplicates by message id).
+        self._disconnected_at = None
 
     async def on_ready(self) -> None:
+        if self._ready_before:
+            # A new session: Discord replays nothing from the one that ended, so the messages
+            # written meanwhile are read over REST.
+            since = self._disconnected_at or discord.utils.utcnow()
+            self._disconnected_at = None
+            if self._catch_up_task is None or self._catch_up_task.done():
+                self._catch_up_task = asyncio.create_task(
+                    self._catch_up(since - timedelta(seconds=CATCH_UP_MARGIN_S)),
+                    name="discord-catch-up",
+                )
+        self._ready_before = True
         user = self.user
         logger.info(
             "Discord: connected as %s (id %s) in %d server(s)",
@@ -382,6 +475,43 @@ class SupportBotClient(discord.Client):
             len(self.guilds),
         )
         self._check_channels()
+
+    async def _catch_up(self, since: datetime) -> None:
+        """Handle the messages written since ``since`` in the support channels and the
+        channels of recent conversations, as if the gateway had delivered them.
+
+        Those already handled are not answered again: the engine de-duplicates by message id.
+        """
+        channels = list(dict.fromkeys([*self.routing.support_channels, *self._recent_channels]))
+        after = discord.Object(id=discord.utils.time_snowflake(since))
+        found = 0
+        for channel_id in channels:
+            try:
+                channel = self.get_channel(channel_id) or await self.fetch_channel(channel_id)
+                history = channel.history(  # type: ignore[union-attr]
+                    limit=CATCH_UP_LIMIT, after=after, oldest_first=True
+                )
+                async for message in history:
+                    found += 1
+                    self.dispatch("message", message)
+            except (discord.HTTPException, aiohttp.ClientError, TimeoutError) as e:
+                logger.warning(
+                    "Discord: cannot read channel %s to catch up after a lost session: %s",
+                    channel_id,
+                    e,
+                )
+        logger.info(
+            "Discord: new session; %d message(s) since %s re-read in %d channel(s)",
+            found,
+            since.isoformat(),
+            len(channels),
+        )
+
+    def _remember_channel(self, channel_id: int) -> None:
+        self._recent_channels[channel_id] = None
+        self._recent_channels.move_to_end(channel_id)
+        while len(self._recent_channels) > RECENT_CHANNELS:
+            self._recent_channels.popitem(last=False)
 
     def _check_channels(self) -> None:
         """Warn at start-up about configured channels the bot cannot see or cannot use."""
@@ -481,6 +611,8 @@ class SupportBotClient(discord.Client):
                 await self._relay_agent_reply(facts, channel)
             return
         key = conversation_key(facts)
+        if facts.place in (Place.DM, Place.THREAD):
+            self._remember_channel(facts.channel_id)
         if is_agent(facts, self.routing) and await self._agent_wrote(facts, key, revision):
             return
         async with self._turn_lock(key):
@@ -608,15 +740,15 @@ class SupportBotClient(discord.Client):
         reference = target.reference
         for reply in replies:
             last: discord.Message | None = None
-            for chunk in render_reply(reply):
-                extra: dict[str, Any] = {}
+            for index, chunk in enumerate(render_reply(reply)):
+                extra: dict[str, Any] = {"nonce": message_nonce(reply.id, index)}
                 if chunk.buttons:
                     extra["view"] = _display_view(chunk.buttons)
                 if reference is not None:
                     # A question deleted meanwhile must not make the answer fail.
                     extra["reference"] = reference.to_reference(fail_if_not_exists=False)
                 try:
-                    last = await target.channel.send(chunk.content, **extra)
+                    last = await self._send_once(target.channel, chunk.content, reply.id, extra)
                 except discord.HTTPException as e:
                     logger.warning(
                         "cannot post reply %s in channel %s (%s): %s",
@@ -626,10 +758,103 @@ class SupportBotClient(discord.Client):
                         PERMISSION_HELP,
                     )
                     return
+                except SendGaveUp as e:
+                    logger.error(
+                        "reply %s not posted in channel %s after %d tries: %r",
+                        reply.id,
+                        getattr(target.channel, "id", "?"),
+                        SEND_ATTEMPTS,
+                        e.__cause__,
+                    )
+                    return
                 reference = None  # only the first message replies to the question
             if last is not None and reply.id:
                 ref = reply_ref(last.channel.id, last.id)
                 await asyncio.to_thread(self.engine.attach_platform_ref, reply.id, ref)
+
+    async def resend_reply(self, reply: Reply, destination: Destination) -> str:
+        """Post a stored reply that was never recorded as posted; its platform reference.
+
+        Each message carries the nonce the first try carried (`message_nonce`, with
+        ``enforce_nonce``), so within Discord's nonce window (a few minutes) a message the dead
+        process had posted comes back instead of a second copy. The reply goes into the
+        conversation's thread when it exists, else into its channel as a reply to the question.
+
+        Raises:
+            discord.HTTPException: Discord refused the message or knows no such channel.
+            SendGaveUp: every try failed.
+        """
+        target = await self._resend_target(destination)
+        reference = target.reference
+        last: discord.Message | None = None
+        for index, chunk in enumerate(render_reply(reply)):
+            extra: dict[str, Any] = {"nonce": message_nonce(reply.id, index)}
+            if chunk.buttons:
+                extra["view"] = _display_view(chunk.buttons)
+            if reference is not None:
+                extra["reference"] = reference.to_reference(fail_if_not_exists=False)
+            last = await self._send_once(target.channel, chunk.content, reply.id, extra)
+            reference = None
+        if last is None:
+            raise SendGaveUp(reply.id)
+        return reply_ref(last.channel.id, last.id)
+
+    async def _resend_target(self, destination: Destination) -> _Target:
+        async def channel_of(raw: str) -> Any:
+            found = self.get_channel(int(raw))
+            return found if found is not None else await self.fetch_channel(int(raw))
+
+        if destination.thread:
+            try:
+                return _Target(await channel_of(destination.thread))
+            except (discord.NotFound, discord.Forbidden, ValueError):
+                pass  # no thread was started: answer in the channel
+        channel = await channel_of(destination.channel)
+        reference = None
+        if destination.message_id.isdigit() and destination.thread:
+            reference = discord.PartialMessage(channel=channel, id=int(destination.message_id))
+        return _Target(channel, reference)
+
+    async def _send_once(
+        self, channel: Any, content: str, reply_id: str, extra: dict[str, Any]
+    ) -> discord.Message:
+        """Send one message, retrying what discord.py's own retries leave over.
+
+        discord.py waits out 429s and retries 500/502/504 itself, up to five tries; a 503, a
+        dropped connection or a rate limit that outlasts those is retried here with backoff.
+        Every try carries the same ``nonce`` with ``enforce_nonce`` (discord.py sets it), so
+        Discord returns the message a lost answer had already created instead of posting it
+        again.
+
+        Raises:
+            discord.HTTPException: Discord refused the message (4xx other than 429).
+            SendGaveUp: every try failed with a server error, a rate limit or no answer.
+        """
+        error: Exception | None = None
+        for attempt in range(SEND_ATTEMPTS):
+            wait: float
+            try:
+                sent: discord.Message = await channel.send(content, **extra)
+                return sent
+            except discord.RateLimited as e:
+                wait, error = min(e.retry_after, SEND_MAX_WAIT_S), e
+            except discord.HTTPException as e:
+                if e.status != 429 and e.status < 500:
+                    raise
+                wait, error = min(SEND_BACKOFF_S * 2**attempt, SEND_MAX_WAIT_S), e
+            except (aiohttp.ClientError, TimeoutError, OSError) as e:
+                wait, error = min(SEND_BACKOFF_S * 2**attempt, SEND_MAX_WAIT_S), e
+            logger.warning(
+                "posting reply %s: %r (try %d of %d); trying again in %.1fs",
+                reply_id or "-",
+                error,
+                attempt + 1,
+                SEND_ATTEMPTS,
+                wait,
+            )
+            if attempt + 1 < SEND_ATTEMPTS:
+                await asyncio.sleep(wait)
+        raise SendGaveUp(reply_id) from error
 
     # Feedback ----------------------------------------------------------------------------------
 

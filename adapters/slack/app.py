@@ -61,11 +61,13 @@ from adapters.slack.payloads import (
     MessageEvent,
     ReactionEvent,
 )
+from adapters.slack.recovery import SlackInbox, SlackReplySender, inbox_payload
 from adapters.slack.relay import SlackCustomerChannel, SlackDesk
 from adapters.slack.settings import SlackMode, SlackSettings
 from bot.debounce import Clock, Debouncer
 from bot.engine import AgentAction
 from bot.errors import ConfigError, StorageError
+from bot.faults import crash_point
 from bot.model import ActionKind, ConversationKey, FeedbackEvent, InboundMessage, Reply
 from bot.service import Services
 
@@ -228,6 +230,9 @@ class SlackAdapter:
         # Turns on their way to the debouncer, per conversation: a head-start cancellation waits
         # for them, so it also reaches a question that arrived just before the other person.
         self._arriving: dict[ConversationKey, set[asyncio.Task[None]]] = {}
+        # The inbox key of each accepted message until its turn ran (`_inbox_finish`).
+        self._inbox_keys: dict[tuple[ConversationKey, str, str], str] = {}
+        self._sweep_task: asyncio.Task[None] | None = None
         self._join_relay()
 
     # Set-up -------------------------------------------------------------------------------------
@@ -342,10 +347,11 @@ class SlackAdapter:
             )
         if self.agents.channel is not None and self.mode is not SlackMode.OAUTH:
             self._agents_task = asyncio.create_task(self._read_agents(), name="slack-agents")
+        self._sweep_task = self._start_sweeper()
         try:
             yield
         finally:
-            for task in (self._relay_task, self._agents_task):
+            for task in (self._sweep_task, self._relay_task, self._agents_task):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
@@ -354,6 +360,21 @@ class SlackAdapter:
                 await self.lease.stop()
             await self.tasks.close(self.settings.shutdown_grace)
             await self._close_debouncer()
+
+    def _start_sweeper(self) -> asyncio.Task[None] | None:
+        """Sweep for Slack events and replies that a dead process left (`bot.outbox`)."""
+        if self.mode is SlackMode.OAUTH:
+            # Re-sending needs the workspace's token, which only the event's context carries.
+            logger.warning("Slack: the outbox sweeper needs a single-workspace bot token; off")
+            return None
+        sweeper = self.services.sweeper()
+        sweeper.add_sender(SlackReplySender(self.client))
+
+        async def post(message: InboundMessage, reply: Reply) -> None:
+            await self._post_reply(self.client, message, reply)
+
+        sweeper.add_inbox(SlackInbox(self.engine, post))
+        return asyncio.create_task(sweeper.run(), name="slack-outbox")
 
     async def _read_agents(self) -> None:
         """Keep the agents' channel's members fresh (`AgentDirectory.refresh`)."""
@@ -367,7 +388,9 @@ class SlackAdapter:
     def debouncer(self) -> Debouncer:
         """The adapter's turn-taking debouncer (made on first use, for this adapter only)."""
         if self._debouncer is None:
-            self._debouncer = self.engine.debouncer(self._deliver, clock=self._clock)
+            self._debouncer = self.engine.debouncer(
+                self._deliver, clock=self._clock, finished=self._inbox_finish
+            )
         return self._debouncer
 
     async def _close_debouncer(self) -> None:
@@ -457,7 +480,7 @@ class SlackAdapter:
         message = convert.message_to_inbound(
             event, self._team(body, context), bot_user_id=context.bot_user_id
         )
-        self._spawn_turn(body, message, context.client, Route.ANSWER)
+        await self._accept_turn(body, message, context.client, Route.ANSWER)
 
     async def _on_message(
         self, body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext
@@ -475,7 +498,7 @@ class SlackAdapter:
             route = convert.route_edit(edit, **routing)
             if route in (Route.ANSWER, Route.IF_IN_THREAD):
                 message = convert.edit_to_inbound(edit, team, bot_user_id=context.bot_user_id)
-                self._spawn_turn(body, message, context.client, route)
+                await self._accept_turn(body, message, context.client, route)
             return
         new = cast(MessageEvent, event)
         route = convert.route_message(new, **routing)
@@ -502,7 +525,7 @@ class SlackAdapter:
                     name=f"slack-record:{message.message_id}",
                 )
             else:
-                self._spawn_turn(body, message, context.client, route)
+                await self._accept_turn(body, message, context.client, route)
 
     def _agent_in_thread(self, event: Mapping[str, Any]) -> bool:
         """Whether a message is a human agent's reply in a thread of a customers' channel (a
@@ -622,9 +645,61 @@ class SlackAdapter:
             body.get("event_id"),
             exc_info=error,
         )
+        if isinstance(error, StorageError):
+            # Nothing was recorded (`_accept_turn`): Slack delivers the event again later.
+            return BoltResponse(status=503, body="")
         return BoltResponse(status=200, body="")
 
     # Work after the ack -------------------------------------------------------------------------
+
+    async def _accept_turn(
+        self,
+        body: Mapping[str, Any],
+        message: InboundMessage,
+        client: AsyncWebClient | None,
+        route: Route,
+    ) -> None:
+        """Record the event in the inbox (de-duplicated by its event id), then start its turn;
+        runs before the acknowledgement, so an acknowledged event is never lost with its process
+        (`bot.outbox`). A database failure propagates: `_on_error` answers 503 and Slack
+        delivers the event again later."""
+        event_id = str(body.get("event_id") or "")
+        if (
+            route is Route.IF_IN_THREAD
+            and not self.debouncer().pending(message.conversation, message.user)
+            and not await asyncio.to_thread(self.engine.takes_part_in, message.conversation)
+        ):
+            return  # a thread the bot is not in: nothing to answer, nothing stored
+        if event_id:
+            key = f"event:{event_id}"
+            accepted = await asyncio.to_thread(
+                self.store.accept_inbound,
+                PLATFORM,
+                key,
+                inbox_payload(message, route),
+                hold_s=self.services.settings.outbox_hold_s,
+            )
+            if not accepted:
+                logger.info("Slack event %s already handled", event_id)
+                return
+            crash_point("after_accept")
+            self._inbox_keys[(message.conversation, message.message_id, message.revision)] = key
+        self._spawn_turn(body, message, client, route, accepted=bool(event_id))
+
+    async def _inbox_finish(self, messages: Sequence[InboundMessage]) -> None:
+        """Mark these messages' inbox rows done: their turn ran (or was recorded)."""
+        keys = [
+            key
+            for m in messages
+            if (key := self._inbox_keys.pop((m.conversation, m.message_id, m.revision), None))
+        ]
+        if not keys:
+            return
+        try:
+            await asyncio.to_thread(self.store.inbox_done, PLATFORM, keys)
+        except StorageError as e:
+            # The turn is stored; a sweeper finds it answered and only marks the rows done.
+            logger.warning("Slack: cannot mark %d inbox row(s) done: %s", len(keys), e)
 
     def _spawn_turn(
         self,
@@ -632,10 +707,12 @@ class SlackAdapter:
         message: InboundMessage,
         client: AsyncWebClient | None,
         route: Route,
+        *,
+        accepted: bool = False,
     ) -> None:
         event_id = str(body.get("event_id") or "") if body is not None else ""
         task = self.tasks.spawn(
-            self._turn(event_id, message, client or self.client, route),
+            self._turn(event_id, message, client or self.client, route, accepted=accepted),
             name=f"slack-turn:{message.message_id}",
         )
         key = message.conversation
@@ -656,8 +733,15 @@ class SlackAdapter:
         return await asyncio.to_thread(self.store.claim_event, PLATFORM, f"event:{event_id}")
 
     async def _turn(
-        self, event_id: str, message: InboundMessage, client: AsyncWebClient, route: Route
+        self,
+        event_id: str,
+        message: InboundMessage,
+        client: AsyncWebClient,
+        route: Route,
+        *,
+        accepted: bool = False,
     ) -> None:
+        """Hand a message to the debouncer; `accepted`: its event is in the inbox already."""
         try:
             debouncer = self.debouncer()
             if (
@@ -665,8 +749,9 @@ class SlackAdapter:
                 and not debouncer.pending(message.conversation, message.user)
                 and not await asyncio.to_thread(self.engine.takes_part_in, message.conversation)
             ):
+                await self._inbox_finish([message])
                 return
-            if not await self._claim(event_id):
+            if not accepted and not await self._claim(event_id):
                 logger.info("Slack event %s already handled", event_id)
                 return
             # One turn per burst: the debouncer runs it once the customer pauses (`_deliver`).

@@ -1,14 +1,16 @@
 """Calls to the Slack Web API: the client, and posting a reply exactly once.
 
 The client honours ``429 Retry-After`` and retries failed connection attempts (slack_sdk retry
-handlers). A post that timed out or lost its connection may still have reached Slack, so
-`post_once` never re-posts blindly: before trying again it looks in the thread
-(``conversations.replies``) or the DM (``conversations.history``) for a message whose metadata
-carries the reply id, and uses that.
+handlers). `post_once` retries what those leave over, a bounded number of times with backoff:
+rate limits that outlast the client's retries, server errors (5xx) and timeouts. A post that
+timed out or got a server error may still have reached Slack, so `post_once` never re-posts
+blindly: before trying again it looks in the thread (``conversations.replies``) or the DM
+(``conversations.history``) for a message whose metadata carries the reply id, and uses that.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
@@ -28,8 +30,15 @@ __all__ = ["PostError", "find_posted", "make_client", "post_once"]
 
 logger = logging.getLogger(__name__)
 
-#: How often a post is tried in all (the first try and the retries after timeouts).
-POST_ATTEMPTS = 3
+#: How often a post is tried in all (the first try and the retries after timeouts, server
+#: errors and rate limits the client's own retries did not outlast).
+POST_ATTEMPTS = 6
+#: The first wait after a server error; it doubles with each try.
+BACKOFF_S = 0.5
+#: The longest wait between two tries (``Retry-After`` included).
+MAX_WAIT_S = 30.0
+#: Slack's error codes for its own failures (sent with HTTP 200 by some gateways).
+SERVER_ERRORS = frozenset({"fatal_error", "internal_error", "service_unavailable"})
 #: How far back a DM is searched for an earlier copy of a post.
 HISTORY_LOOKBACK = 50
 
@@ -98,6 +107,26 @@ async def find_posted(
     return None
 
 
+def _retry_wait(error: SlackApiError, attempt: int) -> float | None:
+    """How long to wait before posting again after Slack answered with an error, or None when
+    trying again cannot help (the message itself was refused)."""
+    response = error.response
+    status = response.status_code
+    code = response.get("error") if isinstance(response.data, dict) else None
+    if status == 429 or code == "ratelimited":
+        header = (response.headers or {}).get("Retry-After") or (response.headers or {}).get(
+            "retry-after"
+        )
+        try:
+            wait = float(header) if header is not None else BACKOFF_S * 2**attempt
+        except (TypeError, ValueError):
+            wait = BACKOFF_S * 2**attempt
+        return min(max(wait, 0.0), MAX_WAIT_S)
+    if status >= 500 or code in SERVER_ERRORS:
+        return float(min(BACKOFF_S * 2**attempt, MAX_WAIT_S))
+    return None
+
+
 async def post_once(
     client: AsyncWebClient,
     *,
@@ -107,7 +136,12 @@ async def post_once(
     reply_id: str = "",
     attempts: int = POST_ATTEMPTS,
 ) -> str:
-    """Post a message and return its ts, retrying timeouts without ever posting it twice.
+    """Post a message and return its ts, retrying failures without ever posting it twice.
+
+    A rate limit (429, after the client's own retries) is waited out (``Retry-After``) and
+    tried again: Slack posted nothing. A server error (5xx) or a timeout may come after the
+    message was posted, so before trying again the thread (or DM) is searched for a copy
+    carrying ``reply_id``; without a reply id only rate limits are retried.
 
     Args:
         client: the workspace's Web API client.
@@ -122,8 +156,11 @@ async def post_once(
         PostError: every try failed, or Slack refused the message.
     """
     last: Exception | None = None
-    for attempt in range(max(1, attempts if reply_id else 1)):
-        if attempt:
+    may_have_arrived = False
+    tries = 0
+    for attempt in range(max(1, attempts)):
+        tries = attempt + 1
+        if may_have_arrived:
             try:
                 found = await find_posted(
                     client, channel=channel, thread_ts=thread_ts, reply_id=reply_id
@@ -132,7 +169,7 @@ async def post_once(
                 logger.warning("cannot check whether reply %s was posted: %s", reply_id, e)
                 found = None
             if found:
-                logger.info("reply %s was posted before the timeout (ts %s)", reply_id, found)
+                logger.info("reply %s was posted before the error (ts %s)", reply_id, found)
                 return found
         try:
             response = await client.chat_postMessage(
@@ -145,11 +182,29 @@ async def post_once(
                 unfurl_media=False,
             )
         except SlackApiError as e:
-            raise PostError(
-                f"Slack refused the message: {e.response.get('error')}",
-                channel=channel,
-                reply_id=reply_id,
-            ) from e
+            wait = _retry_wait(e, attempt)
+            status = e.response.status_code
+            rate_limited = wait is not None and status == 429
+            if wait is None or (not reply_id and not rate_limited):
+                raise PostError(
+                    f"Slack refused the message: {e.response.get('error') or status}",
+                    channel=channel,
+                    reply_id=reply_id,
+                ) from e
+            logger.warning(
+                "posting reply %s to %s: Slack answered %s (try %d of %d); trying again in %.1fs",
+                reply_id or "-",
+                channel,
+                status,
+                attempt + 1,
+                attempts,
+                wait,
+            )
+            last = e
+            may_have_arrived = may_have_arrived or not rate_limited
+            if attempt + 1 < attempts:
+                await asyncio.sleep(wait)
+            continue
         except (ClientError, TimeoutError) as e:
             logger.warning(
                 "posting reply %s to %s failed (try %d of %d): %r",
@@ -160,8 +215,13 @@ async def post_once(
                 e,
             )
             last = e
+            if not reply_id:
+                break
+            may_have_arrived = True
             continue
         return str(response["ts"])
     raise PostError(
-        f"could not post to {channel}: {last!r}", channel=channel, reply_id=reply_id
+        f"could not post to {channel} after {tries} tries: {last!r}",
+        channel=channel,
+        reply_id=reply_id,
     ) from last

@@ -34,6 +34,7 @@ from adapters.web.payloads import (
 from bot.engine import Engine
 from bot.errors import StorageError
 from bot.model import ConversationKey, Reply
+from bot.outbox import reply_from_stored
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +62,17 @@ def chat_router(engine: Engine) -> APIRouter:
     def post_chat(request: ChatRequest) -> ChatResponse:
         # A sync route: FastAPI runs it in a worker thread, so the model never blocks the loop.
         message = to_message(request)
-        replies = engine.handle(message)
+        # With the client's message_id, a retried POST is a redelivery: a message whose turn
+        # died with its worker is answered now, one answered before gets its stored reply back.
+        retried = request.message_id is not None
+        replies = engine.handle_burst([message], redelivered=retried)
+        if not replies and retried:
+            try:
+                stored = engine.store.reply_for_message(message.conversation, message.message_id)
+            except StorageError:
+                stored = None
+            if stored is not None:
+                replies = [reply_from_stored(stored)]
         handed_to_page(replies)
         try:
             owner = engine.owner_of(message.conversation)

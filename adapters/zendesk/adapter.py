@@ -39,12 +39,18 @@ from adapters.zendesk.client import (
     make_http_client,
 )
 from adapters.zendesk.convert import PLATFORM, AgentComment, Route, TicketComment
-from adapters.zendesk.payloads import SatisfactionRating, TicketCreate, TicketUpdate
+from adapters.zendesk.payloads import (
+    SatisfactionRating,
+    TicketCreate,
+    TicketResponse,
+    TicketUpdate,
+)
 from adapters.zendesk.relay import ZendeskCustomerChannel, ZendeskDesk
 from adapters.zendesk.sentiment import SentimentScorer
 from adapters.zendesk.settings import ZendeskSettings
 from bot.errors import StorageError
 from bot.model import ConversationKey, Owner, Reply, ReplyKind, Role, Turn
+from bot.outbox import Destination
 from bot.service import Services
 from bot.storage.store import ConversationInfo
 from bot.text import clean_text
@@ -169,6 +175,14 @@ class ZendeskAdapter:
         claimed = await asyncio.to_thread(
             self.store.claim_event, PLATFORM, f"comment:{self.workspace}:{comment.message_id}"
         )
+        if not claimed and decision is Route.ANSWER:
+            # Zendesk sends the event again when a worker died before answering it: the turn
+            # runs as a redelivery, which answers only what no finished turn covered.
+            outcome = await self._answer(comment, redelivered=True)
+            if outcome.status == "done" and not outcome.replies:
+                logger.info("duplicate Zendesk comment %s ignored", comment.message_id)
+                return Outcome(decision, "duplicate")
+            return outcome
         if not claimed:
             logger.info("duplicate Zendesk comment %s ignored", comment.message_id)
             return Outcome(decision, "duplicate")
@@ -191,9 +205,11 @@ class ZendeskAdapter:
             return Outcome(decision, "failed")
         return Outcome(decision, "done")
 
-    async def _answer(self, comment: TicketComment) -> Outcome:
+    async def _answer(self, comment: TicketComment, *, redelivered: bool = False) -> Outcome:
         message = convert.to_inbound(comment, self.workspace)
-        replies = await asyncio.to_thread(self.engine.handle, message)
+        replies = await asyncio.to_thread(
+            self.engine.handle_burst, [message], redelivered=redelivered
+        )
         posted = 0
         for reply in replies:
             try:
@@ -222,16 +238,48 @@ class ZendeskAdapter:
         Raises:
             ZendeskError: Zendesk refused the comment.
         """
-        update: TicketUpdate = {"comment": render.reply_comment(reply, author_id=self.bot_user_id)}
-        response = await self.client.update_ticket(ticket_id, update)
-        comment_id = comment_id_of(response)
+        comment_id, ref = await self.add_reply_comment(ticket_id, reply)
         if reply.id:
-            # The comment's id; failing that (an answer without the audit's events), the audit's.
-            where = comment_id if comment_id is not None else f"audit:{audit_id_of(response)}"
-            ref = f"{self.workspace}:{ticket_id}:{where}"
             await asyncio.to_thread(self.engine.attach_platform_ref, reply.id, ref)
         logger.info("Zendesk ticket %s: posted %s reply %s", ticket_id, reply.kind, reply.id)
         return comment_id
+
+    async def add_reply_comment(
+        self, ticket_id: int, reply: Reply, *, look_first: bool = False
+    ) -> tuple[int | None, str]:
+        """Add a reply as the bot's public comment; its comment id and platform reference.
+
+        Args:
+            ticket_id: the ticket.
+            reply: the reply.
+            look_first: first look for the same comment by the bot among the ticket's latest
+                comments (`ZendeskClient.find_comment`) and use it instead (the outbox's
+                re-send after a crash, `bot.outbox`).
+
+        Raises:
+            ZendeskError: Zendesk refused the comment.
+        """
+        comment = render.reply_comment(reply, author_id=self.bot_user_id)
+        found = None
+        if look_first:
+            html_body = str(comment.get("html_body") or comment.get("body") or "")
+            found = await self.client.find_comment(ticket_id, self.bot_user_id, html_body)
+        if found is not None:
+            response: TicketResponse | int = found
+        else:
+            update: TicketUpdate = {"comment": comment}
+            # Retried through storms and timeouts, never added twice (see `add_comment_once`).
+            response = await self.client.add_comment_once(
+                ticket_id, update, author_id=self.bot_user_id
+            )
+        if isinstance(response, int):
+            comment_id: int | None = response
+            where: int | str = response
+        else:
+            comment_id = comment_id_of(response)
+            # The comment's id; failing that (an answer without the audit's events), the audit's.
+            where = comment_id if comment_id is not None else f"audit:{audit_id_of(response)}"
+        return comment_id, f"{self.workspace}:{ticket_id}:{where}"
 
     async def _customer_asks_for_person(self, comment: TicketComment) -> None:
         conversation = await self._conversation(comment.ticket_id, comment.author_id)
@@ -477,10 +525,14 @@ class ZendeskAdapter:
             relay_task = asyncio.create_task(
                 self.services.relay.run((PLATFORM,)), name="zendesk-relay"
             )
+        # Replies stored but never posted (a dead worker, a refused post) go out once.
+        sweeper = self.services.sweeper()
+        sweeper.add_sender(ZendeskReplySender(self))
+        sweep_task = asyncio.create_task(sweeper.run(), name="zendesk-outbox")
         try:
             yield
         finally:
-            for task in (poller, relay_task):
+            for task in (sweep_task, poller, relay_task):
                 if task is not None:
                     task.cancel()
                     await asyncio.gather(task, return_exceptions=True)
@@ -489,6 +541,25 @@ class ZendeskAdapter:
     def lifetime(self) -> AbstractAsyncContextManager[None]:
         """Runs while the app does: polls satisfaction ratings, closes the HTTP client after."""
         return self._lifetime()
+
+
+class ZendeskReplySender:
+    """Posts Zendesk replies that were stored but never posted (`bot.outbox.ReplySender`):
+    the ticket's latest comments are searched for the same comment by the bot first."""
+
+    platform = PLATFORM
+
+    def __init__(self, adapter: ZendeskAdapter) -> None:
+        self.adapter = adapter
+
+    async def resend(self, reply: Reply, destination: Destination) -> str:
+        """Add the comment unless the ticket has it already; its platform reference."""
+        try:
+            ticket_id = int(destination.thread)
+        except ValueError as e:
+            raise ValueError(f"not a Zendesk ticket: {destination.thread!r}") from e
+        _, ref = await self.adapter.add_reply_comment(ticket_id, reply, look_first=True)
+        return ref
 
 
 def _question(history: Sequence[Turn], query: str | None) -> str | None:

@@ -8,12 +8,20 @@ Errors::
 Writes are sent once: a timeout is not retried, since Zendesk may have applied the change. Only a
 429 or 503 with ``Retry-After`` (Zendesk's rate limit and maintenance answers, sent before anything
 changed) is retried, at most `MAX_RETRIES` times, waiting at most `MAX_RETRY_WAIT_S` each.
+
+A public comment (a reply) is the exception: `ZendeskClient.add_comment_once` also retries server
+errors, timeouts and rate limits that outlast those retries, with backoff, and before each retry
+after an answer that may have come after the comment was added (a 5xx, no answer) it reads the
+ticket's latest comments and takes an identical comment by the same author, added since the last
+comment of anyone else, as the one it sent.
 """
 
 from __future__ import annotations
 
 import asyncio
+import html
 import logging
+import re
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Final, cast
 
@@ -45,6 +53,12 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 MAX_RETRIES: Final = 2
+#: Tries of a comment in all (`ZendeskClient.add_comment_once`).
+COMMENT_ATTEMPTS: Final = 6
+#: The first wait after a failed comment; it doubles with each try.
+COMMENT_BACKOFF_S: Final = 0.5
+#: The longest wait between two tries of a comment.
+COMMENT_MAX_WAIT_S: Final = 30.0
 MAX_RETRY_WAIT_S: Final = 10.0
 #: Pages read by one listing at most: a runaway `next` link cannot loop forever.
 MAX_PAGES: Final = 1000
@@ -204,6 +218,78 @@ class ZendeskClient:
         data = await self._request("PUT", f"tickets/{ticket_id}.json", json={"ticket": ticket})
         return cast(TicketResponse, data)
 
+    async def latest_comments(self, ticket_id: int) -> list[dict[str, Any]]:
+        """``GET /tickets/{id}/comments.json``, newest first (the first page).
+
+        Raises:
+            ZendeskError: the comments could not be read.
+        """
+        data = await self._request(
+            "GET", f"tickets/{ticket_id}/comments.json", params={"sort_order": "desc"}
+        )
+        comments = data.get("comments") or []
+        return [c for c in comments if isinstance(c, dict)]
+
+    async def find_comment(self, ticket_id: int, author_id: int, html_body: str) -> int | None:
+        """The id of a comment by ``author_id`` with the text of ``html_body``, among those added
+        since anyone else last wrote on the ticket, or None."""
+        wanted = _text_of(html_body)
+        comments = await self.latest_comments(ticket_id)
+        comments.sort(key=lambda c: c.get("id") or 0, reverse=True)
+        for comment in comments:
+            if comment.get("author_id") != author_id:
+                return None
+            if _text_of(str(comment.get("html_body") or comment.get("body") or "")) == wanted:
+                comment_id = comment.get("id")
+                return comment_id if isinstance(comment_id, int) else None
+        return None
+
+    async def add_comment_once(
+        self, ticket_id: int, ticket: TicketUpdate, *, author_id: int
+    ) -> TicketResponse | int:
+        """Add the comment in ``ticket`` once, retrying what failed without adding it twice.
+
+        Returns:
+            Zendesk's answer, or the id of the identical comment found after a failed try.
+
+        Raises:
+            ZendeskError: Zendesk refused the update (a 4xx other than 429), or every try failed.
+        """
+        comment: Mapping[str, Any] = ticket.get("comment") or {}
+        html_body = str(comment.get("html_body") or comment.get("body") or "")
+        may_have_arrived = False
+        last: ZendeskError | None = None
+        for attempt in range(COMMENT_ATTEMPTS):
+            if may_have_arrived:
+                try:
+                    found = await self.find_comment(ticket_id, author_id, html_body)
+                except ZendeskError as e:
+                    logger.warning("cannot read ticket %s's comments: %s", ticket_id, e)
+                    found = None
+                if found is not None:
+                    logger.info("ticket %s: the comment arrived before the error", ticket_id)
+                    return found
+            try:
+                return await self.update_ticket(ticket_id, ticket)
+            except ZendeskError as e:
+                if e.status is not None and e.status != 429 and e.status < 500:
+                    raise
+                last = e
+                may_have_arrived = may_have_arrived or e.status != 429
+            wait = min(COMMENT_BACKOFF_S * 2**attempt, COMMENT_MAX_WAIT_S)
+            logger.warning(
+                "ticket %s: comment failed (try %d of %d): %s; trying again in %.1fs",
+                ticket_id,
+                attempt + 1,
+                COMMENT_ATTEMPTS,
+                last,
+                wait,
+            )
+            if attempt + 1 < COMMENT_ATTEMPTS:
+                await asyncio.sleep(wait)
+        assert last is not None
+        raise last
+
     async def create_ticket(self, ticket: TicketCreate) -> TicketResponse:
         """``POST /tickets.json``.
 
@@ -240,6 +326,14 @@ class ZendeskClient:
                 return
             path, params = following, None
         logger.warning("satisfaction ratings: stopped after %d pages", MAX_PAGES)
+
+
+_TAG = re.compile(r"<[^>]*>")
+
+
+def _text_of(html_body: str) -> str:
+    """The text of a comment's HTML, whitespace collapsed (Zendesk rewrites the markup)."""
+    return " ".join(html.unescape(_TAG.sub(" ", html_body)).split())
 
 
 def same_origin(url: str, base_url: str) -> bool:

@@ -12,16 +12,17 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from sqlalchemy import ColumnElement, Engine, delete, func, literal, or_, text, update
+from sqlalchemy import ColumnElement, Engine, delete, func, insert, literal, or_, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import Session, col, select
+from sqlmodel.sql.expression import SelectOfScalar
 
 from bot.errors import StorageError
 from bot.model import (
@@ -43,6 +44,7 @@ from bot.storage.tables import (
     Conversation,
     Feedback,
     Handoff,
+    InboxItem,
     Installation,
     KbProposal,
     Lease,
@@ -61,9 +63,12 @@ __all__ = [
     "CONVERSATION_STATUSES",
     "OPENING_PREFIX",
     "PROPOSAL_STATUSES",
+    "SILENT_TURN_PLATFORM",
     "ConversationInfo",
     "ConversationRecord",
+    "InboundClaim",
     "OutboxItem",
+    "PendingReply",
     "ProposalInfo",
     "RatingInfo",
     "RelayLinkInfo",
@@ -71,6 +76,7 @@ __all__ = [
     "Store",
     "StoredHandoff",
     "StoredMessage",
+    "silent_turn_key",
 ]
 
 logger = logging.getLogger(__name__)
@@ -302,6 +308,184 @@ def _reply_info(row: ReplyRecord) -> ReplyInfo:
         latency_ms=row.latency_ms,
         created_at=row.created_at,
     )
+
+
+SILENT_TURN_PLATFORM: Final = "turn"
+"""`processed_event.platform` of the markers that a turn ended without a reply (see
+`silent_turn_key`), so a redelivered message is not answered after a silent turn."""
+
+
+def silent_turn_key(conversation_id: str, message_row: int) -> str:
+    """The processed-event key recording that the turn ending with `message_row` was silent."""
+    return f"silent:{conversation_id}:{message_row}"
+
+
+@dataclass(frozen=True, slots=True)
+class InboundClaim:
+    """A pending inbox row this process claimed: an accepted message nobody answered in time.
+
+    Attributes:
+        id: the inbox row.
+        platform: where the message came from.
+        dedupe_key: the adapter's de-duplication key.
+        payload: the message as the adapter stored it (`bot.outbox.inbound_to_json` and extras).
+        attempts: how often it was claimed, this time included.
+    """
+
+    id: int
+    platform: str
+    dedupe_key: str
+    payload: dict[str, Any]
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class PendingReply:
+    """An unsent outbox reply this process claimed, to be sent (once) to `destination`.
+
+    Attributes:
+        reply: the stored reply.
+        destination: where it goes (`bot.outbox.Destination` as JSON).
+        attempts: how often it was claimed by a sweeper, this time included.
+    """
+
+    reply: ReplyInfo
+    destination: dict[str, Any]
+    attempts: int
+
+
+def _answered_query(conversation_id: str, platform_message_id: str) -> SelectOfScalar[str]:
+    """A reply answering the inbound message with this platform id (`answered_message`)."""
+    return (
+        select(ReplyRecord.id)
+        .join(Message, col(ReplyRecord.message_id) == col(Message.id))
+        .where(
+            Message.conversation_id == conversation_id,
+            Message.platform_message_id == platform_message_id,
+        )
+        .limit(1)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _TurnStatements:
+    """`Store.open_turn`'s inserts, built once per dialect (values are bound per call)."""
+
+    claim: Any
+    conversation: Any
+    message: Any
+
+
+_TURN_STATEMENTS: dict[str, _TurnStatements] = {}
+
+
+def _turn_statements(session: Session) -> _TurnStatements:
+    """The dialect's inserts for a turn: claims and conversations ``ON CONFLICT DO NOTHING``."""
+    name = session.get_bind().dialect.name
+    statements = _TURN_STATEMENTS.get(name)
+    if statements is None:
+        if name == "postgresql":
+            insert_ignore: Any = postgresql.insert
+        elif name == "sqlite":
+            insert_ignore = sqlite.insert
+        else:
+            raise StorageError(f"the {name} database is not supported: use SQLite or PostgreSQL")
+        event_table = ProcessedEvent.__table__  # type: ignore[attr-defined]
+        conversation_table = Conversation.__table__  # type: ignore[attr-defined]
+        message_table = Message.__table__  # type: ignore[attr-defined]
+        statements = _TURN_STATEMENTS[name] = _TurnStatements(
+            claim=insert_ignore(event_table).on_conflict_do_nothing().returning(event_table.c.id),
+            conversation=insert_ignore(conversation_table)
+            .on_conflict_do_nothing()
+            .returning(conversation_table.c.id),
+            message=insert(message_table).returning(message_table.c.id),
+        )
+    return statements
+
+
+def _recent_turns(session: Session, conversation_id: str, limit: int) -> list[HistoryTurn]:
+    """`Store.recent_turns` inside an open session."""
+    messages_query = (
+        select(Message)
+        .where(Message.conversation_id == conversation_id)
+        .order_by(col(Message.id).desc())
+        .limit(limit)
+    )
+    replies_query = (
+        select(ReplyRecord)
+        .where(ReplyRecord.conversation_id == conversation_id)
+        .order_by(col(ReplyRecord.created_at).desc(), col(ReplyRecord.id).desc())
+        .limit(limit)
+    )
+    messages = list(session.exec(messages_query).all())  # newest first
+    replies = list(session.exec(replies_query).all())  # newest first
+    downvoted: set[str] = set()
+    if replies:
+        rated = select(Feedback.reply_id).where(
+            col(Feedback.reply_id).in_([r.id for r in replies]),
+            Feedback.value == FeedbackValue.DOWN.value,
+        )
+        downvoted = set(session.exec(rated).all())
+
+    unmatched = replies
+    turns: list[HistoryTurn] = []
+    for message in messages:
+        role = Role(message.role)
+        match = None
+        if role is Role.BOT:
+            match = next((r for r in unmatched if r.text == message.text), None)
+        if match is None:
+            turns.append(HistoryTurn(role, message.text))
+            continue
+        unmatched = unmatched[unmatched.index(match) + 1 :]
+        turns.append(
+            HistoryTurn(
+                role,
+                message.text,
+                reply_kind=ReplyKind(match.kind),
+                sources=tuple(_source_from_json(item) for item in match.sources),
+                downvoted=match.id in downvoted,
+            )
+        )
+    turns.reverse()
+    return turns
+
+
+@dataclass(frozen=True, slots=True)
+class TurnMessage:
+    """An inbound message as `Store.open_turn` records it.
+
+    Attributes:
+        event_id: its de-duplication key (claimed as `claim_event` would).
+        platform_message_id: the platform's id of the message.
+        author: who wrote it.
+        text: what is stored (already cleaned, possibly redacted).
+        edit: the message is an edit: it is only recorded if no reply answers it yet.
+    """
+
+    event_id: str
+    platform_message_id: str
+    author: str
+    text: str
+    edit: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TurnOpening:
+    """What `Store.open_turn` found and wrote.
+
+    Attributes:
+        conversation: the conversation (None when every message was a repeated delivery).
+        status: per message, in order: "recorded", "duplicate" (claimed before) or
+            "answered" (an edit of a message that already has a reply; not recorded).
+        history: the conversation's recent turns before these messages (`recent_turns`).
+        rows: the stored ids of the recorded messages, in order.
+    """
+
+    conversation: ConversationInfo | None
+    status: tuple[str, ...]
+    history: list[HistoryTurn]
+    rows: tuple[int, ...]
 
 
 PROPOSAL_STATUSES: Final[frozenset[str]] = frozenset({"proposed", "approved", "rejected"})
@@ -712,6 +896,8 @@ class Store:
         query: str = "",
         latency_ms: float | None = None,
         author: str = "bot",
+        destination: Mapping[str, Any] | None = None,
+        hold_s: float = 30.0,
     ) -> str:
         """Store a reply and append its text to the conversation's history as a bot message.
 
@@ -722,6 +908,10 @@ class Store:
             query: the retrieval query used.
             latency_ms: how long producing the reply took.
             author: the author of the history message.
+            destination: where the reply is to be sent (`bot.outbox.Destination` as JSON). With
+                one, the reply enters the outbox: stored "pending", held by the caller for
+                `hold_s` seconds, then claimable by a sweeper until `mark_reply_sent`.
+            hold_s: how long the caller has to send it before a sweeper may.
 
         Returns:
             The reply id.
@@ -750,6 +940,11 @@ class Store:
                     sources=[_source_to_json(source) for source in reply.sources],
                     query=query,
                     latency_ms=latency_ms,
+                    destination=dict(destination) if destination is not None else None,
+                    delivery="pending" if destination is not None else "sent",
+                    claimed_until=(
+                        utcnow() + timedelta(seconds=hold_s) if destination is not None else None
+                    ),
                 )
             )
             session.commit()
@@ -780,65 +975,104 @@ class Store:
         """
         if limit <= 0:
             return []
-        messages_query = (
-            select(Message)
-            .where(Message.conversation_id == conversation_id)
-            .order_by(col(Message.id).desc())
-            .limit(limit)
-        )
-        replies_query = (
-            select(ReplyRecord)
-            .where(ReplyRecord.conversation_id == conversation_id)
-            .order_by(col(ReplyRecord.created_at).desc(), col(ReplyRecord.id).desc())
-            .limit(limit)
-        )
         with self._session("read a conversation's state") as session:
-            messages = list(session.exec(messages_query).all())  # newest first
-            replies = list(session.exec(replies_query).all())  # newest first
-            downvoted: set[str] = set()
-            if replies:
-                rated = select(Feedback.reply_id).where(
-                    col(Feedback.reply_id).in_([r.id for r in replies]),
-                    Feedback.value == FeedbackValue.DOWN.value,
-                )
-                downvoted = set(session.exec(rated).all())
-
-        unmatched = replies
-        turns: list[HistoryTurn] = []
-        for message in messages:
-            role = Role(message.role)
-            match = None
-            if role is Role.BOT:
-                match = next((r for r in unmatched if r.text == message.text), None)
-            if match is None:
-                turns.append(HistoryTurn(role, message.text))
-                continue
-            unmatched = unmatched[unmatched.index(match) + 1 :]
-            turns.append(
-                HistoryTurn(
-                    role,
-                    message.text,
-                    reply_kind=ReplyKind(match.kind),
-                    sources=tuple(_source_from_json(item) for item in match.sources),
-                    downvoted=match.id in downvoted,
-                )
-            )
-        turns.reverse()
-        return turns
+            return _recent_turns(session, conversation_id, limit)
 
     def answered_message(self, conversation_id: str, platform_message_id: str) -> bool:
         """Whether some reply answers the inbound message with this platform id."""
-        query = (
-            select(ReplyRecord.id)
-            .join(Message, col(ReplyRecord.message_id) == col(Message.id))
-            .where(
-                Message.conversation_id == conversation_id,
-                Message.platform_message_id == platform_message_id,
-            )
-            .limit(1)
-        )
         with self._session("look up a message's reply") as session:
+            query = _answered_query(conversation_id, platform_message_id)
             return session.exec(query).first() is not None
+
+    def open_turn(
+        self,
+        platform: str,
+        key: ConversationKey,
+        customer: str,
+        messages: Sequence[TurnMessage],
+        history_limit: int,
+    ) -> TurnOpening:
+        """Start a turn in one transaction: what `claim_event`, `get_or_create_conversation`,
+        `answered_message`, `recent_turns` and `add_message` do, with one commit.
+
+        Each message's event is claimed (a repeated delivery is skipped); the conversation is
+        found or created; edits of answered messages are skipped; the recent turns are read
+        (none when the conversation is new); the remaining messages are stored. The claims use
+        ``INSERT … ON CONFLICT DO NOTHING``, so a concurrent claim of the same event waits for
+        the other transaction and then loses, as with `claim_event`.
+
+        Args:
+            platform: where the messages came from (the events' platform).
+            key: the conversation.
+            customer: who starts the conversation, if it is new.
+            messages: the turn's messages, in order.
+            history_limit: how many recent turns to read.
+        """
+        status: list[str] = []
+        rows: list[int] = []
+        with self._session("start a turn") as session:
+            statements = _turn_statements(session)
+            now = utcnow()
+            for message in messages:
+                claimed = session.execute(
+                    statements.claim,
+                    {"platform": platform, "event_id": message.event_id, "created_at": now},
+                ).first()
+                status.append("recorded" if claimed is not None else "duplicate")
+            if "recorded" not in status:
+                session.commit()
+                return TurnOpening(None, tuple(status), [], ())
+            text_key = str(key)
+            query = select(Conversation).where(Conversation.key == text_key)
+            row = session.exec(query).first()
+            new = row is None
+            if row is None:
+                created = session.execute(
+                    statements.conversation,
+                    {
+                        "id": new_id(),
+                        "key": text_key,
+                        "platform": key.platform,
+                        "workspace": key.workspace,
+                        "channel": key.channel,
+                        "thread": key.thread,
+                        "customer": customer,
+                        "owner": Owner.BOT.value,
+                        "status": "open",
+                        "created_at": now,
+                        "updated_at": now,
+                    },
+                ).first()
+                # Created by a concurrent writer first: use theirs (it may have history).
+                new = created is not None
+                row = session.exec(query).one()
+            conversation = _conversation_info(row)
+            for n, message in enumerate(messages):
+                if status[n] == "recorded" and message.edit and not new:
+                    answered = session.exec(
+                        _answered_query(conversation.id, message.platform_message_id)
+                    ).first()
+                    if answered is not None:
+                        status[n] = "answered"
+            history: list[HistoryTurn] = []
+            if "recorded" in status and not new and history_limit > 0:
+                history = _recent_turns(session, conversation.id, history_limit)
+            for n, message in enumerate(messages):
+                if status[n] == "recorded":
+                    stored = session.execute(
+                        statements.message,
+                        {
+                            "conversation_id": conversation.id,
+                            "role": Role.USER.value,
+                            "author": message.author,
+                            "text": message.text,
+                            "platform_message_id": message.platform_message_id,
+                            "created_at": now,
+                        },
+                    ).scalar_one()
+                    rows.append(int(stored))
+            session.commit()
+        return TurnOpening(conversation, tuple(status), history, tuple(rows))
 
     def get_reply(self, reply_id: str) -> ReplyInfo | None:
         """The reply with this id, or None."""
@@ -847,8 +1081,9 @@ class Store:
             return None if row is None else _reply_info(row)
 
     def set_reply_platform_ref(self, reply_id: str, ref: str) -> None:
-        """Remember the platform's id of the posted reply (e.g. a Slack ts).
+        """Remember the platform's id of the posted reply (e.g. a Slack ts): it was sent.
 
+        Also marks the reply sent in the outbox (one statement), so no sweeper sends it again.
         Make `ref` unique across the platform (e.g. prefix it with the channel) so that
         `find_reply_by_platform_ref` finds one reply.
 
@@ -857,7 +1092,9 @@ class Store:
         """
         with self._session("store a reply's platform reference") as session:
             result = session.exec(
-                update(ReplyRecord).where(col(ReplyRecord.id) == reply_id).values(platform_ref=ref)
+                update(ReplyRecord)
+                .where(col(ReplyRecord.id) == reply_id)
+                .values(platform_ref=ref, delivery="sent", sent_at=utcnow(), claimed_until=None)
             )
             if result.rowcount != 1:
                 raise StorageError(f"no reply {reply_id!r}")
@@ -1392,6 +1629,246 @@ class Store:
         with self._session("retry a relay delivery") as session:
             session.exec(statement)
             session.commit()
+
+    # Inbox and reply outbox (bot.outbox) ------------------------------------------------------
+
+    def accept_inbound(
+        self, platform: str, dedupe_key: str, payload: Mapping[str, Any], *, hold_s: float
+    ) -> bool:
+        """Record an inbound message before acknowledging it, de-duplicated by `dedupe_key`.
+
+        One transaction writes the processed-event claim (as `claim_event` would) and a pending
+        inbox row held by the caller for `hold_s` seconds: a repeated delivery is refused here,
+        and a message whose process dies before `inbox_done` is claimed again by a sweeper.
+
+        Returns:
+            True if this call accepted the message (handle it), False for a repeat (drop it).
+        """
+        with self._session("record an inbound message") as session:
+            session.add(ProcessedEvent(platform=platform, event_id=dedupe_key))
+            session.add(
+                InboxItem(
+                    platform=platform,
+                    dedupe_key=dedupe_key,
+                    payload=dict(payload),
+                    claimed_until=utcnow() + timedelta(seconds=hold_s),
+                )
+            )
+            try:
+                session.commit()
+            except IntegrityError:
+                session.rollback()
+                logger.debug("inbound %s/%s was already accepted", platform, dedupe_key)
+                return False
+            return True
+
+    def inbox_done(self, platform: str, dedupe_keys: Collection[str]) -> int:
+        """Mark accepted messages handled (their turn ran); returns how many rows changed."""
+        if not dedupe_keys:
+            return 0
+        statement = (
+            update(InboxItem)
+            .where(
+                col(InboxItem.platform) == platform,
+                col(InboxItem.dedupe_key).in_(list(dedupe_keys)),
+                col(InboxItem.status) == "pending",
+            )
+            .values(status="done", done_at=utcnow())
+        )
+        with self._session("mark inbound messages handled") as session:
+            result = session.exec(statement)
+            session.commit()
+            return int(result.rowcount)
+
+    def inbox_status(self, platform: str, dedupe_key: str) -> str | None:
+        """The inbox row's status ("pending", "done", "failed"), or None when there is none."""
+        query = select(InboxItem.status).where(
+            InboxItem.platform == platform, InboxItem.dedupe_key == dedupe_key
+        )
+        with self._session("read an inbound message") as session:
+            return session.exec(query).first()
+
+    def claim_inbound(
+        self, platforms: Collection[str], *, hold_s: float, limit: int = 20
+    ) -> list[InboundClaim]:
+        """Claim pending inbox rows whose hold expired, for `hold_s` seconds each.
+
+        Each row is taken with one conditional UPDATE (pending and expired), so of several
+        processes sweeping at once exactly one gets it.
+        """
+        if not platforms:
+            return []
+        now = utcnow()
+        candidates = (
+            select(InboxItem.id)
+            .where(
+                col(InboxItem.status) == "pending",
+                col(InboxItem.platform).in_(list(platforms)),
+                col(InboxItem.claimed_until) < now,
+            )
+            .order_by(col(InboxItem.id))
+            .limit(limit)
+        )
+        claimed: list[InboundClaim] = []
+        with self._session("claim inbound messages") as session:
+            ids = list(session.exec(candidates).all())
+            session.commit()
+            for item_id in ids:
+                result = session.exec(
+                    update(InboxItem)
+                    .where(
+                        col(InboxItem.id) == item_id,
+                        col(InboxItem.status) == "pending",
+                        col(InboxItem.claimed_until) < now,
+                    )
+                    .values(
+                        claimed_until=now + timedelta(seconds=hold_s),
+                        attempts=col(InboxItem.attempts) + 1,
+                    )
+                )
+                session.commit()
+                if int(result.rowcount) != 1:
+                    continue
+                row = session.get(InboxItem, item_id)
+                if row is None:
+                    continue
+                assert row.id is not None
+                payload = dict(row.payload)
+                claimed.append(
+                    InboundClaim(row.id, row.platform, row.dedupe_key, payload, row.attempts)
+                )
+        return claimed
+
+    def give_up_inbound(self, item_id: int) -> None:
+        """Stop retrying an inbox row (status "failed"): it failed too often."""
+        with self._session("give up an inbound message") as session:
+            session.exec(
+                update(InboxItem).where(col(InboxItem.id) == item_id).values(status="failed")
+            )
+            session.commit()
+
+    def claim_replies(
+        self, platforms: Collection[str], *, hold_s: float, limit: int = 20
+    ) -> list[PendingReply]:
+        """Claim unsent outbox replies for these platforms whose hold expired.
+
+        Like `claim_inbound`: one conditional UPDATE per reply (pending and expired), so two
+        sweepers never both get one, and a sent reply (`set_reply_platform_ref`) is never
+        claimed again.
+        """
+        if not platforms:
+            return []
+        now = utcnow()
+        candidates = (
+            select(ReplyRecord.id, ReplyRecord.destination)
+            .where(
+                col(ReplyRecord.delivery) == "pending",
+                col(ReplyRecord.claimed_until) < now,
+            )
+            .order_by(col(ReplyRecord.created_at))
+            .limit(limit * 4)
+        )
+        wanted = set(platforms)
+        claimed: list[PendingReply] = []
+        with self._session("claim unsent replies") as session:
+            rows = [
+                reply_id
+                for reply_id, destination in session.exec(candidates).all()
+                if isinstance(destination, dict) and destination.get("platform") in wanted
+            ][:limit]
+            session.commit()
+            for reply_id in rows:
+                result = session.exec(
+                    update(ReplyRecord)
+                    .where(
+                        col(ReplyRecord.id) == reply_id,
+                        col(ReplyRecord.delivery) == "pending",
+                        col(ReplyRecord.claimed_until) < now,
+                    )
+                    .values(
+                        claimed_until=now + timedelta(seconds=hold_s),
+                        attempts=col(ReplyRecord.attempts) + 1,
+                    )
+                )
+                session.commit()
+                if int(result.rowcount) != 1:
+                    continue
+                row = session.get(ReplyRecord, reply_id)
+                if row is None or row.destination is None:
+                    continue
+                claimed.append(PendingReply(_reply_info(row), dict(row.destination), row.attempts))
+        return claimed
+
+    def give_up_reply(self, reply_id: str) -> None:
+        """Stop re-sending a reply (delivery "failed"): sending it failed too often."""
+        with self._session("give up a reply") as session:
+            session.exec(
+                update(ReplyRecord)
+                .where(col(ReplyRecord.id) == reply_id, col(ReplyRecord.delivery) == "pending")
+                .values(delivery="failed")
+            )
+            session.commit()
+
+    def reply_delivery(self, reply_id: str) -> tuple[str, int] | None:
+        """A reply's outbox state: (delivery, attempts), or None for no such reply."""
+        query = select(ReplyRecord.delivery, ReplyRecord.attempts).where(ReplyRecord.id == reply_id)
+        with self._session("read a reply's delivery") as session:
+            row = session.exec(query).first()
+            return None if row is None else (row[0], row[1])
+
+    def reply_for_message(self, key: ConversationKey, platform_message_id: str) -> ReplyInfo | None:
+        """The reply that answers the inbound message `platform_message_id` at `key`, or None
+        (a retried web-chat POST gets this stored reply back)."""
+        query = (
+            select(ReplyRecord)
+            .join(Message, col(ReplyRecord.message_id) == col(Message.id))
+            .join(Conversation, col(Message.conversation_id) == col(Conversation.id))
+            .where(
+                Conversation.key == str(key),
+                Message.platform_message_id == platform_message_id,
+            )
+            .order_by(col(ReplyRecord.created_at).desc())
+            .limit(1)
+        )
+        with self._session("find a message's reply") as session:
+            row = session.exec(query).first()
+            return None if row is None else _reply_info(row)
+
+    def turn_covered(self, conversation_id: str, message_row: int) -> bool:
+        """Whether a finished turn covered the stored customer message `message_row`: a reply
+        to it or to a later message of the conversation is stored (a burst's reply answers its
+        last message), or a silent turn was recorded for it (`SILENT_TURN_PLATFORM`)."""
+        replied = (
+            select(ReplyRecord.id)
+            .where(
+                ReplyRecord.conversation_id == conversation_id,
+                col(ReplyRecord.message_id) >= message_row,
+            )
+            .limit(1)
+        )
+        silent = select(ProcessedEvent.id).where(
+            ProcessedEvent.platform == SILENT_TURN_PLATFORM,
+            ProcessedEvent.event_id == silent_turn_key(conversation_id, message_row),
+        )
+        with self._session("check a turn was finished") as session:
+            if session.exec(replied).first() is not None:
+                return True
+            return session.exec(silent).first() is not None
+
+    def message_row(self, conversation_id: str, platform_message_id: str) -> int | None:
+        """The id of the stored customer message with this platform id, or None."""
+        query = (
+            select(Message.id)
+            .where(
+                Message.conversation_id == conversation_id,
+                Message.platform_message_id == platform_message_id,
+                Message.role == Role.USER.value,
+            )
+            .order_by(col(Message.id))
+            .limit(1)
+        )
+        with self._session("find a stored message") as session:
+            return session.exec(query).first()
 
     # Composition log (generated answers) ----------------------------------------------------------
 

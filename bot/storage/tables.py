@@ -38,6 +38,7 @@ __all__ = [
     "Conversation",
     "Feedback",
     "Handoff",
+    "InboxItem",
     "Installation",
     "KbProposal",
     "Lease",
@@ -148,6 +149,7 @@ class ReplyRecord(StorageModel, table=True):
     """A reply the bot gave, with what it drew on and how sure it was."""
 
     __tablename__ = "reply"
+    __table_args__ = (Index("ix_reply_delivery", "delivery", "claimed_until"),)
 
     id: str = Field(default_factory=new_id, primary_key=True)
     conversation_id: str = Field(foreign_key="conversation.id", ondelete="CASCADE", index=True)
@@ -160,6 +162,40 @@ class ReplyRecord(StorageModel, table=True):
     latency_ms: float | None = None
     platform_ref: str | None = Field(default=None, index=True)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    # The outbox (`bot.outbox`): where the reply goes and whether it got there. A reply with a
+    # `destination` is stored "pending" and held by the storing process until `claimed_until`;
+    # after that a sweeper may claim it and send it again (once), see docs/reliability.md.
+    destination: dict[str, Any] | None = Field(default=None, sa_type=JSON)
+    delivery: str = "sent"
+    attempts: int = 0
+    claimed_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class InboxItem(StorageModel, table=True):
+    """An inbound platform message accepted (acknowledged) but maybe not answered yet.
+
+    Written before the platform gets its acknowledgement; `status` is "pending" until the turn
+    ran, then "done". A pending row whose `claimed_until` passed belongs to a process that died
+    or stalled: a sweeper claims it and runs the turn again (`bot.outbox`). `payload` is the
+    `InboundMessage` as JSON plus what the adapter needs to answer it.
+    """
+
+    __tablename__ = "inbox"
+    __table_args__ = (
+        UniqueConstraint("platform", "dedupe_key", name="uq_inbox_platform_dedupe_key"),
+        Index("ix_inbox_pending", "status", "claimed_until"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    platform: str
+    dedupe_key: str
+    payload: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    status: str = "pending"
+    attempts: int = 0
+    claimed_until: datetime = Field(sa_type=UTCDateTime)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    done_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class Feedback(StorageModel, table=True):

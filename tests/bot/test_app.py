@@ -218,7 +218,9 @@ def test_chat_retry_with_the_same_message_id_is_answered_once(
     second = chat(client, "How do I delete my account?", conversation, message_id=message_id)
 
     assert len(first["replies"]) == 1
-    assert second == {"replies": [], "owner": "bot"}
+    # The retry gets the stored reply back (the first answer may never have reached the
+    # client), not a second answer.
+    assert second == first
     after = services.store.counts()
     assert after["reply"] - before["reply"] == 1
     assert after["message"] - before["message"] == 2

@@ -10,6 +10,14 @@ blanks the text of guild messages that do not mention the bot when the client di
 the Message Content intent. Frames are sent as uncompressed text, which discord.py accepts even
 though it asks for zlib-stream.
 
+Faults: a `Storm` answers message posts with 429 (Discord's shape: ``{"message", "retry_after",
+"global"}`` with ``Retry-After``, ``X-RateLimit-*`` and ``Via`` headers) and 500/502/503 for a
+number of requests or a time window; a 500 may take effect first. Like Discord, a post with
+``enforce_nonce`` and a ``nonce`` already used by the same author in the last few minutes returns
+the earlier message instead of creating another. `drop` closes the gateway connection (abruptly,
+or with a close code such as 4000 or 4009); events dispatched while the client is away are
+replayed on RESUME.
+
 Payload shapes follow https://discord.com/developers/docs (types in adapters/discord/payloads.py).
 """
 
@@ -66,6 +74,68 @@ def _json(data: Any, status: int = 200) -> web.Response:
     return web.Response(
         body=json.dumps(data).encode(), status=status, headers={"Content-Type": "application/json"}
     )
+
+
+#: How long Discord remembers a message's nonce for ``enforce_nonce`` ("the past few minutes").
+NONCE_WINDOW_S = 300.0
+
+
+@dataclass
+class Storm:
+    """A run of error answers to message posts: ``statuses`` in turn, one per request.
+
+    It lasts ``requests`` requests or ``seconds`` seconds, whichever ends first. A 429, 502 and
+    503 never take effect; a 500 creates the message first when ``applied_500`` (the answer was
+    lost on the way back).
+    """
+
+    statuses: tuple[int, ...] = (429, 500, 502, 503)
+    requests: int = 10**9
+    seconds: float = 10**9
+    retry_after: float = 0.5
+    global_limit: bool = False
+    applied_500: bool = True
+    started: float = 0.0
+    answered: int = 0
+
+    def next_status(self, now: float) -> int | None:
+        """The error status for the next post, or None once the storm is over."""
+        if self.answered >= self.requests or now - self.started >= self.seconds:
+            return None
+        status = self.statuses[self.answered % len(self.statuses)]
+        self.answered += 1
+        return status
+
+    def response(self, status: int) -> web.Response:
+        """What Discord answers with ``status``."""
+        if status == 429:
+            body = {
+                "message": "You are being rate limited.",
+                "retry_after": self.retry_after,
+                "global": self.global_limit,
+            }
+            headers = {
+                "Content-Type": "application/json",
+                "Retry-After": str(max(1, round(self.retry_after))),
+                "X-RateLimit-Limit": "5",
+                "X-RateLimit-Remaining": "0",
+                "X-RateLimit-Reset": f"{datetime.now(UTC).timestamp() + self.retry_after:.3f}",
+                "X-RateLimit-Reset-After": f"{self.retry_after:.3f}",
+                "X-RateLimit-Bucket": "fake-messages-bucket",
+                "X-RateLimit-Scope": "global" if self.global_limit else "user",
+                "Via": "1.1 google",
+            }
+            if self.global_limit:
+                headers["X-RateLimit-Global"] = "true"
+            return web.Response(body=json.dumps(body).encode(), status=429, headers=headers)
+        if status == 502:
+            return web.Response(
+                text="<html><body><h1>502 Bad Gateway</h1></body></html>",
+                status=502,
+                content_type="text/html",
+            )
+        message = {500: "500: Internal Server Error", 503: "503: Service Unavailable"}
+        return _json({"message": message.get(status, f"{status}: Server Error"), "code": 0}, status)
 
 
 @dataclass
@@ -167,16 +237,28 @@ class FakeDiscord:
         self.duplicate_on_resume: list[int] = []
         self.refuse_threads = False
         self.session_id = "fake-session-1"
+        #: The storm in force (see `storm`), and every error status storms answered.
+        self.current_storm: Storm | None = None
+        self.storm_answers: list[int] = []
+        #: Messages the bot created, by channel id (a cheap count for load tests).
+        self.bot_posts: dict[int, int] = {}
+        #: Messages created with ``enforce_nonce``: (author, nonce) → (message id, when).
+        self._nonces: dict[tuple[str, str], tuple[int, float]] = {}
         self._paused: web.WebSocketResponse | None = None
 
         self._seq = 0
         self._history: list[GatewayFrame] = []
         self._ws: web.WebSocketResponse | None = None
         self._sockets: set[web.WebSocketResponse] = set()
+        self._requests: dict[web.WebSocketResponse, web.Request] = {}
+        self._sessions = itertools.count(2)
         self._tasks: set[asyncio.Task[None]] = set()
         self._runner: web.AppRunner | None = None
         self.port = 0
         self.connected = asyncio.Event()
+        #: Cleared, new gateway connections wait before HELLO (a client kept away meanwhile).
+        self.accepting = asyncio.Event()
+        self.accepting.set()
 
     # Server --------------------------------------------------------------------------------------
 
@@ -229,6 +311,8 @@ class FakeDiscord:
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         self._sockets.add(ws)
+        self._requests[ws] = request
+        await self.accepting.wait()
         await self._send(
             ws, {"op": OP_HELLO, "d": {"heartbeat_interval": 41250}, "s": None, "t": None}
         )
@@ -246,6 +330,7 @@ class FakeDiscord:
                     await self._resume(ws, frame["d"])
         finally:
             self._sockets.discard(ws)
+            self._requests.pop(ws, None)
             if self._ws is ws:
                 self._ws = None
         return ws
@@ -298,6 +383,16 @@ class FakeDiscord:
         if self._ws is not None:
             await self._send(self._ws, frame)
 
+    def storm(self, storm: Storm | None = None, **options: Any) -> Storm:
+        """Start a storm on message posts (``Storm(**options)`` unless given) from now."""
+        self.current_storm = storm or Storm(**options)
+        self.current_storm.started = asyncio.get_running_loop().time()
+        return self.current_storm
+
+    def calm(self) -> None:
+        """End the storm."""
+        self.current_storm = None
+
     def pause(self) -> None:
         """Stop delivering events (they are lost in transit) until the client resumes."""
         self._paused, self._ws = self._ws, None
@@ -309,6 +404,44 @@ class FakeDiscord:
         self._paused = None
         if ws is not None:
             await self._send(ws, {"op": OP_RECONNECT, "d": None, "s": None, "t": None})
+
+    async def drop(self, code: int | None = None, *, invalidate: bool = False) -> None:
+        """Drop the gateway connection mid-run.
+
+        Args:
+            code: the close code to send (e.g. 4000 "unknown error", 4009 "session timed out");
+                None cuts the TCP connection without a close frame (the client sees 1006).
+            invalidate: the session ends too (as with 4009): a RESUME is then answered with
+                INVALID_SESSION and the events missed meanwhile are never replayed.
+        """
+        self.connected.clear()
+        ws, self._ws = self._ws or self._paused, None
+        self._paused = None
+        if invalidate or code == 4009:
+            self._new_session()
+        if ws is None:
+            return
+        if code is None:
+            request = self._requests.get(ws)
+            if request is not None and request.transport is not None:
+                request.transport.abort()
+        else:
+            await ws.close(code=code, message=b"fake-discord drop")
+
+    async def invalidate_session(self) -> None:
+        """Send INVALID_SESSION (op 9, not resumable) on the live connection: the client must
+        IDENTIFY again; events missed before are not replayed."""
+        self.connected.clear()
+        ws, self._ws = self._ws, None
+        self._new_session()
+        if ws is not None:
+            await self._send(ws, {"op": OP_INVALID_SESSION, "d": False, "s": None, "t": None})
+
+    def _new_session(self) -> None:
+        self.session_id = f"fake-session-{next(self._sessions)}"
+        # A new session's events are numbered afresh; nothing before it is replayed.
+        self._history = []
+        self._seq = 0
 
     def guild_payload(self) -> GuildCreatePayload:
         guild_channels = [
@@ -354,6 +487,18 @@ class FakeDiscord:
         }
 
     # Building traffic ------------------------------------------------------------------------
+
+    def add_customer(self, name: str) -> tuple[int, int]:
+        """Another customer with a DM channel to the bot; returns (user id, DM channel id)."""
+        user_id, channel_id = self.snowflake(), self.snowflake()
+        self.users[user_id] = user(user_id, name)
+        self.channels[channel_id] = {
+            "id": str(channel_id),
+            "type": DM,
+            "recipients": [self.users[user_id]],
+            "last_message_id": None,
+        }
+        return user_id, channel_id
 
     def message_payload(
         self,
@@ -586,9 +731,27 @@ class FakeDiscord:
         is_interaction = path.startswith(("/interactions/", "/webhooks/"))
         if not is_interaction and request.headers.get("Authorization") != f"Bot {TOKEN}":
             return _json({"message": "401: Unauthorized", "code": 0}, 401)
-        return await self._route(request.method, path, body)
+        return await self._route(request.method, path, body, dict(request.query))
 
-    async def _route(self, method: str, path: str, body: Any) -> web.Response:
+    def _history_page(self, channel_id: int, query: dict[str, str]) -> list[MessagePayload]:
+        """``GET /channels/{id}/messages?after=&limit=``: the `limit` messages right after
+        `after`, newest first, as Discord answers (without `after`: the newest ones)."""
+        limit = max(1, min(int(query.get("limit", "50")), 100))
+        in_channel = sorted(
+            (m for m in self.messages.values() if m["channel_id"] == str(channel_id)),
+            key=lambda m: int(m["id"]),
+        )
+        if "after" in query:
+            after = int(query["after"])
+            chosen = [m for m in in_channel if int(m["id"]) > after][:limit]
+        else:
+            chosen = in_channel[-limit:]
+        return [self._as_delivered(m) for m in reversed(chosen)]
+
+    async def _route(
+        self, method: str, path: str, body: Any, query: dict[str, str] | None = None
+    ) -> web.Response:
+        query = query or {}
         if method == "GET" and path == "/users/@me":
             return _json(self.bot_user)
         if method == "GET" and path in ("/oauth2/applications/@me", "/applications/@me"):
@@ -601,7 +764,17 @@ class FakeDiscord:
         if match := re.fullmatch(r"/channels/(\d+)", path):
             channel = self.channels.get(int(match.group(1)))
             return _json(channel) if channel else _json({"message": "Unknown Channel"}, 404)
+        if (match := re.fullmatch(r"/channels/(\d+)/messages", path)) and method == "GET":
+            return _json(self._history_page(int(match.group(1)), query))
         if (match := re.fullmatch(r"/channels/(\d+)/messages", path)) and method == "POST":
+            storm = self.current_storm
+            now = asyncio.get_running_loop().time()
+            status = storm.next_status(now) if storm is not None else None
+            if storm is not None and status is not None:
+                self.storm_answers.append(status)
+                if status == 500 and storm.applied_500:
+                    await self._create_message(int(match.group(1)), body)
+                return storm.response(status)
             return _json(await self._create_message(int(match.group(1)), body))
         if match := re.fullmatch(r"/channels/(\d+)/messages/(\d+)", path):
             message = self.messages.get(int(match.group(2)))
@@ -637,7 +810,17 @@ class FakeDiscord:
         return _json({"message": f"404: Not Found ({method} {path})", "code": 0}, 404)
 
     async def _create_message(self, channel_id: int, body: dict[str, Any]) -> MessagePayload:
+        nonce = body.get("nonce")
+        now = asyncio.get_running_loop().time()
+        if nonce is not None and body.get("enforce_nonce"):
+            earlier = self._nonces.get((str(self.bot_id), str(nonce)))
+            if earlier is not None and now - earlier[1] < NONCE_WINDOW_S:
+                return self.messages[earlier[0]]
         payload = self.message_payload(channel_id, body.get("content", ""), author_id=self.bot_id)
+        if nonce is not None:
+            payload["nonce"] = str(nonce)
+            if body.get("enforce_nonce"):
+                self._nonces[(str(self.bot_id), str(nonce))] = (int(payload["id"]), now)
         payload["components"] = body.get("components", [])
         payload["embeds"] = body.get("embeds", [])
         if "message_reference" in body:
@@ -647,6 +830,7 @@ class FakeDiscord:
             }
             payload["type"] = 19
         self.messages[int(payload["id"])] = payload
+        self.bot_posts[channel_id] = self.bot_posts.get(channel_id, 0) + 1
         # Discord echoes the bot's own message on the gateway (the bot must ignore it).
         self._later(self.dispatch("MESSAGE_CREATE", payload))
         return payload

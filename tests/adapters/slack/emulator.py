@@ -4,7 +4,9 @@ It answers like Slack (shapes from Slack's method reference), remembers the mess
 ``conversations.replies`` finds them, and records every call and every Socket Mode
 acknowledgement so tests can assert on them. Faults are scripted per method: a 429 with
 ``Retry-After``, or a response delayed past the client's timeout (after the call took effect, as
-when a network drops the answer).
+when a network drops the answer). A `Storm` answers a run of calls with errors: 429
+``ratelimited`` (Slack's shape: ``Retry-After`` header, ``{"ok": false, "error": "ratelimited"}``)
+and 500/502/503, for a number of calls or a time window.
 """
 
 from __future__ import annotations
@@ -47,6 +49,45 @@ class Fault:
     seconds: float = 1.0
 
 
+#: What Slack answers with each error status during a storm (JSON, as the Web API does; a 502
+#: comes from Slack's load balancers as an HTML page).
+STORM_BODIES: dict[int, tuple[str, str]] = {
+    429: ("application/json", '{"ok": false, "error": "ratelimited"}'),
+    500: ("application/json", '{"ok": false, "error": "fatal_error"}'),
+    502: ("text/html", "<html><body><h1>502 Bad Gateway</h1></body></html>"),
+    503: ("application/json", '{"ok": false, "error": "service_unavailable"}'),
+}
+
+
+@dataclass
+class Storm:
+    """A run of error answers to some methods: ``statuses`` in turn, one per call.
+
+    It lasts ``calls`` calls or ``seconds`` seconds from `SlackEmulator.storm`, whichever comes
+    first. A 429 and a 502/503 never take effect; a 500 takes effect first when
+    ``applied_500`` (the message was posted, the answer lost), as Slack's own 500s may.
+    """
+
+    statuses: tuple[int, ...] = (429, 500, 502, 503)
+    calls: int = 10**9
+    seconds: float = 10**9
+    retry_after: int = 1
+    methods: frozenset[str] = frozenset({"chat.postMessage"})
+    applied_500: bool = True
+    started: float = field(default_factory=time.monotonic)
+    answered: int = 0
+
+    def next_status(self, method: str) -> int | None:
+        """The error status for this call of ``method``, or None once the storm is over."""
+        if method not in self.methods:
+            return None
+        if self.answered >= self.calls or time.monotonic() - self.started >= self.seconds:
+            return None
+        status = self.statuses[self.answered % len(self.statuses)]
+        self.answered += 1
+        return status
+
+
 @dataclass
 class Identity:
     """What ``auth.test`` says about a token."""
@@ -69,6 +110,10 @@ class SlackEmulator:
     #: Channel members that ``conversations.members`` lists, by channel id.
     members: dict[str, list[str]] = field(default_factory=dict)
     _faults: dict[str, list[Fault]] = field(default_factory=lambda: defaultdict(list))
+    #: The storm in force, if any (see `storm`).
+    current_storm: Storm | None = None
+    #: Every error status a storm answered, in order.
+    storm_answers: list[int] = field(default_factory=list)
     _sockets: list[web.WebSocketResponse] = field(default_factory=list)
     _ts: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _runner: web.AppRunner | None = None
@@ -102,6 +147,16 @@ class SlackEmulator:
     def fail_next(self, method: str, fault: Fault) -> None:
         """Apply ``fault`` to the next call of ``method``."""
         self._faults[method].append(fault)
+
+    def storm(self, storm: Storm | None = None, **options: Any) -> Storm:
+        """Start a storm (``Storm(**options)`` unless given) from now; returns it."""
+        self.current_storm = storm or Storm(**options)
+        self.current_storm.started = time.monotonic()
+        return self.current_storm
+
+    def calm(self) -> None:
+        """End the storm."""
+        self.current_storm = None
 
     def calls_to(self, method: str) -> list[Call]:
         return [call for call in self.calls if call.method == method]
@@ -140,6 +195,19 @@ class SlackEmulator:
         self.calls.append(Call(method, params, token))
         self.call_times.append(time.monotonic())
         self._notify()
+        storm = self.current_storm
+        status = storm.next_status(method) if storm is not None else None
+        if storm is not None and status is not None:
+            self.storm_answers.append(status)
+            if status == 500 and storm.applied_500:
+                handler = getattr(self, "_" + method.replace(".", "_"), None)
+                if handler is not None:
+                    handler(params, token)
+            content_type, text = STORM_BODIES.get(status, STORM_BODIES[500])
+            headers = {"Retry-After": str(storm.retry_after)} if status in (429, 503) else {}
+            return web.Response(
+                text=text, status=status, content_type=content_type, headers=headers
+            )
         fault = self._faults[method].pop(0) if self._faults[method] else None
         if fault is not None and fault.kind == "ratelimit":
             return web.json_response(

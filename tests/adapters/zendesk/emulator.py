@@ -7,7 +7,9 @@ port of 127.0.0.1, so both async (the adapter) and blocking (the CLI import) cli
 
 Pagination is forced small (`page_cap` items per page) so listings take several pages; articles are
 paged with cursors by default, or with ``next_page`` offsets (``offset_pages``). A fault can be
-scripted per path: the next call answers 429 with ``Retry-After: 0``.
+scripted per path: the next call answers 429 with ``Retry-After: 0``. A `Storm` answers ticket
+writes with 429 (Zendesk's shape: ``Retry-After`` and a plain-text body), 500 (applied first when
+``applied_500``), 502 and 503 for a number of calls or a time window.
 """
 
 from __future__ import annotations
@@ -22,13 +24,57 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 EMAIL = "bot@acme.example"
 TOKEN = "zd-api-token-for-tests"
 BOT_USER_ID = 9000
 AGENT_ID = 7001
 CUSTOMER_ID = 5001
+
+
+#: The 429 body Zendesk sends with ``Retry-After`` (text/html, per Zendesk's rate-limit guide).
+RATE_LIMIT_TEXT = (
+    "Rate limit for ticket updates exceeded, please wait before updating this ticket again"
+)
+
+
+@dataclass
+class Storm:
+    """A run of error answers to ticket writes (PUT/POST under /api/v2/tickets): ``statuses``
+    in turn, for ``calls`` calls or ``seconds`` seconds, whichever ends first."""
+
+    statuses: tuple[int, ...] = (429, 500, 502, 503)
+    calls: int = 10**9
+    seconds: float = 10**9
+    retry_after: int = 1
+    applied_500: bool = True
+    started: float = field(default_factory=time.monotonic)
+    answered: int = 0
+
+    def next_status(self) -> int | None:
+        if self.answered >= self.calls or time.monotonic() - self.started >= self.seconds:
+            return None
+        status = self.statuses[self.answered % len(self.statuses)]
+        self.answered += 1
+        return status
+
+
+def storm_response(status: int, retry_after: int) -> Response:
+    """What Zendesk answers with ``status`` in a storm."""
+    if status == 429:
+        return PlainTextResponse(
+            RATE_LIMIT_TEXT, status_code=429, headers={"Retry-After": str(retry_after)}
+        )
+    if status == 503:
+        return JSONResponse(
+            {"error": "ServiceUnavailable", "description": "Zendesk is under maintenance"},
+            status_code=503,
+            headers={"Retry-After": str(retry_after)},
+        )
+    if status == 502:
+        return PlainTextResponse("502 Bad Gateway", status_code=502)
+    return JSONResponse({"error": "InternalError"}, status_code=status)
 
 
 @dataclass
@@ -53,6 +99,9 @@ class ZendeskEmulator:
     ratings: list[dict[str, Any]] = field(default_factory=list)
     articles: list[dict[str, Any]] = field(default_factory=list)
     faults: dict[str, int] = field(default_factory=dict)
+    #: The storm in force (see `storm`), and every error status storms answered.
+    current_storm: Storm | None = None
+    storm_answers: list[int] = field(default_factory=list)
     port: int = 0
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(100_001))
     _ticket_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(501))
@@ -126,6 +175,18 @@ class ZendeskEmulator:
             if c["author_id"] == BOT_USER_ID and (public is None or c["public"] is public)
         ]
 
+    def storm(self, storm: Storm | None = None, **options: Any) -> Storm:
+        """Start a storm on ticket writes (``Storm(**options)`` unless given) from now."""
+        with self._lock:
+            self.current_storm = storm or Storm(**options)
+            self.current_storm.started = time.monotonic()
+            return self.current_storm
+
+    def calm(self) -> None:
+        """End the storm."""
+        with self._lock:
+            self.current_storm = None
+
     def fail_next(self, path: str, times: int = 1) -> None:
         """The next `times` calls to `path` answer 429 with ``Retry-After: 0``."""
         self.faults[path] = times
@@ -173,6 +234,21 @@ class ZendeskEmulator:
                 remaining = emulator.faults.get(request.url.path, 0)
                 if remaining:
                     emulator.faults[request.url.path] = remaining - 1
+                storm = emulator.current_storm
+                status = None
+                is_write = authorized and request.method in ("PUT", "POST")
+                if (
+                    storm is not None
+                    and is_write
+                    and request.url.path.startswith("/api/v2/tickets")
+                ):
+                    status = storm.next_status()
+                    if status is not None:
+                        emulator.storm_answers.append(status)
+            if storm is not None and status is not None:
+                if status == 500 and storm.applied_500:
+                    await call_next(request)  # applied; the answer is lost
+                return storm_response(status, storm.retry_after)
             if remaining:
                 return JSONResponse(
                     {"error": "APIRateLimitExceeded"}, status_code=429, headers={"Retry-After": "0"}

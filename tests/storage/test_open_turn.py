@@ -1,0 +1,142 @@
+"""`Store.open_turn`: a turn's claims, conversation, history and messages in one transaction.
+
+Run on SQLite and on real PostgreSQL (see conftest). It must do what `claim_event`,
+`get_or_create_conversation`, `answered_message`, `recent_turns` and `add_message` do one by one.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+from sqlalchemy import event
+
+from bot.model import ConversationKey, Owner, Reply, ReplyKind, Role, Source, Turn
+from bot.storage.store import Store, TurnMessage
+
+T = TypeVar("T")
+
+KEY = ConversationKey("slack", "T1", "C1", "1700000000.000100")
+THREADS = 8
+
+
+def _message(n: int, text: str = "how do I reset?", *, edit: bool = False) -> TurnMessage:
+    event_id = f"message:T1:m{n}" + (":2" if edit else "")
+    return TurnMessage(event_id, f"m{n}", "U1", text, edit=edit)
+
+
+def _all_at_once(fn: Callable[[], T], n: int = THREADS) -> list[T]:
+    barrier = threading.Barrier(n)
+
+    def run() -> T:
+        barrier.wait(timeout=10)
+        return fn()
+
+    with ThreadPoolExecutor(n) as pool:
+        return [future.result(timeout=60) for future in [pool.submit(run) for _ in range(n)]]
+
+
+def test_a_new_conversation_is_created_and_the_messages_stored(store: Store) -> None:
+    opening = store.open_turn("slack", KEY, "U1", [_message(1), _message(2, "and on mobile?")], 40)
+
+    assert opening.status == ("recorded", "recorded")
+    assert opening.history == []
+    assert opening.conversation is not None
+    assert opening.conversation.key == KEY
+    assert opening.conversation.owner is Owner.BOT
+    assert opening.conversation.customer == "U1"
+    assert len(opening.rows) == 2 and opening.rows[0] < opening.rows[1]
+    assert store.history(opening.conversation.id) == [
+        Turn(Role.USER, "how do I reset?"),
+        Turn(Role.USER, "and on mobile?"),
+    ]
+    # The events are claimed as `claim_event` claims them.
+    assert store.has_event("slack", "message:T1:m1")
+    assert not store.claim_event("slack", "message:T1:m2")
+
+
+def test_the_history_is_what_recent_turns_reads(store: Store) -> None:
+    first = store.open_turn("slack", KEY, "U1", [_message(1)], 40)
+    assert first.conversation is not None
+    source = Source("reset-password", 0.9, "Reset", None)
+    store.add_reply(first.conversation.id, first.rows[0], Reply.answer("Like this.", (source,)))
+
+    second = store.open_turn("slack", KEY, "U2", [_message(2, "thanks")], 40)
+
+    assert second.conversation == first.conversation  # the first customer stays
+    assert second.history == store.recent_turns(first.conversation.id, 40)[:2]
+    assert [t.role for t in second.history] == [Role.USER, Role.BOT]
+    assert second.history[1].reply_kind is ReplyKind.ANSWER
+    assert second.history[1].sources == (source,)
+    limited = store.open_turn("slack", KEY, "U1", [_message(3)], 1)
+    assert [t.text for t in limited.history] == ["thanks"]
+
+
+def test_repeated_deliveries_are_skipped(store: Store) -> None:
+    store.open_turn("slack", KEY, "U1", [_message(1)], 40)
+
+    again = store.open_turn("slack", KEY, "U1", [_message(1)], 40)
+    assert again.status == ("duplicate",)
+    assert again.conversation is None
+    assert again.rows == ()
+
+    mixed = store.open_turn("slack", KEY, "U1", [_message(1), _message(2)], 40)
+    assert mixed.status == ("duplicate", "recorded")
+    assert len(mixed.rows) == 1
+    assert store.counts()["message"] == 2
+
+
+def test_an_edit_of_an_answered_message_is_not_recorded(store: Store) -> None:
+    opening = store.open_turn("slack", KEY, "U1", [_message(1), _message(2)], 40)
+    assert opening.conversation is not None
+    store.add_reply(opening.conversation.id, opening.rows[0], Reply.answer("Like this.", ()))
+
+    edits = store.open_turn(
+        "slack", KEY, "U1", [_message(1, "fixed", edit=True), _message(2, "also", edit=True)], 40
+    )
+
+    assert edits.status == ("answered", "recorded")  # m2 got no reply of its own
+    assert len(edits.rows) == 1
+    assert store.history(opening.conversation.id)[-1] == Turn(Role.USER, "also")
+
+
+def test_one_of_many_concurrent_deliveries_records_the_message(store: Store) -> None:
+    results = _all_at_once(lambda: store.open_turn("slack", KEY, "U1", [_message(1)], 40))
+
+    assert sorted(r.status for r in results) == [("duplicate",)] * (THREADS - 1) + [("recorded",)]
+    assert store.counts()["message"] == 1
+    assert store.counts()["conversation"] == 1
+
+
+def test_different_messages_at_once_share_one_new_conversation(store: Store) -> None:
+    counter = iter(range(THREADS))
+    lock = threading.Lock()
+
+    def open_one() -> str | None:
+        with lock:
+            n = next(counter)
+        opening = store.open_turn("slack", KEY, "U1", [_message(n)], 40)
+        return None if opening.conversation is None else opening.conversation.id
+
+    ids = _all_at_once(open_one)
+
+    assert None not in ids and len(set(ids)) == 1
+    assert store.counts()["conversation"] == 1
+    assert store.counts()["message"] == THREADS
+
+
+def test_a_turn_is_one_transaction(store: Store) -> None:
+    store.open_turn("slack", KEY, "U1", [_message(1)], 40)
+    commits: list[object] = []
+
+    def count(connection: object) -> None:
+        commits.append(connection)
+
+    event.listen(store.engine, "commit", count)
+    try:
+        store.open_turn("slack", KEY, "U1", [_message(2), _message(3)], 40)
+    finally:
+        event.remove(store.engine, "commit", count)
+    assert len(commits) == 1

@@ -532,72 +532,16 @@ class Engine:
         self, messages: list[InboundMessage], *, answer: bool, redelivered: bool = False
     ) -> list[Reply]:
         started = time.perf_counter()
-        if not redelivered:
-            # The usual turn: its storage in one transaction (`Store.open_turn`).
-            opened = self._open_turn(messages)
-            if opened is None:
-                return []
-            return self._continue_turn(*opened, answer, started)
-        fresh: list[InboundMessage] = []
-        claimed_before: set[str] = set()
-        for message in messages:
-            message = replace(message, text=clean_text(message.text, normalize=False))
-            # Message ids are unique within a platform's workspace, not across workspaces.
-            event = f"message:{message.workspace}:{message.message_id}"
-            if message.revision:
-                event += f":{message.revision}"
-            if self.store.claim_event(message.platform, event):
-                fresh.append(message)
-            elif redelivered:
-                fresh.append(message)
-                claimed_before.add(message.message_id)
-            else:
-                logger.info("duplicate message %s ignored", message.message_id)
-        if not fresh:
+        opened = self._open_turn(messages, redelivered=redelivered)
+        if opened is None:
             return []
-        key, user = fresh[0].conversation, fresh[0].user
-        conversation = self.store.get_or_create_conversation(key, user)
-        set_conversation_id(conversation.id)
-        unanswered: list[InboundMessage] = []
-        recorded: dict[str, int] = {}
-        for message in fresh:
-            if message.message_id in claimed_before:
-                # Claimed before by a turn that may have died: answer unless it finished.
-                row = self.store.message_row(conversation.id, message.message_id)
-                if row is not None:
-                    if self.store.turn_covered(conversation.id, row):
-                        logger.info("redelivered message %s was handled", message.message_id)
-                        continue
-                    recorded[message.message_id] = row
-            answered = message.revision and self.store.answered_message(
-                conversation.id, message.message_id
-            )
-            if answered:
-                logger.info(
-                    "edit of already answered message %s: no second answer", message.message_id
-                )
-                continue
-            unanswered.append(message)
-        if not unanswered:
-            return []
-        history = self.store.recent_turns(conversation.id, self.config.state_turns)
-        rows = [
-            recorded.get(m.message_id)
-            or self.store.add_message(
-                conversation.id,
-                Role.USER,
-                m.user,
-                redact_text(m.text) if self.redact_transcripts else m.text,
-                m.message_id,
-            )
-            for m in unanswered
-        ]
-        return self._continue_turn(conversation, unanswered, history, rows, answer, started)
+        return self._continue_turn(*opened, answer, started)
 
     def _open_turn(
-        self, messages: Sequence[InboundMessage]
+        self, messages: Sequence[InboundMessage], *, redelivered: bool = False
     ) -> tuple[ConversationInfo, list[InboundMessage], list[HistoryTurn], list[int]] | None:
-        """Claim, record and read a turn's storage in one transaction (`Store.open_turn`).
+        """Claim, record and read a turn's storage in one transaction (`Store.open_turn`;
+        `redelivered` as there).
 
         Returns:
             The conversation, the messages to answer, the history before them and their
@@ -622,10 +566,13 @@ class Engine:
                 for m in cleaned
             ],
             self.config.state_turns,
+            redelivered=redelivered,
         )
         for message, status in zip(cleaned, opening.status, strict=True):
             if status == "duplicate":
                 logger.info("duplicate message %s ignored", message.message_id)
+            elif status == "handled":
+                logger.info("redelivered message %s was handled", message.message_id)
             elif status == "answered":
                 logger.info(
                     "edit of already answered message %s: no second answer", message.message_id

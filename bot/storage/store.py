@@ -403,14 +403,14 @@ def _turn_statements(session: Session) -> _TurnStatements:
     return statements
 
 
-def _recent_turns(session: Session, conversation_id: str, limit: int) -> list[HistoryTurn]:
-    """`Store.recent_turns` inside an open session."""
-    messages_query = (
-        select(Message)
-        .where(Message.conversation_id == conversation_id)
-        .order_by(col(Message.id).desc())
-        .limit(limit)
-    )
+def _recent_turns(
+    session: Session, conversation_id: str, limit: int, before: int | None = None
+) -> list[HistoryTurn]:
+    """`Store.recent_turns` inside an open session; with `before`, only older messages."""
+    messages_query = select(Message).where(Message.conversation_id == conversation_id)
+    if before is not None:
+        messages_query = messages_query.where(col(Message.id) < before)
+    messages_query = messages_query.order_by(col(Message.id).desc()).limit(limit)
     replies_query = (
         select(ReplyRecord)
         .where(ReplyRecord.conversation_id == conversation_id)
@@ -451,6 +451,46 @@ def _recent_turns(session: Session, conversation_id: str, limit: int) -> list[Hi
     return turns
 
 
+#: `Store.open_turn`'s interim status of a redelivered message whose event was claimed before.
+_CLAIMED_BEFORE = "claimed-before"
+
+
+def _stored_message_id(
+    session: Session, conversation_id: str, platform_message_id: str
+) -> int | None:
+    """The id of the stored customer message with this platform id, or None."""
+    query = (
+        select(Message.id)
+        .where(
+            Message.conversation_id == conversation_id,
+            Message.platform_message_id == platform_message_id,
+            Message.role == Role.USER.value,
+        )
+        .order_by(col(Message.id))
+        .limit(1)
+    )
+    return session.exec(query).first()
+
+
+def _turn_covered(session: Session, conversation_id: str, message_row: int) -> bool:
+    """`Store.turn_covered` inside an open session."""
+    replied = (
+        select(ReplyRecord.id)
+        .where(
+            ReplyRecord.conversation_id == conversation_id,
+            col(ReplyRecord.message_id) >= message_row,
+        )
+        .limit(1)
+    )
+    if session.exec(replied).first() is not None:
+        return True
+    silent = select(ProcessedEvent.id).where(
+        ProcessedEvent.platform == SILENT_TURN_PLATFORM,
+        ProcessedEvent.event_id == silent_turn_key(conversation_id, message_row),
+    )
+    return session.exec(silent).first() is not None
+
+
 @dataclass(frozen=True, slots=True)
 class TurnMessage:
     """An inbound message as `Store.open_turn` records it.
@@ -476,10 +516,12 @@ class TurnOpening:
 
     Attributes:
         conversation: the conversation (None when every message was a repeated delivery).
-        status: per message, in order: "recorded", "duplicate" (claimed before) or
-            "answered" (an edit of a message that already has a reply; not recorded).
+        status: per message, in order: "recorded", "duplicate" (claimed before),
+            "answered" (an edit of a message that already has a reply; not recorded) or, for
+            a redelivery, "handled" (a finished turn covered it: `turn_covered`).
         history: the conversation's recent turns before these messages (`recent_turns`).
-        rows: the stored ids of the recorded messages, in order.
+        rows: the stored ids of the recorded messages, in order (for a redelivered message
+            stored by the turn that died, its row from then).
     """
 
     conversation: ConversationInfo | None
@@ -991,6 +1033,8 @@ class Store:
         customer: str,
         messages: Sequence[TurnMessage],
         history_limit: int,
+        *,
+        redelivered: bool = False,
     ) -> TurnOpening:
         """Start a turn in one transaction: what `claim_event`, `get_or_create_conversation`,
         `answered_message`, `recent_turns` and `add_message` do, with one commit.
@@ -1007,6 +1051,11 @@ class Store:
             customer: who starts the conversation, if it is new.
             messages: the turn's messages, in order.
             history_limit: how many recent turns to read.
+            redelivered: the messages were accepted before by a process that may have died
+                mid-turn (`bot.outbox` inbox). A message whose event is claimed already is then
+                answered after all unless a finished turn covered it ("handled"); if that turn
+                stored it, its row is reused rather than stored twice, and the history is read
+                from before it.
         """
         status: list[str] = []
         rows: list[int] = []
@@ -1018,8 +1067,11 @@ class Store:
                     statements.claim,
                     {"platform": platform, "event_id": message.event_id, "created_at": now},
                 ).first()
-                status.append("recorded" if claimed is not None else "duplicate")
-            if "recorded" not in status:
+                if claimed is not None:
+                    status.append("recorded")
+                else:
+                    status.append(_CLAIMED_BEFORE if redelivered else "duplicate")
+            if "recorded" not in status and _CLAIMED_BEFORE not in status:
                 session.commit()
                 return TurnOpening(None, tuple(status), [], ())
             text_key = str(key)
@@ -1047,8 +1099,23 @@ class Store:
                 new = created is not None
                 row = session.exec(query).one()
             conversation = _conversation_info(row)
+            stored_before: dict[int, int] = {}
             for n, message in enumerate(messages):
-                if status[n] == "recorded" and message.edit and not new:
+                if status[n] != _CLAIMED_BEFORE:
+                    continue
+                earlier = (
+                    None
+                    if new
+                    else _stored_message_id(session, conversation.id, message.platform_message_id)
+                )
+                if earlier is not None and _turn_covered(session, conversation.id, earlier):
+                    status[n] = "handled"
+                    continue
+                status[n] = "recorded"
+                if earlier is not None:
+                    stored_before[n] = earlier
+            for n, message in enumerate(messages):
+                if status[n] == "recorded" and message.edit and not new and n not in stored_before:
                     answered = session.exec(
                         _answered_query(conversation.id, message.platform_message_id)
                     ).first()
@@ -1056,9 +1123,12 @@ class Store:
                         status[n] = "answered"
             history: list[HistoryTurn] = []
             if "recorded" in status and not new and history_limit > 0:
-                history = _recent_turns(session, conversation.id, history_limit)
+                before = min(stored_before.values(), default=None)
+                history = _recent_turns(session, conversation.id, history_limit, before)
             for n, message in enumerate(messages):
-                if status[n] == "recorded":
+                if n in stored_before:
+                    rows.append(stored_before[n])
+                elif status[n] == "recorded":
                     stored = session.execute(
                         statements.message,
                         {
@@ -1838,37 +1908,13 @@ class Store:
         """Whether a finished turn covered the stored customer message `message_row`: a reply
         to it or to a later message of the conversation is stored (a burst's reply answers its
         last message), or a silent turn was recorded for it (`SILENT_TURN_PLATFORM`)."""
-        replied = (
-            select(ReplyRecord.id)
-            .where(
-                ReplyRecord.conversation_id == conversation_id,
-                col(ReplyRecord.message_id) >= message_row,
-            )
-            .limit(1)
-        )
-        silent = select(ProcessedEvent.id).where(
-            ProcessedEvent.platform == SILENT_TURN_PLATFORM,
-            ProcessedEvent.event_id == silent_turn_key(conversation_id, message_row),
-        )
         with self._session("check a turn was finished") as session:
-            if session.exec(replied).first() is not None:
-                return True
-            return session.exec(silent).first() is not None
+            return _turn_covered(session, conversation_id, message_row)
 
     def message_row(self, conversation_id: str, platform_message_id: str) -> int | None:
         """The id of the stored customer message with this platform id, or None."""
-        query = (
-            select(Message.id)
-            .where(
-                Message.conversation_id == conversation_id,
-                Message.platform_message_id == platform_message_id,
-                Message.role == Role.USER.value,
-            )
-            .order_by(col(Message.id))
-            .limit(1)
-        )
         with self._session("find a stored message") as session:
-            return session.exec(query).first()
+            return _stored_message_id(session, conversation_id, platform_message_id)
 
     # Composition log (generated answers) ----------------------------------------------------------
 

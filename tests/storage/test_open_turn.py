@@ -140,3 +140,37 @@ def test_a_turn_is_one_transaction(store: Store) -> None:
     finally:
         event.remove(store.engine, "commit", count)
     assert len(commits) == 1
+
+
+def test_a_redelivery_answers_what_a_dead_turn_left_and_skips_what_it_finished(
+    store: Store,
+) -> None:
+    """A turn stored its messages and died before replying: the redelivery reuses their rows
+    and reads the history from before them; once a reply covers them, they are "handled"."""
+    first = store.open_turn("slack", KEY, "U1", [_message(1, "hello")], 40)
+    assert first.conversation is not None
+    store.add_reply(first.conversation.id, first.rows[0], Reply.smalltalk("Hi!"))
+    died = store.open_turn("slack", KEY, "U1", [_message(2), _message(3, "on mobile")], 40)
+
+    plain = store.open_turn("slack", KEY, "U1", [_message(2), _message(3, "on mobile")], 40)
+    assert plain.status == ("duplicate", "duplicate")
+
+    again = store.open_turn(
+        "slack", KEY, "U1", [_message(2), _message(3, "on mobile")], 40, redelivered=True
+    )
+    assert again.status == ("recorded", "recorded")
+    assert again.rows == died.rows, "stored once, not twice"
+    assert [turn.text for turn in again.history] == ["hello", "Hi!"]
+    assert [t.text for t in store.history(died.conversation.id)].count("on mobile") == 1  # type: ignore[union-attr]
+
+    store.add_reply(first.conversation.id, died.rows[-1], Reply.smalltalk("Settings > Reset."))
+    finished = store.open_turn(
+        "slack", KEY, "U1", [_message(2), _message(3, "on mobile")], 40, redelivered=True
+    )
+    assert finished.status == ("handled", "handled")
+    assert finished.rows == ()
+    # A redelivered message that was claimed but never stored is stored now.
+    assert store.claim_event("slack", "message:T1:m4")
+    lost = store.open_turn("slack", KEY, "U1", [_message(4)], 40, redelivered=True)
+    assert lost.status == ("recorded",)
+    assert len(lost.rows) == 1 and lost.rows[0] > died.rows[-1]

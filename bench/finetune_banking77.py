@@ -49,6 +49,15 @@ def cli(*args: str) -> str:
     return done.stdout
 
 
+def model_args(models: Path) -> list[str]:
+    """``--model MODELS`` once a cycle was promoted there; none (the base model) before."""
+    manifest = models / "manifest.json"
+    if manifest.exists() and json.loads(manifest.read_text()).get("current"):
+        return ["--model", str(models)]
+    console.print(f"[yellow]{models} holds no promoted model: measuring the base model[/]")
+    return []
+
+
 def train_and_eval(
     name: str,
     kb: Path,
@@ -88,7 +97,7 @@ def train_and_eval(
             f"{cycle['steps']} steps, {cycle['seconds']:.0f}s"
         )
     started = time.perf_counter()
-    eval_args = ["eval", "--kb", str(kb), "--queries", str(test), "--model", str(models)]
+    eval_args = ["eval", "--kb", str(kb), "--queries", str(test), *model_args(models)]
     if calibrate is not None:
         eval_args += ["--calibrate", str(calibrate)]
     result = json.loads(cli(*eval_args, "--json"))
@@ -175,7 +184,7 @@ def main() -> None:
         restored = restore_labels(options.data, data)
         restored_args = [
             "eval", "--kb", str(oos_kb), "--queries", str(restored["test"]),
-            "--calibrate", str(restored["valid"]), "--model", str(options.work / "models-oos"),
+            "--calibrate", str(restored["valid"]), *model_args(options.work / "models-oos"),
         ]  # fmt: skip
         results["oos-restored"] = {
             "train": results["oos"]["train"],

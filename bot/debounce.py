@@ -245,6 +245,19 @@ class Debouncer:
         self._pending.clear()
         await self.wait_idle()
 
+    async def shut_down(self, grace_s: float) -> bool:
+        """At an adapter's shutdown: answer the waiting turns now and give them and the running
+        ones up to `grace_s` seconds; turns still running then are cancelled. Returns False
+        when some were (their replies are not posted; the adapter says so in its log)."""
+        finished = True
+        try:
+            async with asyncio.timeout(grace_s):
+                await self.flush()
+        except TimeoutError:
+            finished = False
+        await self.close()
+        return finished
+
     async def _wait_then_run(self, pending: _Pending) -> None:
         while True:
             delay = pending.deadline - self.clock.now()

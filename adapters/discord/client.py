@@ -417,15 +417,12 @@ class SupportBotClient(discord.Client):
         return self._debouncer
 
     async def _close_debouncer(self) -> None:
+        """At close: answer the turns still waiting now, within `CLOSE_GRACE_S`."""
         debouncer, self._debouncer = self._debouncer, None
         if debouncer is None:
             return
-        try:
-            async with asyncio.timeout(CLOSE_GRACE_S):
-                await debouncer.flush()
-        except TimeoutError:
+        if not await debouncer.shut_down(CLOSE_GRACE_S):
             logger.warning("Discord: closing; turns still running were dropped")
-        await debouncer.close()
         self._questions.clear()
 
     # Lifecycle ---------------------------------------------------------------------------------

@@ -398,12 +398,8 @@ class SlackAdapter:
         debouncer, self._debouncer = self._debouncer, None
         if debouncer is None:
             return
-        try:
-            async with asyncio.timeout(self.settings.shutdown_grace):
-                await debouncer.flush()
-        except TimeoutError:
+        if not await debouncer.shut_down(self.settings.shutdown_grace):
             logger.warning("shutting down: Slack turns still running were dropped")
-        await debouncer.close()
         self._turn_clients.clear()
 
     def lifetime(self) -> AbstractAsyncContextManager[None]:

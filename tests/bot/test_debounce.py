@@ -211,6 +211,30 @@ async def test_close_drops_pending_turns(clock: ManualClock, recorder: Recorder)
     assert recorder.turns == []
 
 
+async def test_shut_down_answers_waiting_turns_and_reports_ones_past_the_grace(
+    clock: ManualClock,
+) -> None:
+    release = asyncio.Event()
+    seen: list[str] = []
+
+    async def on_turn(messages: tuple[InboundMessage, ...]) -> None:
+        if messages[0].text == "slow":
+            await release.wait()
+        seen.append(messages[0].text)
+
+    turns = Debouncer(on_turn, timing=lambda key: Timing(2.0, 0.0), clock=clock)
+    turns.submit(message("a"))
+    assert await turns.shut_down(grace_s=5.0) is True
+    assert seen == ["a"], "the waiting turn was answered at once, not dropped"
+
+    slow = Debouncer(on_turn, timing=lambda key: Timing(2.0, 0.0), clock=clock)
+    slow.submit(message("slow"))
+    assert await slow.shut_down(grace_s=0.05) is False
+    release.set()
+    await asyncio.sleep(0)
+    assert seen == ["a"], "the turn still running at the deadline was cancelled"
+
+
 async def test_a_failing_turn_is_logged_and_the_next_one_runs(
     clock: ManualClock, caplog: pytest.LogCaptureFixture
 ) -> None:

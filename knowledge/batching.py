@@ -27,14 +27,11 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-@dataclass(frozen=True, slots=True)
-class _Request:
-    texts: tuple[str, ...]
-    future: Future[Vectors]
-
-
 class MicroBatcher:
     """Groups texts from concurrent callers into one call of `encode`.
+
+    A `Batcher` whose items are the callers' tuples of texts, weighed by their length: one
+    forward pass embeds every text of the batch, and each caller gets its own rows back.
 
     Args:
         encode: embeds a list of texts in one forward pass; returns one row per text.
@@ -49,30 +46,36 @@ class MicroBatcher:
         window_s: float = 0.002,
         max_batch: int = 32,
     ) -> None:
-        if window_s < 0 or max_batch < 1:
-            raise ValueError("window_s must be ≥ 0 and max_batch ≥ 1")
         self._encode = encode
+        self._batcher: Batcher[tuple[str, ...], Vectors] = Batcher(
+            self._encode_requests,
+            window_s=window_s,
+            max_batch=max_batch,
+            weight=len,
+            name="embed-batcher",
+        )
         self.window_s = window_s
         self.max_batch = max_batch
-        self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._start_lock = threading.Lock()
-        self._closed = False
-        #: How many forward passes ran and how many texts they carried (for benchmarks).
-        self.batches = 0
-        self.texts = 0
+
+    @property
+    def batches(self) -> int:
+        """How many forward passes ran (for benchmarks)."""
+        return self._batcher.batches
+
+    @property
+    def texts(self) -> int:
+        """How many texts those passes carried (for benchmarks)."""
+        return self._batcher.items
 
     def submit(self, texts: Sequence[str]) -> Future[Vectors]:
         """Queue texts; the future resolves to their vectors (or the encoder's exception)."""
-        if self._closed:
+        if self._batcher.closed:
             raise RuntimeError("the micro-batcher is closed")
-        future: Future[Vectors] = Future()
         if not texts:
+            future: Future[Vectors] = Future()
             future.set_result(np.zeros((0, 0), dtype=np.float32))
             return future
-        self._ensure_worker()
-        self._queue.put(_Request(tuple(texts), future))
-        return future
+        return self._batcher.submit(tuple(texts))
 
     def encode(self, texts: Sequence[str]) -> Vectors:
         """Embed texts, sharing the forward pass with whoever else asks at the same time."""
@@ -84,61 +87,16 @@ class MicroBatcher:
 
     def close(self) -> None:
         """Stop the worker after the queued requests are done."""
-        self._closed = True
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join(timeout=5)
-            self._thread = None
+        self._batcher.close()
 
-    def _ensure_worker(self) -> None:
-        if self._thread is None:
-            with self._start_lock:
-                if self._thread is None:
-                    self._thread = threading.Thread(
-                        target=self._run, name="embed-batcher", daemon=True
-                    )
-                    self._thread.start()
-
-    def _collect(self, first: _Request) -> tuple[list[_Request], bool]:
-        batch = [first]
-        count = len(first.texts)
-        deadline = time.perf_counter() + self.window_s
-        while count < self.max_batch:
-            try:
-                remaining = deadline - time.perf_counter()
-                item = self._queue.get(timeout=remaining) if remaining > 0 else None
-                if item is None and remaining <= 0:
-                    item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is None:
-                return batch, True
-            batch.append(item)
-            count += len(item.texts)
-        return batch, False
-
-    def _run(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch, stop = self._collect(first)
-            texts = [t for request in batch for t in request.texts]
-            try:
-                vectors = self._encode(texts)
-            except BaseException as e:  # every caller must learn of the failure
-                for request in batch:
-                    request.future.set_exception(e)
-            else:
-                self.batches += 1
-                self.texts += len(texts)
-                start = 0
-                for request in batch:
-                    end = start + len(request.texts)
-                    request.future.set_result(np.array(vectors[start:end], dtype=np.float32))
-                    start = end
-            if stop:
-                return
+    def _encode_requests(self, requests: list[tuple[str, ...]]) -> list[Vectors]:
+        vectors = self._encode([text for texts in requests for text in texts])
+        rows: list[Vectors] = []
+        start = 0
+        for texts in requests:
+            rows.append(np.array(vectors[start : start + len(texts)], dtype=np.float32))
+            start += len(texts)
+        return rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,14 +108,17 @@ class _Item(Generic[T, R]):
 class Batcher(Generic[T, R]):
     """Groups single calls from concurrent threads into one call of `run` over a list.
 
-    The decision-level sibling of `MicroBatcher`: `bot.engine.Responder` hands it
-    ``respond_many``, so concurrent turns share one embedding pass, one FAISS search and one
-    BM25 pass instead of sharing the embedding only.
+    `MicroBatcher` runs on it for embeddings; `bot.engine.Responder` hands it ``respond_many``,
+    so concurrent turns share one embedding pass, one FAISS search and one BM25 pass instead of
+    sharing the embedding only.
 
     Args:
         run: handles a list of items; returns one result per item, in order.
-        window_s: how long the worker waits after the first item for others.
-        max_batch: the most items per call.
+        window_s: how long the worker waits after the first item for others (0: it takes only
+            what queued up while the previous call ran, so a lone caller never waits).
+        max_batch: the most items per call, counted by `weight`.
+        weight: how much one item counts towards `max_batch` (1 each by default).
+        name: the worker thread's name.
     """
 
     def __init__(
@@ -166,31 +127,33 @@ class Batcher(Generic[T, R]):
         *,
         window_s: float = 0.002,
         max_batch: int = 64,
+        weight: Callable[[T], int] = lambda item: 1,
+        name: str = "decision-batcher",
     ) -> None:
         if window_s < 0 or max_batch < 1:
             raise ValueError("window_s must be ≥ 0 and max_batch ≥ 1")
         self._run_batch = run
         self.window_s = window_s
         self.max_batch = max_batch
+        self._weight = weight
+        self._name = name
         self._queue: queue.SimpleQueue[_Item[T, R] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
-        self._closed = False
-        #: How many calls of `run` there were and how many items they carried.
+        self.closed = False
+        #: How many calls of `run` there were and how many items (by weight) they carried.
         self.batches = 0
         self.items = 0
 
     def submit(self, item: T) -> Future[R]:
         """Queue one item; the future resolves to its result (or `run`'s exception)."""
-        if self._closed:
+        if self.closed:
             raise RuntimeError("the batcher is closed")
         future: Future[R] = Future()
         if self._thread is None:
             with self._start_lock:
                 if self._thread is None:
-                    self._thread = threading.Thread(
-                        target=self._work, name="decision-batcher", daemon=True
-                    )
+                    self._thread = threading.Thread(target=self._work, name=self._name, daemon=True)
                     self._thread.start()
         self._queue.put(_Item(item, future))
         return future
@@ -201,7 +164,7 @@ class Batcher(Generic[T, R]):
 
     def close(self) -> None:
         """Stop the worker after the queued items are done."""
-        self._closed = True
+        self.closed = True
         if self._thread is not None:
             self._queue.put(None)
             self._thread.join(timeout=5)
@@ -213,9 +176,10 @@ class Batcher(Generic[T, R]):
             if first is None:
                 return
             batch = [first]
+            total = self._weight(first.item)
             stop = False
             deadline = time.perf_counter() + self.window_s
-            while len(batch) < self.max_batch:
+            while total < self.max_batch:
                 remaining = deadline - time.perf_counter()
                 try:
                     item = (
@@ -229,6 +193,7 @@ class Batcher(Generic[T, R]):
                     stop = True
                     break
                 batch.append(item)
+                total += self._weight(item.item)
             try:
                 results = self._run_batch([b.item for b in batch])
                 if len(results) != len(batch):
@@ -238,7 +203,7 @@ class Batcher(Generic[T, R]):
                     b.future.set_exception(e)
             else:
                 self.batches += 1
-                self.items += len(batch)
+                self.items += total
                 for b, result in zip(batch, results, strict=True):
                     b.future.set_result(result)
             if stop:

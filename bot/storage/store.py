@@ -451,6 +451,33 @@ def _recent_turns(
     return turns
 
 
+def _claim_each(
+    session: Session,
+    table: Any,
+    ids: Sequence[Any],
+    pending: Any,
+    now: datetime,
+    hold_s: float,
+) -> list[Any]:
+    """Claim each row of `table` (the inbox, or the replies' outbox columns) by id: one
+    conditional UPDATE apiece (still `pending`, its hold expired) that sets a new hold and counts
+    the attempt, committed at once. Of several processes claiming the same row exactly one
+    updates it; the rows this caller got are returned, re-read."""
+    claimed = []
+    for row_id in ids:
+        result = session.exec(
+            update(table)
+            .where(col(table.id) == row_id, pending, col(table.claimed_until) < now)
+            .values(claimed_until=now + timedelta(seconds=hold_s), attempts=col(table.attempts) + 1)
+        )
+        session.commit()
+        if int(result.rowcount) == 1:
+            row = session.get(table, row_id)
+            if row is not None:
+                claimed.append(row)
+    return claimed
+
+
 #: `Store.open_turn`'s interim status of a redelivered message whose event was claimed before.
 _CLAIMED_BEFORE = "claimed-before"
 
@@ -1783,25 +1810,8 @@ class Store:
         with self._session("claim inbound messages") as session:
             ids = list(session.exec(candidates).all())
             session.commit()
-            for item_id in ids:
-                result = session.exec(
-                    update(InboxItem)
-                    .where(
-                        col(InboxItem.id) == item_id,
-                        col(InboxItem.status) == "pending",
-                        col(InboxItem.claimed_until) < now,
-                    )
-                    .values(
-                        claimed_until=now + timedelta(seconds=hold_s),
-                        attempts=col(InboxItem.attempts) + 1,
-                    )
-                )
-                session.commit()
-                if int(result.rowcount) != 1:
-                    continue
-                row = session.get(InboxItem, item_id)
-                if row is None:
-                    continue
+            pending = col(InboxItem.status) == "pending"
+            for row in _claim_each(session, InboxItem, ids, pending, now, hold_s):
                 assert row.id is not None
                 payload = dict(row.payload)
                 claimed.append(
@@ -1847,26 +1857,12 @@ class Store:
                 if isinstance(destination, dict) and destination.get("platform") in wanted
             ][:limit]
             session.commit()
-            for reply_id in rows:
-                result = session.exec(
-                    update(ReplyRecord)
-                    .where(
-                        col(ReplyRecord.id) == reply_id,
-                        col(ReplyRecord.delivery) == "pending",
-                        col(ReplyRecord.claimed_until) < now,
+            pending = col(ReplyRecord.delivery) == "pending"
+            for row in _claim_each(session, ReplyRecord, rows, pending, now, hold_s):
+                if row.destination is not None:
+                    claimed.append(
+                        PendingReply(_reply_info(row), dict(row.destination), row.attempts)
                     )
-                    .values(
-                        claimed_until=now + timedelta(seconds=hold_s),
-                        attempts=col(ReplyRecord.attempts) + 1,
-                    )
-                )
-                session.commit()
-                if int(result.rowcount) != 1:
-                    continue
-                row = session.get(ReplyRecord, reply_id)
-                if row is None or row.destination is None:
-                    continue
-                claimed.append(PendingReply(_reply_info(row), dict(row.destination), row.attempts))
         return claimed
 
     def give_up_reply(self, reply_id: str) -> None:

@@ -15,13 +15,14 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.support import free_port
 
 __all__ = ["PrivatePostgres", "find_bindir", "private_postgres"]
 
@@ -48,13 +49,6 @@ def find_bindir() -> Path | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 class PrivatePostgres:
     """One PostgreSQL server of its own: `start`, `restart`, `stop`, `url`.
 
@@ -67,7 +61,7 @@ class PrivatePostgres:
         self.root = Path(tempfile.mkdtemp(prefix="supportbot-pg-"))
         self.data = self.root / "data"
         self.log = self.root / "server.log"
-        self.port = _free_port()
+        self.port = free_port()
         self._as_postgres = os.geteuid() == 0
         if self._as_postgres:
             # The server's own user must own its folder (and reach it).

@@ -1,22 +1,46 @@
-"""A whole bot for tests: the bot's services on a fresh SQLite file and a copy of the sample index.
+"""Helpers the test packages share.
 
-Test modules build one with `sample_services` inside their own ``services`` fixture, so each
-module keeps its own database and settings while the model, loaded once per session, is shared.
+* `sample_services`: a whole bot, its services on a fresh SQLite file and a copy of the sample
+  index. Test modules build one inside their own ``services`` fixture, so each module keeps its
+  own database and settings while the model, loaded once per session, is shared.
+* `fresh_postgres_database`: a uniquely named database on the test PostgreSQL server
+  (``SUPPORTBOT_TEST_POSTGRES_URL``), dropped afterwards; unreachable, it skips the test, or
+  fails it under CI, where PostgreSQL always runs.
+* `free_port`: a free TCP port on 127.0.0.1.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import socket
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import psycopg
+import pytest
+from psycopg import sql
+from sqlalchemy import make_url
+
 from bot.handoff import HandoffSink
 from bot.service import Services, build_services
 from bot.settings import Settings
 
-__all__ = ["sample_services"]
+__all__ = [
+    "POSTGRES_ADMIN_URL",
+    "free_port",
+    "fresh_postgres_database",
+    "libpq",
+    "sample_services",
+]
+
+#: The test PostgreSQL server, and a database there that tests may connect to for admin work.
+POSTGRES_ADMIN_URL = os.environ.get(
+    "SUPPORTBOT_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
 
 
 @contextmanager
@@ -46,3 +70,37 @@ def sample_services(
         yield built
     finally:
         built.store.close()
+
+
+def libpq(url: str) -> str:
+    """The URL as psycopg takes it (no ``+psycopg`` driver suffix)."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@contextmanager
+def fresh_postgres_database(prefix: str) -> Iterator[str]:
+    """A new database named `prefix` plus a random suffix; yields its SQLAlchemy URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    try:
+        connection = psycopg.connect(libpq(POSTGRES_ADMIN_URL), autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        message = f"PostgreSQL is unreachable: {exc}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    with connection:
+        connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(libpq(POSTGRES_ADMIN_URL), autocommit=True, connect_timeout=5) as c:
+            c.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -8,15 +8,12 @@ conversations of its own, so they do not see each other's history.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
-from psycopg import sql
 from sqlalchemy import make_url
 
 from bot.engine import ERROR_TEXT, FALLBACK_TEXT, Responder
@@ -36,12 +33,9 @@ from bot.model import (
 from bot.service import Services, build_services
 from bot.settings import Settings
 from bot.text import clean_text
+from tests.support import fresh_postgres_database
 
 pytestmark = pytest.mark.model
-
-POSTGRES_ADMIN_URL = os.environ.get(
-    "SUPPORTBOT_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 
 
 def _build(data_dir: Path, embedder: object, **settings: object) -> Services:
@@ -492,30 +486,11 @@ def test_record_feedback_on_unknown_reply_raises_storage_error(services: Service
 # PostgreSQL ------------------------------------------------------------------------------------
 
 
-def _libpq(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A fresh, uniquely named PostgreSQL database, dropped at teardown."""
-    admin = make_url(POSTGRES_ADMIN_URL)
-    name = f"supportbot_eng_{uuid.uuid4().hex[:12]}"
-    try:
-        connection = psycopg.connect(_libpq(POSTGRES_ADMIN_URL), autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL is unreachable: {exc}")
-        pytest.skip(f"PostgreSQL is unreachable: {exc}")
-    with connection:
-        connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield admin.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(_libpq(POSTGRES_ADMIN_URL), autocommit=True) as connection:
-            connection.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+    with fresh_postgres_database("supportbot_eng") as url:
+        yield url
 
 
 @pytest.fixture

@@ -11,11 +11,9 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,15 +22,10 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from psycopg import sql
-from sqlalchemy import make_url
 from typer.testing import CliRunner
 
 from bot.cli import app
-
-POSTGRES_ADMIN_URL = os.environ.get(
-    "SUPPORTBOT_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
+from tests.support import free_port, fresh_postgres_database, libpq
 
 
 @pytest.fixture
@@ -61,37 +54,11 @@ def test_zero_workers_is_a_usage_error(clean_env: Path) -> None:
 # The real processes ---------------------------------------------------------------------------
 
 
-def _libpq(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
 @pytest.fixture
 def postgres_db() -> Iterator[str]:
     """A fresh PostgreSQL database (workers share it), dropped afterwards."""
-    admin = _libpq(POSTGRES_ADMIN_URL)
-    name = f"supportbot_workers_{uuid.uuid4().hex[:10]}"
-    try:
-        connection = psycopg.connect(admin, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL is unreachable: {exc}")
-        pytest.skip(f"PostgreSQL is unreachable: {exc}")
-    with connection:
-        connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(admin, autocommit=True, connect_timeout=5) as connection:
-            connection.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    with fresh_postgres_database("supportbot_workers") as url:
+        yield url
 
 
 def _children(pid: int) -> set[int]:
@@ -124,7 +91,7 @@ def _workers(pid: int) -> set[int]:
 
 
 def _count(url: str, query: str) -> int:
-    with psycopg.connect(_libpq(url)) as connection:
+    with psycopg.connect(libpq(url)) as connection:
         row = connection.execute(query).fetchone()
         assert row is not None
         return int(row[0])
@@ -138,7 +105,7 @@ def test_two_workers_share_one_database(
 ) -> None:
     data = tmp_path / "data"
     shutil.copytree(sample_kb_dir, data / "index")
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "DATABASE_URL": postgres_db,

@@ -8,7 +8,6 @@ make must stay on 127.0.0.1.
 from __future__ import annotations
 
 import os
-import socket
 import threading
 import time
 import uuid
@@ -25,7 +24,7 @@ from bot.model import FeedbackEvent, FeedbackValue, InboundMessage, Reply, Reply
 from bot.service import Services
 from bot.storage.tables import ReviewItem
 from monitoring.dashboard import COOKIE
-from tests.support import sample_services
+from tests.support import free_port, sample_services
 
 pytestmark = pytest.mark.model
 
@@ -145,17 +144,11 @@ def test_without_a_token_the_dashboard_is_disabled(services: Services) -> None:
 # The browser ------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server(services: Services) -> Iterator[str]:
     import uvicorn
 
-    port = _free_port()
+    port = free_port()
     config = uvicorn.Config(
         create_app(services, adapters={}), host="127.0.0.1", port=port, log_level="warning"
     )

@@ -3,25 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import psycopg
 import pytest
-from psycopg import sql
-from sqlalchemy import make_url
 from sqlmodel import Session
 
 from bot.storage.store import Store
 from bot.storage.tables import Conversation, Feedback, Handoff, Message, ReplyRecord
 from monitoring.metrics import compute, percentile
+from tests.support import fresh_postgres_database
 
-POSTGRES_ADMIN_URL = os.environ.get(
-    "SUPPORTBOT_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 #: A Monday, so that the week bucket starts on it.
 DAY0 = datetime(2026, 1, 5, tzinfo=UTC)
 
@@ -30,29 +24,11 @@ def _at(day: int, hour: int, minute: int = 0, second: float = 0) -> datetime:
     return DAY0 + timedelta(days=day, hours=hour, minutes=minute, seconds=second)
 
 
-def _libpq(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A fresh PostgreSQL database, dropped at teardown."""
-    name = f"supportbot_metrics_{uuid.uuid4().hex[:12]}"
-    try:
-        connection = psycopg.connect(_libpq(POSTGRES_ADMIN_URL), autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL is unreachable: {exc}")
-        pytest.skip(f"PostgreSQL is unreachable: {exc}")
-    with connection:
-        connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(_libpq(POSTGRES_ADMIN_URL), autocommit=True) as connection:
-            connection.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+    with fresh_postgres_database("supportbot_metrics") as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

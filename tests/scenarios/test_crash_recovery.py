@@ -27,11 +27,9 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -40,16 +38,12 @@ from typing import IO, Any
 import httpx
 import psycopg
 import pytest
-from psycopg import sql
-from sqlalchemy import make_url
 
 from tests.adapters.slack.emulator import SlackEmulator
+from tests.support import free_port, fresh_postgres_database, libpq
 
 pytestmark = [pytest.mark.slow, pytest.mark.model, pytest.mark.postgres]
 
-POSTGRES_ADMIN_URL = os.environ.get(
-    "SUPPORTBOT_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 SECRET = "crash-test-signing-secret"
 TEAM = "T0CRASH"
 HOLD_S = 8.0
@@ -63,30 +57,11 @@ QUESTIONS = (
 )
 
 
-def _libpq(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
 @pytest.fixture
 def postgres_db() -> Iterator[str]:
     """A fresh PostgreSQL database for the workers, dropped afterwards."""
-    admin = _libpq(POSTGRES_ADMIN_URL)
-    name = f"supportbot_crash_{uuid.uuid4().hex[:10]}"
-    try:
-        connection = psycopg.connect(admin, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL is unreachable: {exc}")
-        pytest.skip(f"PostgreSQL is unreachable: {exc}")
-    with connection:
-        connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(admin, autocommit=True, connect_timeout=5) as connection:
-            connection.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+    with fresh_postgres_database("supportbot_crash") as url:
+        yield url
 
 
 @pytest.fixture
@@ -97,13 +72,6 @@ async def emulator() -> AsyncIterator[SlackEmulator]:
         yield slack
     finally:
         await slack.stop()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _workers(pid: int) -> set[int]:
@@ -123,7 +91,7 @@ def _workers(pid: int) -> set[int]:
 
 
 def _rows(url: str, query: str) -> list[tuple[Any, ...]]:
-    with psycopg.connect(_libpq(url)) as connection:
+    with psycopg.connect(libpq(url)) as connection:
         return list(connection.execute(query).fetchall())
 
 
@@ -241,7 +209,7 @@ async def test_killed_workers_lose_nothing_and_answer_nothing_twice(
     policies = tmp_path / "policies.yaml"
     policies.write_text("turn_taking:\n  burst_window_seconds: 0.1\n")
     fault = tmp_path / "fault"
-    port = _free_port()
+    port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "SUPPORTBOT_"))},
         "DATABASE_URL": postgres_db,

@@ -734,40 +734,52 @@ class SupportBotClient(discord.Client):
     async def _post(self, target: _Target, replies: Sequence[Reply]) -> None:
         """Send replies in order; each reply's last message carries its buttons and is
         remembered as the reply's platform reference (reactions and clicks find it there)."""
-        reference = target.reference
         for reply in replies:
-            last: discord.Message | None = None
-            for index, chunk in enumerate(render_reply(reply)):
-                extra: dict[str, Any] = {"nonce": message_nonce(reply.id, index)}
-                if chunk.buttons:
-                    extra["view"] = _display_view(chunk.buttons)
-                if reference is not None:
-                    # A question deleted meanwhile must not make the answer fail.
-                    extra["reference"] = reference.to_reference(fail_if_not_exists=False)
-                try:
-                    last = await self._send_once(target.channel, chunk.content, reply.id, extra)
-                except discord.HTTPException as e:
-                    logger.warning(
-                        "cannot post reply %s in channel %s (%s): %s",
-                        reply.id,
-                        getattr(target.channel, "id", "?"),
-                        e,
-                        PERMISSION_HELP,
-                    )
-                    return
-                except SendGaveUp as e:
-                    logger.error(
-                        "reply %s not posted in channel %s after %d tries: %r",
-                        reply.id,
-                        getattr(target.channel, "id", "?"),
-                        SEND_ATTEMPTS,
-                        e.__cause__,
-                    )
-                    return
-                reference = None  # only the first message replies to the question
+            try:
+                last = await self._send_reply(target, reply)
+            except discord.HTTPException as e:
+                logger.warning(
+                    "cannot post reply %s in channel %s (%s): %s",
+                    reply.id,
+                    getattr(target.channel, "id", "?"),
+                    e,
+                    PERMISSION_HELP,
+                )
+                return
+            except SendGaveUp as e:
+                logger.error(
+                    "reply %s not posted in channel %s after %d tries: %r",
+                    reply.id,
+                    getattr(target.channel, "id", "?"),
+                    SEND_ATTEMPTS,
+                    e.__cause__,
+                )
+                return
+            target = _Target(target.channel)  # only the first message replies to the question
             if last is not None and reply.id:
                 ref = reply_ref(last.channel.id, last.id)
                 await asyncio.to_thread(self.engine.attach_platform_ref, reply.id, ref)
+
+    async def _send_reply(self, target: _Target, reply: Reply) -> discord.Message | None:
+        """Post one reply's messages in order, each with its nonce (`message_nonce`); the
+        first replies to `target.reference` when there is one. Returns the last message.
+
+        Raises:
+            discord.HTTPException: Discord refused a message.
+            SendGaveUp: every try of a message failed.
+        """
+        reference = target.reference
+        last: discord.Message | None = None
+        for index, chunk in enumerate(render_reply(reply)):
+            extra: dict[str, Any] = {"nonce": message_nonce(reply.id, index)}
+            if chunk.buttons:
+                extra["view"] = _display_view(chunk.buttons)
+            if reference is not None:
+                # A question deleted meanwhile must not make the answer fail.
+                extra["reference"] = reference.to_reference(fail_if_not_exists=False)
+            last = await self._send_once(target.channel, chunk.content, reply.id, extra)
+            reference = None
+        return last
 
     async def resend_reply(self, reply: Reply, destination: Destination) -> str:
         """Post a stored reply that was never recorded as posted; its platform reference.
@@ -782,16 +794,7 @@ class SupportBotClient(discord.Client):
             SendGaveUp: every try failed.
         """
         target = await self._resend_target(destination)
-        reference = target.reference
-        last: discord.Message | None = None
-        for index, chunk in enumerate(render_reply(reply)):
-            extra: dict[str, Any] = {"nonce": message_nonce(reply.id, index)}
-            if chunk.buttons:
-                extra["view"] = _display_view(chunk.buttons)
-            if reference is not None:
-                extra["reference"] = reference.to_reference(fail_if_not_exists=False)
-            last = await self._send_once(target.channel, chunk.content, reply.id, extra)
-            reference = None
+        last = await self._send_reply(target, reply)
         if last is None:
             raise SendGaveUp(reply.id)
         return reply_ref(last.channel.id, last.id)

@@ -901,10 +901,41 @@ class SupportBotClient(discord.Client):
         if info is None:
             return
         event = reaction_feedback(facts, info.id, value, nonce=uuid.uuid4().hex)
-        changed = await asyncio.to_thread(self.engine.record_feedback, event)
+        outcome = await asyncio.to_thread(self.engine.respond_to_feedback, event)
         logger.info(
-            "feedback reply=%s value=%s via reaction changed=%s", info.id, event.value, changed
+            "feedback reply=%s value=%s via reaction changed=%s",
+            info.id,
+            event.value,
+            outcome.recorded,
         )
+        reasons = next((r for r in outcome.replies if buttons_for(r)), None)
+        if reasons is not None:
+            await self._offer_reasons(facts, reasons)
+
+    async def _offer_reasons(self, facts: ReactionFacts, reasons: Reply) -> None:
+        """After a 👎 reaction: the quick reasons, as a reply to the rated message that names
+        the person who reacted. A reaction has no interaction to answer privately, as a button
+        click has; only that person's mention is allowed to ping."""
+        channel = self.get_channel(facts.channel_id) or self.get_partial_messageable(
+            facts.channel_id
+        )
+        if not isinstance(channel, discord.abc.Messageable):
+            return
+        rated = discord.PartialMessage(channel=channel, id=facts.message_id)
+        try:
+            await channel.send(
+                f"<@{facts.user_id}> {THANKS_DOWN}\n{reasons.text}",
+                view=_display_view(buttons_for(reasons)),
+                reference=rated.to_reference(fail_if_not_exists=False),
+                allowed_mentions=discord.AllowedMentions(
+                    everyone=False,
+                    roles=False,
+                    replied_user=False,
+                    users=[discord.Object(facts.user_id)],
+                ),
+            )
+        except discord.HTTPException as e:
+            logger.warning("cannot offer feedback reasons in channel %s: %s", facts.channel_id, e)
 
     async def _resolve(self, facts: ReactionFacts) -> None:
         """A ✅ by the customer on a message of their conversation marks it resolved: one of

@@ -1,5 +1,6 @@
-"""After a 👎 button on Discord the bot offers quick reasons (to the clicker only); the choice is
-stored, and "talk to a person" asks for one in the conversation."""
+"""After a 👎 on Discord the bot offers quick reasons (to the clicker only after the button, as a
+reply naming the person after a reaction); the choice is stored, and "talk to a person" asks
+for one in the conversation."""
 
 from __future__ import annotations
 
@@ -93,3 +94,38 @@ async def test_the_reason_talk_to_a_person_asks_for_one(
         # The bot answers the request in the conversation's thread.
         await answered(fake, question, 3)  # the answer, the reasons as shown, the reply
     assert _reason_of(engine, reply_id) == "talk_to_person"
+
+
+async def test_a_thumbs_down_reaction_offers_reasons_to_whoever_reacted(
+    fake: FakeDiscord, bot: Any, engine: Engine
+) -> None:
+    """A reaction has no interaction to answer privately: the reasons come as a reply to the
+    rated answer, naming (and only allowed to ping) the person who reacted."""
+    async with bot():
+        _, answer, reply_id = await _answer_in_thread(fake, engine)
+        channel = int(answer["channel_id"])
+        await fake.react(int(answer["id"]), "👍")
+        await fake.wait_for(lambda: engine.store.feedback_for(reply_id)["up"] == 1, WAIT, "up")
+        await fake.react(int(answer["id"]), "👎")
+
+        def offered() -> list[Any]:
+            return [m for m in fake.bot_messages(channel) if _custom_ids(m) and m is not answer]
+
+        [offer] = await fake.wait_for(offered, WAIT, "reasons")
+        assert offer["content"].startswith(f"<@{fake.customer_id}> {THANKS_DOWN}")
+        assert _custom_ids(offer) == [
+            reason_id(reason.value, reply_id) for reason in FeedbackReason
+        ]
+        assert offer["message_reference"]["message_id"] == answer["id"]
+        [post] = [
+            c
+            for c in fake.find("POST", rf"/channels/{channel}/messages")
+            if c.json.get("content", "").startswith(f"<@{fake.customer_id}>")
+        ]
+        assert [int(u) for u in post.json["allowed_mentions"]["users"]] == [fake.customer_id]
+        assert post.json["allowed_mentions"]["parse"] == []
+
+        await fake.click(int(offer["id"]), reason_id("wrong_answer", reply_id))
+        await fake.wait_for(lambda: _reason_of(engine, reply_id) == "wrong_answer", WAIT, "reason")
+    assert engine.store.feedback_for(reply_id) == {"up": 0, "down": 1}
+    assert len(offered()) == 1, "the 👍 offered nothing"

@@ -991,7 +991,16 @@ class Engine:
             agent: the agent's platform user id.
             text: what the agent wrote, as plain text.
             message_id: the platform message id (de-duplicates repeated deliveries).
+
+        It runs under the conversation's turn lock (`Store.conversation_lock`), so a customer's
+        turn in progress in any worker finishes first and the next one sees the new owner.
         """
+        with self.store.conversation_lock(str(key)):
+            return self._agent_wrote(key, agent, text, message_id)
+
+    def _agent_wrote(
+        self, key: ConversationKey, agent: str, text: str, message_id: str
+    ) -> AgentAction:
         conversation = self.store.find_conversation(key)
         if conversation is None:
             return AgentAction.IGNORED

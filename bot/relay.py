@@ -320,7 +320,19 @@ class Relay:
         )
 
     def agent_said(self, card_ref: str, agent: str, text: str, message_id: str) -> RelayOutcome:
-        """Handle an agent's message under a card: a command, or a reply for the customer."""
+        """Handle an agent's message under a card: a command, or a reply for the customer.
+
+        It runs under the customer conversation's turn lock (`Store.conversation_lock`), like the
+        customer's own turns, so claims, releases and relayed replies fall between turns.
+        """
+        link = self.store.relay_link_by_card(card_ref)
+        conversation = None if link is None else self.store.get_conversation(link.conversation_id)
+        if conversation is None:
+            return RelayOutcome.IGNORED
+        with self.store.conversation_lock(str(conversation.key)):
+            return self._agent_said(card_ref, agent, text, message_id)
+
+    def _agent_said(self, card_ref: str, agent: str, text: str, message_id: str) -> RelayOutcome:
         link = self.store.relay_link_by_card(card_ref)
         if link is None or self.store.has_event(link.desk, f"relay-post:{message_id}"):
             return RelayOutcome.IGNORED

@@ -5,6 +5,7 @@ Through the web app on `build_services` with default settings, the real model an
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -117,3 +118,26 @@ def test_a_zendesk_ticket_is_in_a_desk_already_and_is_handed_over(services: Serv
         addressed=True,
     )
     assert services.engine.handle(follow_up) == []  # the agents' now
+
+
+def test_an_agent_message_waits_for_the_customer_turn_in_progress(services: Services) -> None:
+    """`agent_wrote` takes the conversation's turn lock: a turn in progress (here: the lock
+    held by this thread) finishes before the takeover is recorded."""
+    key = ConversationKey("web", "", uuid.uuid4().hex)
+    services.engine.handle(InboundMessage("web", "", key.channel, "ann", "m1", "hello"))
+    taken = threading.Event()
+
+    def agent() -> None:
+        services.engine.agent_wrote(key, "agent-7", "I can help with that", "agent-m1")
+        taken.set()
+
+    with services.store.conversation_lock(str(key)):
+        worker = threading.Thread(target=agent)
+        worker.start()
+        assert not taken.wait(0.5), "the agent's message went in during the turn"
+        conversation = services.store.find_conversation(key)
+        assert conversation is not None and conversation.owner is Owner.BOT
+    assert taken.wait(30)
+    worker.join(5)
+    conversation = services.store.find_conversation(key)
+    assert conversation is not None and conversation.owner is Owner.HUMAN

@@ -11,7 +11,6 @@ Set SUPPORTBOT_TEST_POSTGRES_URL to use another server (default: the `test` data
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from uuid import uuid4
@@ -22,10 +21,8 @@ from psycopg import sql
 from sqlalchemy import URL, make_url
 
 from bot.storage.store import Store
+from tests.support import fresh_postgres_database
 
-ADMIN_URL = os.environ.get(
-    "SUPPORTBOT_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 BACKENDS = [
     pytest.param("sqlite", id="sqlite"),
     pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
@@ -40,25 +37,8 @@ def _libpq(url: URL) -> str:
 @pytest.fixture(scope="session")
 def postgres_database() -> Iterator[URL]:
     """A fresh, uniquely named PostgreSQL database for this test session."""
-    admin = make_url(ADMIN_URL)
-    name = f"supportbot_test_{uuid4().hex[:12]}"
-    try:
-        connection = psycopg.connect(_libpq(admin), autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        message = f"PostgreSQL at {admin.render_as_string()} is unreachable: {exc}"
-        if os.environ.get("CI"):
-            # CI machines run PostgreSQL: a missing server there is a failure, not a skip.
-            pytest.fail(message)
-        pytest.skip(message)
-    with connection:
-        connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield admin.set(database=name)
-    finally:
-        with psycopg.connect(_libpq(admin), autocommit=True, connect_timeout=5) as connection:
-            connection.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+    with fresh_postgres_database("supportbot_test") as url:
+        yield make_url(url)
 
 
 @pytest.fixture

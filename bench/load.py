@@ -41,8 +41,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import json
 import os
 import random
@@ -70,7 +68,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from tests.adapters.discord.fake_discord import TOKEN as DISCORD_TOKEN  # noqa: E402
 from tests.adapters.discord.fake_discord import FakeDiscord  # noqa: E402
-from tests.adapters.slack.emulator import SlackEmulator  # noqa: E402
+from tests.adapters.slack.emulator import SlackEmulator, signature_headers  # noqa: E402
+from tests.support import worker_processes  # noqa: E402
 
 SAMPLE_FAQ = REPO / "knowledge" / "sample" / "faq.jsonl"
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -142,22 +141,6 @@ def rss_mb(pid: int) -> float:
     except OSError:
         pass
     return 0.0
-
-
-def workers_of(pid: int) -> list[int]:
-    """uvicorn's worker processes under the supervisor `pid`."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"spawn_main" in cmdline:
-            found.append(int(entry.name))
-    return sorted(found)
 
 
 # Database ------------------------------------------------------------------------------------
@@ -247,13 +230,7 @@ async def web_customer(
 
 
 def signed(body: bytes) -> dict[str, str]:
-    stamp = str(int(time.time()))
-    digest = hmac.new(SECRET.encode(), b"v0:" + stamp.encode() + b":" + body, hashlib.sha256)
-    return {
-        "X-Slack-Request-Timestamp": stamp,
-        "X-Slack-Signature": "v0=" + digest.hexdigest(),
-        "Content-Type": "application/json",
-    }
+    return signature_headers(body, SECRET) | {"Content-Type": "application/json"}
 
 
 async def slack_customer(
@@ -487,7 +464,7 @@ async def load(args: argparse.Namespace) -> None:
     run = Run()
     try:
         startup = await wait_ready(process, tmp / "server.log", args.workers, args.start_seconds)
-        pids = workers_of(process.pid)
+        pids = sorted(worker_processes(process.pid))
         idle_rss = {pid: rss_mb(pid) for pid in pids}
         console.print(f"{len(pids)} workers ready in {startup:.1f} s (sample knowledge base)")
         if args.discord_customers:
@@ -561,7 +538,7 @@ async def kill_a_worker(supervisor: int, args: argparse.Namespace, run: Run) -> 
     """SIGKILL one worker `--kill-worker-after` seconds into the load, then wait for uvicorn
     to start its replacement."""
     await asyncio.sleep(args.kill_worker_after)
-    before = workers_of(supervisor)
+    before = sorted(worker_processes(supervisor))
     if not before:
         run.errors["no worker to kill"] += 1
         return
@@ -571,7 +548,7 @@ async def kill_a_worker(supervisor: int, args: argparse.Namespace, run: Run) -> 
     killed_at = time.perf_counter()
     console.print(f"killed worker {victim} with SIGKILL at {args.kill_worker_after:.1f} s")
     for _ in range(600):
-        if set(workers_of(supervisor)) - set(before):
+        if worker_processes(supervisor) - set(before):
             console.print(f"a new worker was started {time.perf_counter() - killed_at:.1f} s later")
             return
         await asyncio.sleep(0.5)

@@ -7,6 +7,7 @@
   (``SUPPORTBOT_TEST_POSTGRES_URL``), dropped afterwards; unreachable, it skips the test, or
   fails it under CI, where PostgreSQL always runs.
 * `free_port`: a free TCP port on 127.0.0.1.
+* `worker_processes`: the uvicorn workers that ``supportbot run --workers N`` started.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ __all__ = [
     "fresh_postgres_database",
     "libpq",
     "sample_services",
+    "worker_processes",
 ]
 
 #: The test PostgreSQL server, and a database there that tests may connect to for admin work.
@@ -104,3 +106,22 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def worker_processes(pid: int) -> set[int]:
+    """The uvicorn worker processes under the supervisor `pid`, from /proc: its children
+    started by multiprocessing's spawn (not the resource tracker, nor the shared-state child
+    that has exited)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces, so split after its ")".
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"spawn_main" in cmdline:
+            found.add(int(entry.name))
+    return found

@@ -25,7 +25,7 @@ import pytest
 from typer.testing import CliRunner
 
 from bot.cli import app
-from tests.support import free_port, fresh_postgres_database, libpq
+from tests.support import free_port, fresh_postgres_database, libpq, worker_processes
 
 
 @pytest.fixture
@@ -59,35 +59,6 @@ def postgres_db() -> Iterator[str]:
     """A fresh PostgreSQL database (workers share it), dropped afterwards."""
     with fresh_postgres_database("supportbot_workers") as url:
         yield url
-
-
-def _children(pid: int) -> set[int]:
-    """Direct child processes of `pid` (from /proc)."""
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # "pid (comm) state ppid ...": comm may hold spaces, so split after its ")".
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-            found.add(int(entry.name))
-    return found
-
-
-def _workers(pid: int) -> set[int]:
-    """The uvicorn worker processes under `pid` (not multiprocessing's resource tracker)."""
-    workers = set()
-    for child in _children(pid):
-        try:
-            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"spawn_main" in cmdline:
-            workers.add(child)
-    return workers
 
 
 def _count(url: str, query: str) -> int:
@@ -128,7 +99,7 @@ def test_two_workers_share_one_database(
                 try:
                     if (
                         client.get("/healthz").status_code == 200
-                        and len(_workers(process.pid)) == 2
+                        and len(worker_processes(process.pid)) == 2
                     ):
                         break
                 except httpx.TransportError:
@@ -157,7 +128,7 @@ def test_two_workers_share_one_database(
             assert [r["id"] for r in again] == [r["id"] for r in answers[3]["replies"]]
         assert _count(postgres_db, "SELECT count(*) FROM reply") == 8
         assert _count(postgres_db, "SELECT count(*) FROM message WHERE role = 'user'") == 8
-        workers = _workers(process.pid)
+        workers = worker_processes(process.pid)
         assert len(workers) == 2
     finally:
         process.send_signal(signal.SIGINT)

@@ -21,8 +21,6 @@ every reply is marked sent and every inbox row done.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 import os
 import shutil
@@ -39,8 +37,8 @@ import httpx
 import psycopg
 import pytest
 
-from tests.adapters.slack.emulator import SlackEmulator
-from tests.support import free_port, fresh_postgres_database, libpq
+from tests.adapters.slack.emulator import SlackEmulator, signature_headers
+from tests.support import free_port, fresh_postgres_database, libpq, worker_processes
 
 pytestmark = [pytest.mark.slow, pytest.mark.model, pytest.mark.postgres]
 
@@ -74,35 +72,13 @@ async def emulator() -> AsyncIterator[SlackEmulator]:
         await slack.stop()
 
 
-def _workers(pid: int) -> set[int]:
-    """uvicorn's worker processes under the supervisor `pid` (from /proc)."""
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"spawn_main" in cmdline:
-            found.add(int(entry.name))
-    return found
-
-
 def _rows(url: str, query: str) -> list[tuple[Any, ...]]:
     with psycopg.connect(libpq(url)) as connection:
         return list(connection.execute(query).fetchall())
 
 
 def _signed(body: bytes) -> dict[str, str]:
-    stamp = str(int(time.time()))
-    digest = hmac.new(SECRET.encode(), b"v0:" + stamp.encode() + b":" + body, hashlib.sha256)
-    return {
-        "X-Slack-Request-Timestamp": stamp,
-        "X-Slack-Signature": "v0=" + digest.hexdigest(),
-        "Content-Type": "application/json",
-    }
+    return signature_headers(body, SECRET) | {"Content-Type": "application/json"}
 
 
 class Customers:
@@ -181,7 +157,7 @@ async def _wait_ready(process: subprocess.Popen[bytes], port: int, log: Path) ->
                 healthy = (await client.get("/healthz")).status_code == 200
             except httpx.TransportError:
                 healthy = False
-            if healthy and len(_workers(process.pid)) == 2:
+            if healthy and len(worker_processes(process.pid)) == 2:
                 return
             assert time.monotonic() < deadline, "the workers did not start in time"
             await asyncio.sleep(1)
@@ -229,7 +205,7 @@ async def test_killed_workers_lose_nothing_and_answer_nothing_twice(
     process, log = _start(env, port, log_path)
     try:
         await _wait_ready(process, port, log_path)
-        first_workers = _workers(process.pid)
+        first_workers = worker_processes(process.pid)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
             customers = Customers(client)
             # Faults 1 and 2: the first event's worker dies after recording it, the first
@@ -249,14 +225,14 @@ async def test_killed_workers_lose_nothing_and_answer_nothing_twice(
                 for i in range(6)
             ]
             await asyncio.sleep(0.5)
-            victim = min(_workers(process.pid))
+            victim = min(worker_processes(process.pid))
             os.kill(victim, signal.SIGKILL)
             await asyncio.wait_for(asyncio.gather(*load), timeout=240)
             channels = set(customers.slack_channels)
             await emulator.wait_for(lambda: all(emulator.messages[c] for c in channels), within=180)
             # Sweeps go on: give a stray second copy time to appear, were there one.
             await asyncio.sleep(HOLD_S * 2 + 2)
-        assert first_workers - _workers(process.pid), "no worker was replaced"
+        assert first_workers - worker_processes(process.pid), "no worker was replaced"
         assert "Child process" in await asyncio.to_thread(log_path.read_text)
 
         # Slack: one post per accepted event, each carrying a distinct stored reply.

@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import hashlib
-import hmac
 import json
 import os
-import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -36,6 +33,7 @@ from knowledge.base import KnowledgeBase
 from knowledge.retriever import Retriever
 from policies.config import PolicyConfig
 from tests.adapters.slack.emulator import SlackEmulator
+from tests.adapters.slack.emulator import signature_headers as sign
 
 # The PostgreSQL fixtures of the storage tests (a fresh database per session, dropped after).
 from tests.storage.conftest import postgres_database, postgres_url, sqlite_url  # noqa: F401
@@ -57,10 +55,8 @@ def payload(name: str) -> dict[str, Any]:
 def signature_headers(
     body: bytes, *, secret: str = SECRET, timestamp: int | None = None
 ) -> dict[str, str]:
-    """Headers Slack sends: ``v0=`` HMAC-SHA256 of ``v0:{timestamp}:{body}``."""
-    stamp = str(int(time.time()) if timestamp is None else timestamp)
-    digest = hmac.new(secret.encode(), b"v0:" + stamp.encode() + b":" + body, hashlib.sha256)
-    return {"X-Slack-Request-Timestamp": stamp, "X-Slack-Signature": "v0=" + digest.hexdigest()}
+    """Headers Slack sends (`emulator.signature_headers`), with the tests' secret by default."""
+    return sign(body, secret, timestamp=timestamp)
 
 
 def make_settings(emulator: SlackEmulator, **overrides: Any) -> SlackSettings:

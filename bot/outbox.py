@@ -20,6 +20,11 @@ Two tables hold the work a process took on until it is finished (docs/reliabilit
 Claims are single conditional UPDATEs (pending, hold expired), so of several processes sweeping
 at once exactly one gets a row; the hold they set keeps the others off while it works.
 
+Finished inbox rows are deleted after `Sweeper.inbox_retention_s` (a week by default;
+`Store.prune_inbox`, at most once an hour). De-duplication outlives them: it rests on the
+`processed_event` row written with each, which is kept, so a platform retrying even after a week
+is still refused.
+
 This module knows no platform SDK: adapters register objects implementing `ReplySender` and
 `InboxHandler`, and run a `Sweeper` for the platforms they serve.
 """
@@ -28,10 +33,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, Protocol
+from datetime import datetime, timedelta
+from typing import Any, ClassVar, Protocol
 
 from bot.errors import StorageError
 from bot.model import (
@@ -265,6 +271,8 @@ class Sweeper:
         interval_s: seconds between sweeps in `run`.
         max_attempts: claims after which an item is given up ("failed") and logged as an error.
         batch: the most items of each kind claimed per sweep.
+        inbox_retention_s: finished inbox rows older than this are deleted (`prune`), by `run`
+            at most once every `PRUNE_EVERY_S`.
     """
 
     store: Store
@@ -272,8 +280,14 @@ class Sweeper:
     interval_s: float = 5.0
     max_attempts: int = 5
     batch: int = 20
+    inbox_retention_s: float = 7 * 24 * 3600.0
     senders: dict[str, ReplySender] = field(default_factory=dict)
     inboxes: dict[str, InboxHandler] = field(default_factory=dict)
+    # When `run` last pruned (monotonic seconds), None before the first time.
+    _pruned_at: float | None = field(default=None, init=False, repr=False)
+
+    PRUNE_EVERY_S: ClassVar[float] = 3600.0
+    """The least time between two prunes in `run`."""
 
     def add_sender(self, sender: ReplySender) -> None:
         """Send this platform's unsent replies with `sender`."""
@@ -372,8 +386,20 @@ class Sweeper:
             return
         counts.resent += 1
 
+    async def prune(self) -> int:
+        """Delete finished inbox rows older than `inbox_retention_s`; how many went."""
+        pruned = await asyncio.to_thread(
+            self.store.prune_inbox, timedelta(seconds=self.inbox_retention_s)
+        )
+        if pruned:
+            logger.info(
+                "inbox: %d finished row(s) older than %.0fs deleted", pruned, self.inbox_retention_s
+            )
+        return pruned
+
     async def run(self) -> None:
-        """Sweep now and then every `interval_s` seconds until cancelled."""
+        """Sweep now and then every `interval_s` seconds until cancelled; prune the inbox at
+        the first sweep and then at most once every `PRUNE_EVERY_S`."""
         while True:
             try:
                 await self.sweep()
@@ -381,4 +407,18 @@ class Sweeper:
                 logger.warning("outbox sweep skipped: %s", exc)
             except Exception:
                 logger.exception("outbox sweep failed")
+            await self._prune_now_and_then()
             await asyncio.sleep(self.interval_s)
+
+    async def _prune_now_and_then(self) -> None:
+        now = time.monotonic()
+        if self._pruned_at is not None and now - self._pruned_at < self.PRUNE_EVERY_S:
+            return
+        # Also after a failure: a database away is not tried again at every sweep.
+        self._pruned_at = now
+        try:
+            await self.prune()
+        except StorageError as exc:
+            logger.warning("inbox prune skipped: %s", exc)
+        except Exception:
+            logger.exception("inbox prune failed")

@@ -5,10 +5,12 @@ function in `convert.py` (what to answer, which conversation, where the answer g
 `render.py` (what the messages look like); the engine runs in a worker thread
 (`asyncio.to_thread`) because it does database and model work. Rate limits, heartbeats,
 reconnects and RESUME are discord.py's; a message delivered twice (a replay after RESUME) is
-answered once because the engine de-duplicates by message id in the database. On top of that:
-posts that discord.py's retries could not get through are tried again with the same nonce
-(`_send_once`), and after a session Discord could not resume the messages written meanwhile are
-read over REST (`_catch_up`). See docs/faults.md.
+answered once because the inbox and the engine de-duplicate by message id in the database.
+On top of that: posts that discord.py's retries could not get through are tried again with the
+same nonce (`_send_once`), after a session Discord could not resume the messages written
+meanwhile are read over REST (`_catch_up`), and every message the bot answers is recorded in
+the inbox before its turn, so a process that dies mid-turn leaves it to the next one's sweeper
+(`_accept`, `recovery.DiscordInbox`). See docs/faults.md and docs/reliability.md.
 
     gateway ─▶ discord.py state ─▶ dispatch (drops bots' traffic) ─▶ on_message / reactions /
     buttons ─▶ convert ─▶ engine (thread) ─▶ render ─▶ REST (threads, messages)
@@ -64,6 +66,7 @@ from adapters.discord.convert import (
     to_inbound,
     why_answer,
 )
+from adapters.discord.recovery import DiscordInbox, DiscordReplySender, inbox_key, inbox_payload
 from adapters.discord.relay import DiscordCustomerChannel, DiscordDesk
 from adapters.discord.render import (
     CHOOSE_PREFIX,
@@ -85,6 +88,7 @@ from adapters.discord.settings import PORTAL, DiscordSettings
 from bot.debounce import Clock, Debouncer
 from bot.engine import AgentAction, Engine
 from bot.errors import ConfigError, StorageError
+from bot.faults import crash_point
 from bot.model import (
     ConversationKey,
     FeedbackEvent,
@@ -293,20 +297,6 @@ class SendGaveUp(Exception):
         self.reply_id = reply_id
 
 
-class DiscordReplySender:
-    """Posts Discord replies stored but never posted (`bot.outbox.ReplySender`), through
-    `SupportBotClient.resend_reply`."""
-
-    platform = PLATFORM
-
-    def __init__(self, client: SupportBotClient) -> None:
-        self.client = client
-
-    async def resend(self, reply: Reply, destination: Destination) -> str:
-        """Post the reply (the nonce returns an earlier copy instead); its platform reference."""
-        return await self.client.resend_reply(reply, destination)
-
-
 def message_nonce(reply_id: str, index: int) -> str:
     """The nonce of a reply's ``index``-th message: the same on every try (Discord keeps at
     most 25 characters), a random one for a message without a reply id."""
@@ -359,7 +349,7 @@ class SupportBotClient(discord.Client):
             weakref.WeakValueDictionary()
         )
         self._relay_task: asyncio.Task[None] | None = None
-        # Sends replies stored but never posted, by this or a dead process (`bot.outbox`).
+        # Answers messages and sends replies that this or a dead process left (`bot.outbox`).
         self._sweep_task: asyncio.Task[None] | None = None
         # Catching up after a lost gateway session (`_catch_up`): when the connection went,
         # the channels with recent conversations, and the running catch-up.
@@ -374,6 +364,8 @@ class SupportBotClient(discord.Client):
         self._questions: dict[
             tuple[ConversationKey, str], tuple[discord.Message, MessageFacts]
         ] = {}
+        # The inbox key of each accepted message until its turn ran (`_inbox_finish`).
+        self._inbox_keys: dict[tuple[ConversationKey, str, str], str] = {}
         self._join_relay()
 
     def _join_relay(self) -> None:
@@ -413,7 +405,9 @@ class SupportBotClient(discord.Client):
     def debouncer(self) -> Debouncer:
         """The client's turn-taking debouncer (made on first use, for this client only)."""
         if self._debouncer is None:
-            self._debouncer = self.engine.debouncer(self._deliver, clock=self._clock)
+            self._debouncer = self.engine.debouncer(
+                self._deliver, clock=self._clock, finished=self._inbox_finish
+            )
         return self._debouncer
 
     async def _close_debouncer(self) -> None:
@@ -441,7 +435,14 @@ class SupportBotClient(discord.Client):
         if self._sweep_task is None:
             sweeper = Sweeper(self.engine.store, hold_s=self.engine.outbox_hold_s)
             sweeper.add_sender(DiscordReplySender(self))
-            self._sweep_task = asyncio.create_task(sweeper.run(), name="discord-outbox")
+            sweeper.add_inbox(DiscordInbox(self))
+            self._sweep_task = asyncio.create_task(self._sweep(sweeper), name="discord-outbox")
+
+    async def _sweep(self, sweeper: Sweeper) -> None:
+        """Sweep once the gateway is ready: answering a message again reads the guild's
+        channels and roles, which Discord sends only then."""
+        await self.wait_until_ready()
+        await sweeper.run()
 
     async def on_disconnect(self) -> None:
         if self._disconnected_at is None:
@@ -477,7 +478,9 @@ class SupportBotClient(discord.Client):
         """Handle the messages written since ``since`` in the support channels and the
         channels of recent conversations, as if the gateway had delivered them.
 
-        Those already handled are not answered again: the engine de-duplicates by message id.
+        They take the gateway's path, through the inbox (`_accept`): a message handled before,
+        by this process or by a sweeper answering for a dead one, has the same inbox key and is
+        not answered again (nor by the engine, which de-duplicates by message id as well).
         """
         channels = list(dict.fromkeys([*self.routing.support_channels, *self._recent_channels]))
         after = discord.Object(id=discord.utils.time_snowflake(since))
@@ -686,9 +689,97 @@ class SupportBotClient(discord.Client):
             self._warn_no_content(facts)
             return
         inbound = to_inbound(facts, why, revision=revision)
+        if not await self._accept(inbound, placement(facts, self.routing)):
+            return
         # One turn per burst: the debouncer runs it once the customer pauses (`_deliver`).
         self._questions[(inbound.conversation, inbound.user)] = (message, facts)
         self.debouncer().submit(inbound)
+
+    async def _accept(self, inbound: InboundMessage, where: Placement) -> bool:
+        """Record a message the bot will answer in the inbox before its turn, de-duplicated by
+        its id (`recovery.inbox_key`): a process that dies before the turn ran leaves it to a
+        sweeper (`recovery.DiscordInbox`), and a message delivered again is not answered again.
+
+        With the database away the message is answered all the same (the engine's own
+        de-duplication still holds): Discord will not deliver it again, so refusing it would
+        lose it for sure, where answering loses it only if this process dies mid-turn.
+
+        Returns:
+            False when the message was accepted before (drop it), else True.
+        """
+        key = inbox_key(inbound)
+        try:
+            accepted = await asyncio.to_thread(
+                self.engine.store.accept_inbound,
+                PLATFORM,
+                key,
+                inbox_payload(inbound, where),
+                hold_s=self.engine.outbox_hold_s,
+            )
+        except StorageError as e:
+            logger.warning(
+                "Discord: cannot record message %s in the inbox, answering it anyway: %s",
+                inbound.message_id,
+                e,
+            )
+            return True
+        if not accepted:
+            logger.info("Discord message %s already accepted: not answered again", key)
+            return False
+        crash_point("after_accept")
+        self._inbox_keys[(inbound.conversation, inbound.message_id, inbound.revision)] = key
+        return True
+
+    async def _inbox_finish(self, messages: Sequence[InboundMessage]) -> None:
+        """Mark these messages' inbox rows done: their turn ran (or was recorded)."""
+        keys = [
+            key
+            for m in messages
+            if (key := self._inbox_keys.pop((m.conversation, m.message_id, m.revision), None))
+        ]
+        if not keys:
+            return
+        try:
+            await asyncio.to_thread(self.engine.store.inbox_done, PLATFORM, keys)
+        except StorageError as e:
+            # The turn is stored; a sweeper finds it answered and only marks the rows done.
+            logger.warning("Discord: cannot mark %d inbox row(s) done: %s", len(keys), e)
+
+    async def answer_again(self, inbound: InboundMessage, where: Placement) -> None:
+        """Answer a message that a process accepted and died before answering
+        (`recovery.DiscordInbox`): its turn runs again as a redelivery, so a message the dead
+        process had answered gets nothing new (a reply it stored unsent goes out through the
+        outbox), and the replies are posted as the live path posts them.
+
+        Raises:
+            discord.HTTPException: its channel cannot be read.
+            StorageError: the turn could not run.
+        """
+        async with self._turn_lock(inbound.conversation):
+            replies = await asyncio.to_thread(self.engine.handle_burst, [inbound], redelivered=True)
+            if replies:
+                await self._post(await self._redelivery_target(inbound, where), replies)
+
+    async def _redelivery_target(self, inbound: InboundMessage, where: Placement) -> _Target:
+        """Where the live path would have posted the answer to `inbound`; a thread the dead
+        process had started from the question is used, not started twice."""
+        channel_of = self._channel_by_id
+        if where is Placement.SAME_CHANNEL:
+            return _Target(await channel_of(inbound.thread or inbound.channel))
+        channel = await channel_of(inbound.channel)
+        if where is Placement.REPLY:
+            return _Target(
+                channel, discord.PartialMessage(channel=channel, id=int(inbound.message_id))
+            )
+        try:
+            return _Target(await channel_of(inbound.message_id))  # the thread has its id
+        except discord.NotFound:
+            pass
+        try:
+            question = await channel.fetch_message(int(inbound.message_id))
+        except discord.NotFound:
+            return _Target(channel)  # the question is gone: answer in its channel
+        return await self._target_at(question, where, inbound.text)
 
     async def _deliver(self, inbound: InboundMessage, replies: list[Reply]) -> None:
         """Post a turn's replies where the answer to its last message goes."""
@@ -712,7 +803,11 @@ class SupportBotClient(discord.Client):
     async def _target_for(
         self, message: discord.Message, facts: MessageFacts, question: str
     ) -> _Target:
-        where = placement(facts, self.routing)
+        return await self._target_at(message, placement(facts, self.routing), question)
+
+    async def _target_at(
+        self, message: discord.Message, where: Placement, question: str
+    ) -> _Target:
         if where is Placement.NEW_THREAD:
             try:
                 thread = await message.create_thread(name=thread_name(question))
@@ -721,7 +816,7 @@ class SupportBotClient(discord.Client):
                     "cannot start a thread on message %s in channel %s (%s): answering with a "
                     "reply instead; %s",
                     message.id,
-                    facts.channel_id,
+                    message.channel.id,
                     e,
                     PERMISSION_HELP,
                 )
@@ -799,11 +894,17 @@ class SupportBotClient(discord.Client):
             raise SendGaveUp(reply.id)
         return reply_ref(last.channel.id, last.id)
 
-    async def _resend_target(self, destination: Destination) -> _Target:
-        async def channel_of(raw: str) -> Any:
-            found = self.get_channel(int(raw))
-            return found if found is not None else await self.fetch_channel(int(raw))
+    async def _channel_by_id(self, raw: str) -> Any:
+        """A channel or thread by its id: cached, else fetched.
 
+        Raises:
+            discord.HTTPException: Discord knows no such channel or refuses it.
+        """
+        found = self.get_channel(int(raw))
+        return found if found is not None else await self.fetch_channel(int(raw))
+
+    async def _resend_target(self, destination: Destination) -> _Target:
+        channel_of = self._channel_by_id
         if destination.thread:
             try:
                 return _Target(await channel_of(destination.thread))

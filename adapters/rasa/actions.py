@@ -16,6 +16,10 @@ thread, and answers with messages for the user and events for the tracker:
   intent; a 👎 without a reason gets the quick reasons as buttons; the reason "talk to a
   person" hands over.
 
+Replies go back in the action's response, so handing them to Rasa is posting them: each is
+recorded as sent then (`posted_ref`), as the web chat does, and no outbox sweeper is needed
+(none serves Rasa).
+
 Actions never raise: a failure is logged and the customer gets an apology.
 """
 
@@ -23,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from adapters.rasa.convert import (
@@ -35,9 +39,11 @@ from adapters.rasa.convert import (
     feedback_from,
     inbound_from_tracker,
     message_key,
+    posted_ref,
     reply_message,
 )
 from bot.engine import ERROR_TEXT, PERSON_REQUEST_TEXT, Engine
+from bot.errors import StorageError
 from bot.model import FeedbackEvent, Owner, Reply, ReplyKind
 
 __all__ = ["ACTION_NAMES", "RasaActions"]
@@ -85,6 +91,7 @@ class RasaActions:
         if replies is None:
             dispatcher.utter_message(text=ERROR_TEXT)
             return []
+        await self._handed_over(replies)
         return self._say(dispatcher, replies, SlotSet)
 
     async def handoff_to_human(
@@ -105,6 +112,7 @@ class RasaActions:
         if replies is None:
             dispatcher.utter_message(text=ERROR_TEXT)
             return []
+        await self._handed_over(replies)
         return self._say(dispatcher, replies, SlotSet)
 
     async def record_feedback(
@@ -139,6 +147,7 @@ class RasaActions:
             dispatcher.utter_message(text=ERROR_TEXT)
             return reset
         if outcome.replies:
+            await self._handed_over(outcome.replies)
             return reset + self._say(dispatcher, list(outcome.replies), SlotSet, keep_id=True)
         if outcome.recorded:
             dispatcher.utter_message(text=THANKS_TEXT)
@@ -151,6 +160,20 @@ class RasaActions:
             # Engine.handle keeps failures inside the turn; this is the adapter's own boundary.
             logger.exception("rasa turn failed conversation=%s", message.channel)
             return None
+
+    async def _handed_over(self, replies: Sequence[Reply]) -> None:
+        """Record the replies as posted: they go back in this response, which is all the
+        sending there is; a stored reply left "pending" would look unsent forever. The relay
+        also opens a handoff's card only once its reply is posted."""
+        for reply in replies:
+            if not reply.id:
+                continue
+            try:
+                await asyncio.to_thread(
+                    self.engine.attach_platform_ref, reply.id, posted_ref(reply)
+                )
+            except StorageError:
+                logger.warning("rasa: cannot record reply %s as posted", reply.id)
 
     def _say(
         self,

@@ -32,6 +32,7 @@ __all__ = [
     "feedback_from",
     "inbound_from_tracker",
     "message_key",
+    "posted_ref",
     "reply_message",
 ]
 
@@ -118,6 +119,12 @@ def inbound_from_tracker(
 
 def _button_payload(intent: str, entities: Mapping[str, str]) -> str:
     return f"/{intent}{json.dumps(dict(entities), ensure_ascii=False)}"
+
+
+def posted_ref(reply: Reply) -> str:
+    """The platform reference of a reply handed to Rasa in the action's response (see
+    `Engine.attach_platform_ref`): Rasa posts it, the bot never learns a message id."""
+    return f"{PLATFORM}:reply:{reply.id}"
 
 
 def reply_message(reply: Reply) -> dict[str, Any]:

@@ -1827,6 +1827,23 @@ class Store:
             )
             session.commit()
 
+    def prune_inbox(self, older_than: timedelta) -> int:
+        """Delete finished inbox rows ("done" or "failed") whose last change (done, else
+        accepted) is older than `older_than`; returns how many went. Pending rows stay.
+
+        De-duplication does not need them: `accept_inbound` refuses a repeat on the
+        `processed_event` row it wrote in the same transaction, and those are kept.
+        """
+        cutoff = utcnow() - older_than
+        statement = delete(InboxItem).where(
+            col(InboxItem.status).in_(["done", "failed"]),
+            func.coalesce(col(InboxItem.done_at), col(InboxItem.created_at)) < cutoff,
+        )
+        with self._session("prune the inbox") as session:
+            result = session.exec(statement)
+            session.commit()
+            return int(result.rowcount)
+
     def claim_replies(
         self, platforms: Collection[str], *, hold_s: float, limit: int = 20
     ) -> list[PendingReply]:

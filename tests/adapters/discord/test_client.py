@@ -306,7 +306,7 @@ async def test_talk_to_a_person_speaks_for_the_user(
 async def test_a_resume_that_replays_a_message_does_not_answer_twice(
     fake: FakeDiscord, bot: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="bot.engine")
+    caplog.set_level(logging.INFO, logger="adapters.discord")
     async with bot():
         first = await fake.post_message(fake.dm_channel, QUESTION)
         await answered(fake, fake.dm_channel)
@@ -316,8 +316,9 @@ async def test_a_resume_that_replays_a_message_does_not_answer_twice(
         await fake.reconnect()
         await asyncio.wait_for(fake.connected.wait(), WAIT)
         await answered(fake, missed)
+        # The inbox knows it (`SupportBotClient._accept`): no second turn.
         await fake.wait_for(
-            lambda: f"duplicate message {first} ignored" in caplog.text, WAIT, "duplicate"
+            lambda: f"gateway:{first} already accepted" in caplog.text, WAIT, "duplicate"
         )
         await quiet(fake)
     assert fake.identifies == 1 and fake.resumes == 1

@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 
-from adapters.discord.client import DiscordReplySender, SupportBotClient, message_nonce
+from adapters.discord.client import SupportBotClient, message_nonce
 from adapters.discord.convert import DM_WORKSPACE
+from adapters.discord.recovery import DiscordReplySender
 from bot.engine import Engine
 from bot.model import ConversationKey, Reply, Role
 from bot.outbox import Destination, Sweeper

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import update
+from sqlmodel import Session, col, select
 
 from adapters.rasa.convert import REPLY_ID_SLOT, REPLY_KIND_SLOT
 from bot.engine import ERROR_TEXT
-from bot.model import Owner
+from bot.model import ConversationKey, Owner, utcnow
+from bot.storage.tables import ReplyRecord
 from tests.adapters.rasa.conftest import ActionServer, action_call
 
 pytestmark = pytest.mark.model
@@ -183,3 +187,45 @@ def test_a_rating_of_an_unknown_reply_is_an_apology_not_a_crash(
 
 def test_an_unknown_action_is_a_404(action_server: ActionServer) -> None:
     call(action_server, action_call("action_nope", sender(), "hi"), status=404)
+
+
+def test_replies_handed_to_rasa_are_recorded_as_sent(action_server: ActionServer) -> None:
+    """The action's response is the delivery: no reply is left "pending" for a sweeper."""
+    store = action_server.services.store
+    who = sender()
+    answered = call(action_server, action_call("action_answer_from_kb", who, "How much is Plus?"))
+    reply_id = slots(answered)[REPLY_ID_SLOT]
+    down = call(
+        action_server,
+        action_call(
+            "action_record_feedback",
+            who,
+            "not helpful",
+            intent="feedback_down",
+            slots={REPLY_ID_SLOT: reply_id},
+        ),
+    )
+    assert down["responses"]  # the quick reasons
+    handed = call(action_server, action_call("action_handoff_to_human", who, "/request_human"))
+    assert slots(handed)[REPLY_KIND_SLOT] == "handoff"
+
+    conversation = store.find_conversation(ConversationKey("rasa", "rest", who))
+    assert conversation is not None
+    with Session(store.engine) as session:
+        rows = list(
+            session.exec(select(ReplyRecord).where(ReplyRecord.conversation_id == conversation.id))
+        )
+    assert len(rows) >= 2 and reply_id in {r.id for r in rows}
+    for row in rows:
+        assert store.reply_delivery(row.id) == ("sent", 0), row.kind
+        assert row.platform_ref == f"rasa:reply:{row.id}"
+    # Even with every hold over, a sweeper finds nothing of this conversation to send.
+    with Session(store.engine) as session:
+        session.exec(  # type: ignore[call-overload]
+            update(ReplyRecord)
+            .where(col(ReplyRecord.conversation_id) == conversation.id)
+            .values(claimed_until=utcnow() - timedelta(minutes=5))
+        )
+        session.commit()
+    claimed = store.claim_replies(("rasa",), hold_s=30, limit=1000)
+    assert {c.reply.id for c in claimed} & {r.id for r in rows} == set()

@@ -13,7 +13,7 @@ An accuracy run, not a timing one: it prints the figures and how long each step 
 
     python bench/finetune_banking77.py [--data ../shared/data/banking77] [--work /tmp/ft-b77]
         [--only 77|oos] [--epochs 1] [--cycles 1] [--batch-size 64] [--lr 5e-5] [--hard-negatives]
-        [--oos-declines]
+        [--oos-declines] [--objective recall|accuracy|balanced]
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def train_and_eval(
     started = time.perf_counter()
     eval_args = ["eval", "--kb", str(kb), "--queries", str(test), *model_args(models)]
     if calibrate is not None:
-        eval_args += ["--calibrate", str(calibrate)]
+        eval_args += ["--calibrate", str(calibrate), "--objective", options.objective]
     result = json.loads(cli(*eval_args, "--json"))
     return {
         "train": trained,
@@ -164,6 +164,12 @@ def main() -> None:
         action="store_true",
         help="BANKING77-OOS with its id-oos training queries as an entry that declines",
     )
+    parser.add_argument(
+        "--objective",
+        choices=("recall", "accuracy", "balanced"),
+        default="recall",
+        help="the calibration objective of the BANKING77-OOS evaluations (`supportbot eval`)",
+    )
     options = parser.parse_args()
 
     began = time.perf_counter()
@@ -184,7 +190,8 @@ def main() -> None:
         restored = restore_labels(options.data, data)
         restored_args = [
             "eval", "--kb", str(oos_kb), "--queries", str(restored["test"]),
-            "--calibrate", str(restored["valid"]), *model_args(options.work / "models-oos"),
+            "--calibrate", str(restored["valid"]), "--objective", options.objective,
+            *model_args(options.work / "models-oos"),
         ]  # fmt: skip
         results["oos-restored"] = {
             "train": results["oos"]["train"],

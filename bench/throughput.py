@@ -9,7 +9,8 @@ Everything in one run, on one machine, so the figures compare:
   decision path (`Responder.respond`) and the whole live turn (`Engine.handle`, on a SQLite file
   and, with ``--postgres-url``, on PostgreSQL) p50/p95; messages per second of one process
   answering one message at a time and answering them ``--batch`` at a time
-  (`Responder.respond_many`), next to the raw batch-embedding rate of the same back-end;
+  (`Responder.respond_many`; each size given, 64 and 256 by default, the best one counting for
+  the target), next to the raw batch-embedding rate of the same back-end;
 * the query cache on a stream where every question is asked twice;
 * micro-batching: messages per second with several threads asking at once, without and with the
   embedding batcher, and with the decision batcher (`Responder(batch_window_ms=...)`);
@@ -25,7 +26,7 @@ At the end it prints the issue's targets with the figures of this run, each met 
 
     python bench/throughput.py --data /tmp/b77s --work /tmp/supportbot-throughput [--int8]
         [--postgres-url postgresql+psycopg://postgres@127.0.0.1:5432/bench] [--without torch]
-        [--skip cache batching startup] [--batch 64]
+        [--skip cache batching startup] [--batch 64 256]
 """
 
 from __future__ import annotations
@@ -184,7 +185,15 @@ def in_process(args: argparse.Namespace, index10: Path) -> dict[str, Any]:
         for text in texts[:20]:
             responder.respond(text)
         decisions = time_each(responder.respond, texts)
-        batched = batched_rate(responder.respond_many, texts, args.batch)
+        # A process with a backlog takes many messages at once; each size's median of 3 runs.
+        by_size = {
+            size: statistics.median(
+                batched_rate(responder.respond_many, texts, size) for _ in range(3)
+            )
+            for size in args.batch
+        }
+        best_size = max(by_size, key=lambda size: by_size[size])
+        batched = by_size[best_size]
         turns, turn_rate = time_turns(engine, texts)
         rate = raw_rate(kb.embedder, texts)
         row = {
@@ -195,6 +204,8 @@ def in_process(args: argparse.Namespace, index10: Path) -> dict[str, Any]:
             "turn_rate": turn_rate,
             "decision_rate": 1000 / statistics.mean(decisions),
             "batched_rate": batched,
+            "batched_size": best_size,
+            **{f"batched_rate_{size}": rate for size, rate in by_size.items()},
             "raw_rate": rate,
             "batched_ratio": batched / rate,
         }
@@ -362,9 +373,15 @@ def targets(report: dict[str, Any]) -> list[tuple[str, str, bool]]:
         rows.append((f"engine p50 <= {TARGET_TURN_MS:g} ms", text, turn <= TARGET_TURN_MS))
     for name, row in configs.items():
         ratio = row["batched_ratio"]
+        others = ", ".join(
+            f"{key.rsplit('_', 1)[1]} at once {value / row['raw_rate']:.0%}"
+            for key, value in row.items()
+            if key.startswith("batched_rate_") and key != f"batched_rate_{row['batched_size']}"
+        )
         text = (
-            f"{name}: {row['batched_rate']:.1f} msgs/s batched vs raw {row['raw_rate']:.1f}/s "
-            f"= {ratio:.0%} (one at a time {row['decision_rate'] / row['raw_rate']:.0%})"
+            f"{name}: {row['batched_rate']:.1f} msgs/s, {row['batched_size']} at once, vs raw "
+            f"{row['raw_rate']:.1f}/s = {ratio:.0%} ({others + ', ' if others else ''}"
+            f"one at a time {row['decision_rate'] / row['raw_rate']:.0%})"
         )
         rows.append((f"throughput >= {TARGET_RATIO:.0%} of raw", text, ratio >= TARGET_RATIO))
     for name, row in report.get("startup", {}).items():
@@ -393,7 +410,13 @@ def main() -> None:
     parser.add_argument("--int8", action="store_true", help="Also measure the int8 ONNX model.")
     parser.add_argument("--best-int8", action="store_true", help="Cache/batching with int8.")
     parser.add_argument("--startup-runs", type=int, default=3)
-    parser.add_argument("--batch", type=int, default=64, help="Messages per respond_many call.")
+    parser.add_argument(
+        "--batch",
+        type=int,
+        nargs="+",
+        default=[64, 256],
+        help="Messages per respond_many call; the best size counts for the target.",
+    )
     parser.add_argument(
         "--without", nargs="*", default=(), choices=("torch", "onnx"), help="Back-ends left out."
     )

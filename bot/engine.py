@@ -253,6 +253,13 @@ class Responder:
         if self.batcher is not None:
             self.batcher.close()
 
+    def prefetch(self, text: str) -> None:
+        """Start embedding `text` in the background if deciding it will search (not smalltalk,
+        empty or too long): `respond(text)` then finds its vector ready (`Embedder.prefetch`)."""
+        cleaned = clean_text(text)
+        if self._without_search(cleaned) is None:
+            self.retriever.kb.embedder.prefetch(cleaned)
+
     def _respond_batch(self, items: list[tuple[str, Sequence[Turn]]]) -> list[tuple[Reply, Trace]]:
         return self.respond_many([text for text, _ in items], [h for _, h in items])
 
@@ -468,6 +475,7 @@ class Engine:
         limited = self._over_rate_limit(batch)
         if limited is not None:
             return limited
+        self._prefetch(batch)
         try:
             key = str(batch[-1].conversation)
             # One turn of a conversation at a time, across threads and worker processes: its
@@ -482,6 +490,24 @@ class Engine:
                 ",".join(m.message_id for m in batch),
             )
             return [Reply.fallback(ERROR_TEXT)]
+
+    def _prefetch(self, batch: Sequence[InboundMessage]) -> None:
+        """Start embedding the turn's text while its storage runs (`Responder.prefetch`): the
+        forward pass overlaps the database round trips instead of following them.
+
+        The text is the one `_continue_turn` asks about when every message is new (the usual
+        case); otherwise the prefetched vector is simply not used. Only for messages addressed
+        to the bot: the others are mostly not answered.
+        """
+        if not any(m.addressed for m in batch):
+            return
+        text = "\n".join(t for m in batch if (t := clean_text(m.text, normalize=False)))
+        if not text:
+            return
+        try:
+            self.responder.prefetch(text)
+        except Exception:  # only a head start: the turn embeds the text itself
+            logger.warning("prefetching a turn's query vector failed", exc_info=True)
 
     def record(self, messages: Sequence[InboundMessage]) -> None:
         """Record messages in their conversation without answering them.

@@ -7,7 +7,9 @@ The live-query path has three optional speed-ups (docs/benchmarks.md, "Hot path"
 asked for: ``backend="onnx"`` runs the same model exported to ONNX Runtime (`knowledge.onnx`),
 ``cache_size`` keeps the vectors of recently asked texts (`knowledge.cache`), and
 ``batch_window_ms`` lets concurrent queries share one forward pass (`knowledge.batching`).
-`Embedder.encode_queries` embeds many live queries at once (`Retriever.retrieve_many`).
+`Embedder.encode_queries` embeds many live queries at once (`Retriever.retrieve_many`), and
+`Embedder.prefetch` starts embedding a query in the background while the caller does other work
+(the engine stores the turn meanwhile).
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ import json
 import logging
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -25,6 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from bot.errors import KnowledgeError
+from knowledge.cache import normalize
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -44,6 +49,8 @@ DIRECT_BATCH = 8
 #: every text to the longest (BANKING77: 2 to 80 tokens), while sorted passes of 16 pad little
 #: and still share the per-pass overhead (docs/benchmarks.md, "Batched decisions").
 QUERY_BATCH = 16
+#: Prefetched query vectors not asked for yet (`Embedder.prefetch`): the oldest beyond these go.
+PREFETCH_KEEP = 64
 
 Backend = Literal["torch", "onnx", "auto"]
 
@@ -179,6 +186,10 @@ class Embedder:
             from knowledge.batching import MicroBatcher
 
             self.batcher = MicroBatcher(self._encode_small, window_s=batch_window_ms / 1000)
+        # Queries embedding (or embedded) in the background by `prefetch`, by normalised text.
+        self._prefetched: OrderedDict[str, Future[Vectors]] = OrderedDict()
+        self._prefetch_lock = threading.Lock()
+        self._prefetcher: ThreadPoolExecutor | None = None
 
     @property
     def fingerprint(self) -> str:
@@ -276,9 +287,55 @@ class Embedder:
             self.cache.clear()
 
     def close(self) -> None:
-        """Stop the micro-batcher's thread, if any."""
+        """Stop the micro-batcher's and the prefetcher's threads, if any."""
         if self.batcher is not None:
             self.batcher.close()
+        with self._prefetch_lock:
+            prefetcher, self._prefetcher = self._prefetcher, None
+            self._prefetched.clear()
+        if prefetcher is not None:
+            prefetcher.shutdown(wait=True, cancel_futures=True)
+
+    def prefetch(self, text: str) -> None:
+        """Start embedding a live query in a background thread; the next `encode_queries` (or
+        `encode`) of the same text (case and spacing aside) takes that vector instead of running
+        the model, waiting for it if it is still being computed.
+
+        For a caller with other work to do first: the engine prefetches a turn's text and then
+        stores the turn, so the forward pass (which releases the GIL) overlaps the database
+        round trips. A text never asked for is dropped after `PREFETCH_KEEP` newer ones.
+        """
+        key = normalize(text)
+        if not key:
+            return
+        with self._prefetch_lock:
+            if key in self._prefetched:
+                return
+            if self._prefetcher is None:
+                self._prefetcher = ThreadPoolExecutor(1, thread_name_prefix="embed-prefetch")
+            self._prefetched[key] = self._prefetcher.submit(self._prefetch_run, text)
+            while len(self._prefetched) > PREFETCH_KEEP:
+                self._prefetched.popitem(last=False)[1].cancel()
+
+    def _prefetch_run(self, text: str) -> Vectors:
+        vectors = self._run_queries([text])
+        if self.cache is not None:
+            self.cache.store([text], vectors)
+        return vectors
+
+    def _take_prefetched(self, text: str) -> npt.NDArray[np.float32] | None:
+        """The prefetched vector of `text`, or None (none started, or not started yet: then
+        the caller's own pass is as fast, so the queued one is cancelled)."""
+        with self._prefetch_lock:
+            future = self._prefetched.pop(normalize(text), None)
+        if future is None or future.cancel():
+            return None
+        try:
+            vector: npt.NDArray[np.float32] = future.result()[0]
+        except Exception:  # the caller embeds it itself
+            logger.debug("prefetching a query vector failed", exc_info=True)
+            return None
+        return vector
 
     def encode(self, texts: Sequence[str], *, progress: bool = False) -> Vectors:
         """Embed texts; returns an array of shape (len(texts), dimension)."""
@@ -314,11 +371,10 @@ class Embedder:
             return np.zeros((0, self.dimension), dtype=np.float32)
         if len(texts) <= DIRECT_BATCH:
             return self._encode_query(texts)
-        small = self.batcher.encode if self.batcher is not None else self._encode_small
 
         def run(missing: Sequence[str]) -> Vectors:
             if len(missing) <= DIRECT_BATCH:
-                return small(missing)
+                return self._run_queries(missing)
             return self._encode_many(missing, QUERY_BATCH)
 
         return self._encode_query(texts, run=run)
@@ -328,19 +384,34 @@ class Embedder:
         texts: Sequence[str],
         run: Callable[[Sequence[str]], Vectors] | None = None,
     ) -> Vectors:
-        """The live-query path: cache, then `run` (default: micro-batcher or one direct pass)."""
+        """The live-query path: cache, prefetched vectors, then `run` (default: micro-batcher
+        or one direct pass)."""
         if run is None:
-            run = self.batcher.encode if self.batcher is not None else self._encode_small
-        if self.cache is None:
+            run = self._run_queries
+        if self.cache is None and not self._prefetched:
             return run(texts)
-        found = self.cache.lookup(texts)
+        found: list[npt.NDArray[np.float32] | None] = (
+            self.cache.lookup(texts) if self.cache is not None else [None] * len(texts)
+        )
+        if self._prefetched:
+            found = [
+                v if v is not None else self._take_prefetched(t)
+                for t, v in zip(texts, found, strict=True)
+            ]
         missing = [t for t, v in zip(texts, found, strict=True) if v is None]
         if missing:
             fresh = run(missing)
-            self.cache.store(missing, fresh)
+            if self.cache is not None:
+                self.cache.store(missing, fresh)
             rows = iter(fresh)
             found = [v if v is not None else next(rows) for v in found]
         return np.stack([np.asarray(v, dtype=np.float32) for v in found])
+
+    def _run_queries(self, texts: Sequence[str]) -> Vectors:
+        """A few live queries through the micro-batcher, or one direct pass."""
+        if self.batcher is not None:
+            return self.batcher.encode(texts)
+        return self._encode_small(texts)
 
     def _encode_small(self, texts: Sequence[str]) -> Vectors:
         if self.backend == "onnx":

@@ -26,6 +26,7 @@ import numpy.typing as npt
 
 from knowledge.base import KnowledgeBase
 from knowledge.feedback import FeedbackIndex
+from knowledge.index import lexical_top
 from knowledge.types import Entry
 
 Vector = npt.NDArray[np.float32]
@@ -321,11 +322,9 @@ class Retriever:
         lexical_entries = np.zeros(0, dtype=np.int32)
         lexical_values = np.zeros(0, dtype=np.float64)
         lex_total = 1.0
-        if lex_scores.size and float(lex_scores.max()) > 0:
-            k = min(cfg.dense_k, lex_scores.size)
-            top_units = np.argpartition(-lex_scores, k - 1)[:k]
-            lex_max = float(lex_scores[top_units].max())
-            top_units = top_units[lex_scores[top_units] > 0]
+        top_units = lexical_top(lex_scores, cfg.dense_k)
+        if top_units.size:
+            lex_max = float(lex_scores[top_units[0]])
             relative = lex_scores[top_units].astype(np.float64) / lex_max
             lexical_entries, first, inverse = np.unique(
                 kb.unit_entry[top_units], return_index=True, return_inverse=True

@@ -18,7 +18,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from sqlalchemy import ColumnElement, Engine, delete, func, insert, literal, or_, text, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    delete,
+    func,
+    insert,
+    literal,
+    or_,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import Session, col, select
@@ -377,6 +388,9 @@ class _TurnStatements:
 
 
 _TURN_STATEMENTS: dict[str, _TurnStatements] = {}
+#: `Store.add_reply`'s inserts (the same on every dialect), every column bound per call.
+_INSERT_MESSAGE: Final = insert(Message.__table__)  # type: ignore[attr-defined]
+_INSERT_REPLY: Final = insert(ReplyRecord.__table__)  # type: ignore[attr-defined]
 
 
 def _turn_statements(session: Session) -> _TurnStatements:
@@ -697,6 +711,18 @@ class Store:
             logger.warning("storage: cannot %s: %s", action, exc)
             raise db.storage_error(exc, self._engine.url, action) from exc
 
+    @contextmanager
+    def _transaction(self, action: str) -> Iterator[Connection]:
+        """A connection in a transaction (committed on leaving, rolled back on an error),
+        for Core statements on a hot path: no ORM session, objects or flush; SQLAlchemy errors
+        become `StorageError`s naming `action`."""
+        try:
+            with self._engine.begin() as connection:
+                yield connection
+        except SQLAlchemyError as exc:
+            logger.warning("storage: cannot %s: %s", action, exc)
+            raise db.storage_error(exc, self._engine.url, action) from exc
+
     # Events ----------------------------------------------------------------------------------
 
     def claim_event(self, platform: str, event_id: str) -> bool:
@@ -989,34 +1015,44 @@ class Store:
             StorageError: no such conversation or message, or the reply id is taken.
         """
         reply_id = reply.id or new_id()
-        with self._session("store a reply") as session:
-            session.add(
-                Message(
-                    conversation_id=conversation_id,
-                    role=Role.BOT.value,
-                    author=author,
-                    text=reply.text,
-                )
+        now = utcnow()
+        # Two Core INSERTs in one transaction: every turn that speaks runs this, and the ORM's
+        # objects and flush cost more than the statements (docs/benchmarks.md, "Hot path").
+        with self._transaction("store a reply") as connection:
+            connection.execute(
+                _INSERT_MESSAGE,
+                {
+                    "conversation_id": conversation_id,
+                    "role": Role.BOT.value,
+                    "author": author,
+                    "text": reply.text,
+                    "platform_message_id": None,
+                    "created_at": now,
+                },
             )
-            session.add(
-                ReplyRecord(
-                    id=reply_id,
-                    conversation_id=conversation_id,
-                    message_id=message_id,
-                    kind=ReplyKind(reply.kind).value,
-                    text=reply.text,
-                    confidence=reply.confidence,
-                    sources=[_source_to_json(source) for source in reply.sources],
-                    query=query,
-                    latency_ms=latency_ms,
-                    destination=dict(destination) if destination is not None else None,
-                    delivery="pending" if destination is not None else "sent",
-                    claimed_until=(
-                        utcnow() + timedelta(seconds=hold_s) if destination is not None else None
+            connection.execute(
+                _INSERT_REPLY,
+                {
+                    "id": reply_id,
+                    "conversation_id": conversation_id,
+                    "message_id": message_id,
+                    "kind": ReplyKind(reply.kind).value,
+                    "text": reply.text,
+                    "confidence": reply.confidence,
+                    "sources": [_source_to_json(source) for source in reply.sources],
+                    "query": query,
+                    "latency_ms": latency_ms,
+                    "platform_ref": None,
+                    "created_at": now,
+                    "destination": dict(destination) if destination is not None else None,
+                    "delivery": "pending" if destination is not None else "sent",
+                    "attempts": 0,
+                    "claimed_until": (
+                        now + timedelta(seconds=hold_s) if destination is not None else None
                     ),
-                )
+                    "sent_at": None,
+                },
             )
-            session.commit()
         return reply_id
 
     def history(self, conversation_id: str, limit: int = 10) -> list[Turn]:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import logging
 import shutil
+import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import make_url
@@ -312,6 +314,43 @@ def test_handle_reads_the_history_for_a_follow_up(services: Services) -> None:
     assert "storage" in stored.query.lower()
     assert stored.query.endswith("and if we're on Business?")
     assert len(services.store.history(conversation_id(services, channel))) == 4
+
+
+def test_a_turn_embeds_its_question_while_it_stores_the_turn(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine prefetches the turn's text (`Responder.prefetch`): one forward pass, run by
+    the prefetch thread, and the same answer as without it."""
+    embedder = services.kb.embedder
+    passes: list[str] = []
+    real = embedder._encode_small
+    prefetching = threading.Event()
+
+    def counted(texts: Sequence[str]) -> object:
+        passes.append(threading.current_thread().name)
+        if passes[-1].startswith("embed-prefetch"):
+            prefetching.set()
+        return real(texts)
+
+    monkeypatch.setattr(embedder, "_encode_small", counted)
+    # A prefetch not started when the turn needs its vector is cancelled (the turn's own pass
+    # is as fast): on a busy machine the thread may start late, so the storage waits for it.
+    open_turn = services.store.open_turn
+
+    def opened_once_prefetching(*args: Any, **kwargs: Any) -> object:
+        prefetching.wait(10)
+        return open_turn(*args, **kwargs)
+
+    monkeypatch.setattr(services.store, "open_turn", opened_once_prefetching)
+    replies = services.engine.handle(message(new_channel(), "How do I reset my password?"))
+    assert [r.sources[0].id for r in replies] == ["reset-password"]
+    assert len(passes) == 1 and passes[0].startswith("embed-prefetch")
+
+    passes.clear()  # not addressed to the bot: nothing is embedded ahead
+    prefetching.clear()
+    monkeypatch.setattr(services.store, "open_turn", open_turn)
+    services.engine.handle(message(new_channel(), "How do I reset my password?", addressed=False))
+    assert all(not name.startswith("embed-prefetch") for name in passes)
 
 
 def test_same_message_id_twice_is_answered_once(services: Services) -> None:

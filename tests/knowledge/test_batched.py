@@ -62,15 +62,14 @@ def reference_rank(
             counts[e] = counts.get(e, 0) + 1
     total_votes = sum(votes.values()) or 1.0
     lexical: dict[int, float] = {}
-    if lex_scores.size and float(lex_scores.max()) > 0:
-        k = min(cfg.dense_k, lex_scores.size)
-        top_units = np.argpartition(-lex_scores, k - 1)[:k]
-        lex_max = float(lex_scores[top_units].max())
-        for unit in top_units.tolist():
-            s = float(lex_scores[unit])
-            if s > 0:
-                e = int(kb.unit_entry[unit])
-                lexical[e] = max(lexical.get(e, 0.0), s / lex_max)
+    # The best `dense_k` units with a positive score, best first, ties by position.
+    positive = [(-float(s), unit) for unit, s in enumerate(lex_scores.tolist()) if s > 0]
+    top_units = [unit for _, unit in sorted(positive)[: cfg.dense_k]]
+    if top_units:
+        lex_max = float(lex_scores[top_units[0]])
+        for unit in top_units:
+            e = int(kb.unit_entry[unit])
+            lexical[e] = max(lexical.get(e, 0.0), float(lex_scores[unit]) / lex_max)
     lex_total = sum(lexical.values()) or 1.0
     feedback = retriever.feedback
     boosts = feedback.boosts(vector) if feedback is not None and feedback.active else {}

@@ -258,3 +258,98 @@ def test_the_real_model_through_the_batcher_gives_each_thread_its_vector(
     for i in range(len(texts)):
         assert float(got[i] @ expected[i]) >= 0.999, texts[i]
     batched.close()
+
+
+# --- prefetching -----------------------------------------------------------------------------
+
+
+def _counting(embedder: Embedder, gate: threading.Event | None = None) -> list[str]:
+    """Replace the embedder's forward pass with a recording fake; the texts it ran, in order."""
+    ran: list[str] = []
+
+    def encode(texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        if gate is not None and threading.current_thread().name.startswith("embed-prefetch"):
+            gate.wait(5)
+        ran.extend(texts)
+        return np.array([[float(len(t)), 1.0] for t in texts], dtype=np.float32)
+
+    embedder._encode_small = encode  # type: ignore[method-assign]
+    return ran
+
+
+@pytest.mark.model
+def test_a_prefetched_query_runs_the_model_once_with_the_same_vector(embedder: Embedder) -> None:
+    prefetching = Embedder()
+    prefetching._model = embedder.model  # the session's loaded weights
+    passes: list[str] = []
+    real = prefetching._encode_small
+
+    def counted(texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        passes.append(threading.current_thread().name)
+        return real(texts)
+
+    prefetching._encode_small = counted  # type: ignore[method-assign]
+    prefetching.prefetch("How much is Plus?")
+    vector = prefetching.encode_queries(["how much is   plus?"])  # case and spacing aside
+    np.testing.assert_allclose(vector, embedder.encode(["How much is Plus?"]), atol=1e-6)
+    assert len(passes) == 1 and passes[0].startswith("embed-prefetch")
+    prefetching.encode_queries(["How much is Plus?"])  # taken once: asked again, embedded again
+    assert len(passes) == 2
+    prefetching.close()
+
+
+def test_a_prefetch_still_queued_is_cancelled_and_embedded_by_the_caller() -> None:
+    prefetching = Embedder()
+    gate = threading.Event()
+    ran = _counting(prefetching, gate)
+    prefetching.prefetch("first")  # the prefetch thread blocks on the gate with this one
+    prefetching.prefetch("second")  # queued behind it
+    assert prefetching.encode_queries(["second"])[0][0] == len("second")
+    assert ran == ["second"]  # by the caller, at once; the queued prefetch never runs
+    gate.set()
+    assert prefetching.encode_queries(["first"])[0][0] == len("first")  # waits for the thread
+    prefetching.close()
+    assert ran == ["second", "first"]
+
+
+def test_close_forgets_prefetches_and_a_failed_prefetch_is_redone_by_the_caller() -> None:
+    from knowledge.embeddings import PREFETCH_KEEP
+
+    prefetching = Embedder()
+    ran = _counting(prefetching)
+    texts = [f"question {i}" for i in range(PREFETCH_KEEP + 3)]
+    for text in texts:
+        prefetching.prefetch(text)
+    prefetching.close()  # waits for the thread
+    ran.clear()
+    prefetching.encode_queries([texts[0], texts[-1]])
+    assert ran == [texts[0], texts[-1]]  # none kept after close
+
+    failing = Embedder()
+
+    def broken(texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        if threading.current_thread().name.startswith("embed-prefetch"):
+            raise RuntimeError("out of memory")
+        return np.ones((len(texts), 2), dtype=np.float32)
+
+    failing._encode_small = broken  # type: ignore[method-assign]
+    failing.prefetch("hello there")
+    np.testing.assert_array_equal(failing.encode_queries(["hello there"]), np.ones((1, 2)))
+    failing.close()
+
+
+def test_unasked_prefetches_beyond_the_bound_are_forgotten() -> None:
+    from knowledge.embeddings import PREFETCH_KEEP
+
+    prefetching = Embedder()
+    gate = threading.Event()
+    ran = _counting(prefetching, gate)
+    texts = [f"question {i}" for i in range(PREFETCH_KEEP + 2)]
+    for text in texts:
+        prefetching.prefetch(text)
+    gate.set()
+    prefetching.encode_queries([texts[-1]])  # kept: taken from the prefetch
+    assert ran.count(texts[-1]) == 1
+    prefetching.encode_queries([texts[1]])  # pushed out unasked (cancelled): embedded now
+    assert ran.count(texts[1]) == 1
+    prefetching.close()

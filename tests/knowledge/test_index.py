@@ -8,7 +8,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from knowledge.index import DenseIndex, LexicalIndex
+from knowledge.index import DenseIndex, LexicalIndex, lexical_top
 
 DIM = 384
 
@@ -187,3 +187,16 @@ def test_unknown_words_score_zero_even_beside_a_stopword_only_unit(filler: str) 
     index = LexicalIndex.build([*UNITS, filler])
     assert not index.scores("zzzqqq").any()
     assert index.search("what is this?", 5)[0].size == 0
+
+
+def test_lexical_top_takes_the_best_positive_scores_with_ties_by_position() -> None:
+    scores = np.array([0.0, 2.0, 5.0, 2.0, 0.0, 2.0, 7.0, -1.0], dtype=np.float32)
+    assert lexical_top(scores, 3).tolist() == [6, 2, 1]  # of the three 2.0s, the first
+    assert lexical_top(scores, 4).tolist() == [6, 2, 1, 3]
+    assert lexical_top(scores, 100).tolist() == [6, 2, 1, 3, 5]  # never a zero or below
+    assert lexical_top(scores, 0).tolist() == []
+    assert lexical_top(np.zeros(5, dtype=np.float32), 3).tolist() == []
+    rng = np.random.default_rng(3)
+    many = rng.integers(0, 4, 5000).astype(np.float32)  # many ties, many zeros
+    expected = sorted((-s, u) for u, s in enumerate(many.tolist()) if s > 0)[:100]
+    assert lexical_top(many, 100).tolist() == [u for _, u in expected]

@@ -179,6 +179,9 @@ class LongResponder:
 
     config: EngineConfig = field(default_factory=EngineConfig)
 
+    def prefetch(self, text: str) -> None:
+        """Nothing to embed ahead."""
+
     def respond(self, text: str, history: Any = ()) -> tuple[Reply, Trace]:
         prose = " ".join(f"Step {i}: open the settings and check option {i}." for i in range(40))
         code = "\n".join(f"lumen sync --folder notes/{i} --verbose" for i in range(60))

@@ -34,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Protocol
@@ -43,13 +43,16 @@ from bot.errors import StorageError
 from bot.model import (
     Action,
     ActionKind,
+    ConversationKey,
     InboundMessage,
     Reply,
     ReplyKind,
 )
+from bot.periodic import every, logged
 from bot.storage.store import InboundClaim, PendingReply, ReplyInfo, Store
 
 __all__ = [
+    "AcceptedMessages",
     "Destination",
     "InboxHandler",
     "ReplySender",
@@ -204,6 +207,40 @@ def inbound_from_json(data: Mapping[str, Any]) -> InboundMessage:
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"not an inbound message: {exc}") from exc
+
+
+class AcceptedMessages:
+    """The inbox keys of the messages a process accepted, kept until their turn has run; then
+    `finish` marks their rows done. An adapter hands `finish` to its debouncer (``finished=``).
+
+    Args:
+        store: the database.
+        platform: the inbox rows' platform.
+    """
+
+    def __init__(self, store: Store, platform: str) -> None:
+        self.store = store
+        self.platform = platform
+        self._keys: dict[tuple[ConversationKey, str, str], str] = {}
+
+    def remember(self, message: InboundMessage, key: str) -> None:
+        """`message` was accepted into the inbox under `key`."""
+        self._keys[(message.conversation, message.message_id, message.revision)] = key
+
+    async def finish(self, messages: Sequence[InboundMessage]) -> None:
+        """Mark these messages' inbox rows done: their turn ran (or was recorded)."""
+        keys = [
+            key
+            for m in messages
+            if (key := self._keys.pop((m.conversation, m.message_id, m.revision), None))
+        ]
+        if not keys:
+            return
+        try:
+            await asyncio.to_thread(self.store.inbox_done, self.platform, keys)
+        except StorageError as e:
+            # The turn is stored; a sweeper finds it answered and only marks the rows done.
+            logger.warning("%s: cannot mark %d inbox row(s) done: %s", self.platform, len(keys), e)
 
 
 class ReplySender(Protocol):
@@ -400,25 +437,12 @@ class Sweeper:
     async def run(self) -> None:
         """Sweep now and then every `interval_s` seconds until cancelled; prune the inbox at
         the first sweep and then at most once every `PRUNE_EVERY_S`."""
-        while True:
-            try:
-                await self.sweep()
-            except StorageError as exc:
-                logger.warning("outbox sweep skipped: %s", exc)
-            except Exception:
-                logger.exception("outbox sweep failed")
-            await self._prune_now_and_then()
-            await asyncio.sleep(self.interval_s)
+        await every(self.interval_s, self._round, "outbox sweep", (StorageError,))
 
-    async def _prune_now_and_then(self) -> None:
+    async def _round(self) -> None:
+        await logged(self.sweep(), "outbox sweep", (StorageError,))
         now = time.monotonic()
-        if self._pruned_at is not None and now - self._pruned_at < self.PRUNE_EVERY_S:
-            return
-        # Also after a failure: a database away is not tried again at every sweep.
-        self._pruned_at = now
-        try:
-            await self.prune()
-        except StorageError as exc:
-            logger.warning("inbox prune skipped: %s", exc)
-        except Exception:
-            logger.exception("inbox prune failed")
+        if self._pruned_at is None or now - self._pruned_at >= self.PRUNE_EVERY_S:
+            # Also after a failure: a database away is not tried again at every sweep.
+            self._pruned_at = now
+            await logged(self.prune(), "inbox prune", (StorageError,))

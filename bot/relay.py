@@ -47,6 +47,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from bot.handoff import Attempt, HandoffRequest
 from bot.model import ConversationKey, Owner, ReplyKind, Role, Source, Turn, utcnow
+from bot.periodic import every
 from bot.storage.store import (
     OPENING_PREFIX,
     ConversationInfo,
@@ -630,9 +631,4 @@ class Relay:
     async def run(self, platforms: Iterable[str] | None = None) -> None:
         """Poll until cancelled, every `config.poll_s` seconds; errors are logged, not raised."""
         chosen = tuple(platforms) if platforms is not None else None
-        while True:
-            try:
-                await self.run_round(chosen)
-            except Exception:
-                logger.exception("relay: delivery round failed")
-            await asyncio.sleep(self.config.poll_s)
+        await every(self.config.poll_s, lambda: self.run_round(chosen), "relay: delivery round")

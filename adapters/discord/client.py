@@ -97,7 +97,7 @@ from bot.model import (
     InboundMessage,
     Reply,
 )
-from bot.outbox import Destination, Sweeper
+from bot.outbox import AcceptedMessages, Destination, Sweeper
 from bot.relay import Relay
 
 __all__ = [
@@ -364,8 +364,8 @@ class SupportBotClient(discord.Client):
         self._questions: dict[
             tuple[ConversationKey, str], tuple[discord.Message, MessageFacts]
         ] = {}
-        # The inbox key of each accepted message until its turn ran (`_inbox_finish`).
-        self._inbox_keys: dict[tuple[ConversationKey, str, str], str] = {}
+        # The inbox key of each accepted message until its turn ran.
+        self._accepted = AcceptedMessages(self.engine.store, PLATFORM)
         self._join_relay()
 
     def _join_relay(self) -> None:
@@ -406,7 +406,7 @@ class SupportBotClient(discord.Client):
         """The client's turn-taking debouncer (made on first use, for this client only)."""
         if self._debouncer is None:
             self._debouncer = self.engine.debouncer(
-                self._deliver, clock=self._clock, finished=self._inbox_finish
+                self._deliver, clock=self._clock, finished=self._accepted.finish
             )
         return self._debouncer
 
@@ -727,23 +727,8 @@ class SupportBotClient(discord.Client):
             logger.info("Discord message %s already accepted: not answered again", key)
             return False
         crash_point("after_accept")
-        self._inbox_keys[(inbound.conversation, inbound.message_id, inbound.revision)] = key
+        self._accepted.remember(inbound, key)
         return True
-
-    async def _inbox_finish(self, messages: Sequence[InboundMessage]) -> None:
-        """Mark these messages' inbox rows done: their turn ran (or was recorded)."""
-        keys = [
-            key
-            for m in messages
-            if (key := self._inbox_keys.pop((m.conversation, m.message_id, m.revision), None))
-        ]
-        if not keys:
-            return
-        try:
-            await asyncio.to_thread(self.engine.store.inbox_done, PLATFORM, keys)
-        except StorageError as e:
-            # The turn is stored; a sweeper finds it answered and only marks the rows done.
-            logger.warning("Discord: cannot mark %d inbox row(s) done: %s", len(keys), e)
 
     async def answer_again(self, inbound: InboundMessage, where: Placement) -> None:
         """Answer a message that a process accepted and died before answering

@@ -69,6 +69,7 @@ from bot.engine import AgentAction
 from bot.errors import ConfigError, StorageError
 from bot.faults import crash_point
 from bot.model import ActionKind, ConversationKey, FeedbackEvent, InboundMessage, Reply
+from bot.outbox import AcceptedMessages
 from bot.service import Services
 
 __all__ = ["EVENTS_PATH", "MAX_BODY_BYTES", "SlackAdapter", "TaskTracker"]
@@ -230,8 +231,8 @@ class SlackAdapter:
         # Turns on their way to the debouncer, per conversation: a head-start cancellation waits
         # for them, so it also reaches a question that arrived just before the other person.
         self._arriving: dict[ConversationKey, set[asyncio.Task[None]]] = {}
-        # The inbox key of each accepted message until its turn ran (`_inbox_finish`).
-        self._inbox_keys: dict[tuple[ConversationKey, str, str], str] = {}
+        # The inbox key of each accepted message until its turn ran.
+        self._accepted = AcceptedMessages(self.store, PLATFORM)
         self._sweep_task: asyncio.Task[None] | None = None
         self._join_relay()
 
@@ -389,7 +390,7 @@ class SlackAdapter:
         """The adapter's turn-taking debouncer (made on first use, for this adapter only)."""
         if self._debouncer is None:
             self._debouncer = self.engine.debouncer(
-                self._deliver, clock=self._clock, finished=self._inbox_finish
+                self._deliver, clock=self._clock, finished=self._accepted.finish
             )
         return self._debouncer
 
@@ -679,23 +680,8 @@ class SlackAdapter:
                 logger.info("Slack event %s already handled", event_id)
                 return
             crash_point("after_accept")
-            self._inbox_keys[(message.conversation, message.message_id, message.revision)] = key
+            self._accepted.remember(message, key)
         self._spawn_turn(body, message, client, route, accepted=bool(event_id))
-
-    async def _inbox_finish(self, messages: Sequence[InboundMessage]) -> None:
-        """Mark these messages' inbox rows done: their turn ran (or was recorded)."""
-        keys = [
-            key
-            for m in messages
-            if (key := self._inbox_keys.pop((m.conversation, m.message_id, m.revision), None))
-        ]
-        if not keys:
-            return
-        try:
-            await asyncio.to_thread(self.store.inbox_done, PLATFORM, keys)
-        except StorageError as e:
-            # The turn is stored; a sweeper finds it answered and only marks the rows done.
-            logger.warning("Slack: cannot mark %d inbox row(s) done: %s", len(keys), e)
 
     def _spawn_turn(
         self,
@@ -745,7 +731,7 @@ class SlackAdapter:
                 and not debouncer.pending(message.conversation, message.user)
                 and not await asyncio.to_thread(self.engine.takes_part_in, message.conversation)
             ):
-                await self._inbox_finish([message])
+                await self._accepted.finish([message])
                 return
             if not accepted and not await self._claim(event_id):
                 logger.info("Slack event %s already handled", event_id)

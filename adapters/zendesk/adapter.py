@@ -51,6 +51,7 @@ from adapters.zendesk.settings import ZendeskSettings
 from bot.errors import StorageError
 from bot.model import ConversationKey, Owner, Reply, ReplyKind, Role, Turn
 from bot.outbox import Destination
+from bot.periodic import every
 from bot.service import Services
 from bot.storage.store import ConversationInfo
 from bot.text import clean_text
@@ -503,15 +504,12 @@ class ZendeskAdapter:
         return 1 if self.engine.record_feedback(event) else 0
 
     async def _poll_satisfaction(self) -> None:
-        interval = self.settings.satisfaction_poll_s
-        while True:
-            try:
-                await self.sync_satisfaction()
-            except ZendeskError as e:
-                logger.warning("Zendesk satisfaction ratings could not be read: %s", e)
-            except Exception:
-                logger.exception("Zendesk satisfaction poll failed")
-            await asyncio.sleep(interval)
+        await every(
+            self.settings.satisfaction_poll_s,
+            self.sync_satisfaction,
+            "Zendesk satisfaction poll",
+            (ZendeskError,),
+        )
 
     # Lifetime --------------------------------------------------------------------------------
 

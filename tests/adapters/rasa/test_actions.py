@@ -114,15 +114,9 @@ def test_record_feedback_rates_the_last_answer(action_server: ActionServer) -> N
     assert call(action_server, body)["responses"] == []
 
 
-def test_a_thumbs_down_asks_why_and_talk_to_a_person_hands_over(
-    action_server: ActionServer,
-) -> None:
-    who = sender()
-    answered = call(
-        action_server, action_call("action_answer_from_kb", who, "How do I delete my account?")
-    )
-    reply_id = slots(answered)[REPLY_ID_SLOT]
-    down = call(
+def thumbs_down(action_server: ActionServer, who: str, reply_id: str) -> dict[str, Any]:
+    """Rate the reply 👎 through `action_record_feedback`; the action's response."""
+    return call(
         action_server,
         action_call(
             "action_record_feedback",
@@ -132,6 +126,17 @@ def test_a_thumbs_down_asks_why_and_talk_to_a_person_hands_over(
             slots={REPLY_ID_SLOT: reply_id},
         ),
     )
+
+
+def test_a_thumbs_down_asks_why_and_talk_to_a_person_hands_over(
+    action_server: ActionServer,
+) -> None:
+    who = sender()
+    answered = call(
+        action_server, action_call("action_answer_from_kb", who, "How do I delete my account?")
+    )
+    reply_id = slots(answered)[REPLY_ID_SLOT]
+    down = thumbs_down(action_server, who, reply_id)
     (reasons,) = down["responses"]
     payloads = [b["payload"] for b in reasons["buttons"]]
     talk = next(p for p in payloads if "talk_to_person" in p)
@@ -195,16 +200,7 @@ def test_replies_handed_to_rasa_are_recorded_as_sent(action_server: ActionServer
     who = sender()
     answered = call(action_server, action_call("action_answer_from_kb", who, "How much is Plus?"))
     reply_id = slots(answered)[REPLY_ID_SLOT]
-    down = call(
-        action_server,
-        action_call(
-            "action_record_feedback",
-            who,
-            "not helpful",
-            intent="feedback_down",
-            slots={REPLY_ID_SLOT: reply_id},
-        ),
-    )
+    down = thumbs_down(action_server, who, reply_id)
     assert down["responses"]  # the quick reasons
     handed = call(action_server, action_call("action_handoff_to_human", who, "/request_human"))
     assert slots(handed)[REPLY_KIND_SLOT] == "handoff"

@@ -50,6 +50,13 @@ class VectorCache:
     def size(self) -> int:
         return int(self._cache.maxsize)
 
+    def __contains__(self, text: object) -> bool:
+        """Whether the text's vector is cached (not counted as a hit or a miss)."""
+        if not isinstance(text, str):
+            return False
+        with self._lock:
+            return normalize(text) in self._cache
+
     def lookup(self, texts: Sequence[str]) -> list[Vector | None]:
         """The cached vector of each text, or None where there is none."""
         with self._lock:

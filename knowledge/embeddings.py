@@ -306,22 +306,16 @@ class Embedder:
         round trips. A text never asked for is dropped after `PREFETCH_KEEP` newer ones.
         """
         key = normalize(text)
-        if not key:
+        if not key or (self.cache is not None and text in self.cache):
             return
         with self._prefetch_lock:
             if key in self._prefetched:
                 return
             if self._prefetcher is None:
                 self._prefetcher = ThreadPoolExecutor(1, thread_name_prefix="embed-prefetch")
-            self._prefetched[key] = self._prefetcher.submit(self._prefetch_run, text)
+            self._prefetched[key] = self._prefetcher.submit(self._run_queries, [text])
             while len(self._prefetched) > PREFETCH_KEEP:
                 self._prefetched.popitem(last=False)[1].cancel()
-
-    def _prefetch_run(self, text: str) -> Vectors:
-        vectors = self._run_queries([text])
-        if self.cache is not None:
-            self.cache.store([text], vectors)
-        return vectors
 
     def _take_prefetched(self, text: str) -> npt.NDArray[np.float32] | None:
         """The prefetched vector of `text`, or None (none started, or not started yet: then
@@ -394,10 +388,15 @@ class Embedder:
             self.cache.lookup(texts) if self.cache is not None else [None] * len(texts)
         )
         if self._prefetched:
-            found = [
-                v if v is not None else self._take_prefetched(t)
+            taken = [
+                self._take_prefetched(t) if v is None else None
                 for t, v in zip(texts, found, strict=True)
             ]
+            if any(v is not None for v in taken):
+                found = [v if v is not None else w for v, w in zip(found, taken, strict=True)]
+                if self.cache is not None:
+                    kept = [(t, v) for t, v in zip(texts, taken, strict=True) if v is not None]
+                    self.cache.store([t for t, _ in kept], np.stack([v for _, v in kept]))
         missing = [t for t, v in zip(texts, found, strict=True) if v is None]
         if missing:
             fresh = run(missing)

@@ -353,3 +353,18 @@ def test_unasked_prefetches_beyond_the_bound_are_forgotten() -> None:
     prefetching.encode_queries([texts[1]])  # pushed out unasked (cancelled): embedded now
     assert ran.count(texts[1]) == 1
     prefetching.close()
+
+
+def test_a_prefetched_vector_joins_the_cache_and_a_cached_text_is_not_prefetched() -> None:
+    prefetching = Embedder(cache_size=8)
+    assert prefetching.cache is not None
+    ran = _counting(prefetching)
+    prefetching.prefetch("How much is Plus?")
+    first = prefetching.encode_queries(["How much is Plus?"])
+    assert ran == ["How much is Plus?"]  # once, on the prefetch thread
+    assert "how much is plus?" in prefetching.cache
+    prefetching.prefetch("HOW much is Plus?")  # cached: nothing to start
+    np.testing.assert_array_equal(prefetching.encode_queries(["how much is plus?"]), first)
+    prefetching.close()
+    assert ran == ["How much is Plus?"]
+    assert prefetching.cache.hits == 1

@@ -50,7 +50,11 @@ from slack_sdk.web.async_client import AsyncWebClient
 from adapters.slack import convert, render
 from adapters.slack.agents import AgentDirectory, AgentReplyCallback
 from adapters.slack.convert import PLATFORM, Route
-from adapters.slack.installation import DatabaseInstallationStore, DatabaseOAuthStateStore
+from adapters.slack.installation import (
+    DatabaseInstallationStore,
+    DatabaseOAuthStateStore,
+    WorkspaceClients,
+)
 from adapters.slack.lease import LeaseKeeper, holder_id
 from adapters.slack.outbound import PostError, make_client, post_once
 from adapters.slack.payloads import (
@@ -218,6 +222,14 @@ class SlackAdapter:
         secret = _secret(settings.signing_secret)
         self._secret = secret.encode() if secret else None
         self.client: AsyncWebClient = make_client(settings, token)
+        self.installations: DatabaseInstallationStore | None = None
+        # Per-workspace clients for work outside an event (sweeper, relay); None: one token.
+        self.workspaces: WorkspaceClients | None = None
+        if self.mode is SlackMode.OAUTH:
+            self.installations = DatabaseInstallationStore(self.store, settings.client_id or "")
+            self.workspaces = WorkspaceClients(
+                self.installations, lambda bot_token: make_client(settings, bot_token)
+            )
         self.bolt = self._build_bolt(secret)
         self._register()
         self._socket: AsyncSocketModeHandler | None = None
@@ -240,16 +252,15 @@ class SlackAdapter:
 
     def _build_bolt(self, secret: str | None) -> AsyncApp:
         oauth_settings = None
-        if self.mode is SlackMode.OAUTH:
-            client_id = self.settings.client_id or ""
+        if self.installations is not None:
             oauth_settings = AsyncOAuthSettings(
-                client_id=client_id,
+                client_id=self.installations.client_id,
                 client_secret=_secret(self.settings.client_secret),
                 scopes=self.settings.scopes,
                 redirect_uri=self.settings.redirect_uri,
                 install_path=INSTALL_PATH,
                 redirect_uri_path=REDIRECT_PATH,
-                installation_store=DatabaseInstallationStore(self.store, client_id),
+                installation_store=self.installations,
                 state_store=DatabaseOAuthStateStore(self.store),
                 logger=logger,
             )
@@ -282,24 +293,31 @@ class SlackAdapter:
         bolt.event(re.compile(r".*"))(self._on_other_event)
 
     def _join_relay(self) -> None:
-        """Serve Slack's customers (and the agents' desk, when it is Slack's) for the relay."""
+        """Serve Slack's customers (and the agents' desk, when it is Slack's) for the relay.
+
+        Customers are reached in their own workspace (`client_for`), in OAuth mode too; the desk
+        is one workspace's channel and needs the single-workspace bot token."""
         relay = self.services.relay
         if relay is None:
             return
-        if self.mode is SlackMode.OAUTH:
-            # The relay posts with one bot token; per-workspace tokens are not wired yet.
-            logger.warning("Slack: the handoff relay needs a single-workspace bot token")
+        relay.register_channel(PLATFORM, SlackCustomerChannel(self.client_for))
+        if relay.config.desk != PLATFORM or not self.settings.agents_channel:
             return
-        relay.register_channel(PLATFORM, SlackCustomerChannel(self.client))
-        if relay.config.desk == PLATFORM and self.settings.agents_channel:
-            relay.register_desk(PLATFORM, SlackDesk(self.client, self.settings.agents_channel))
+        if self.mode is SlackMode.OAUTH:
+            # The desk is the company's own workspace: one bot token, which OAuth mode lacks.
+            logger.warning(
+                "Slack: the agents' desk needs a single-workspace bot token; not served in "
+                "OAuth mode (choose another desk: SUPPORTBOT_HANDOFF_DESK)"
+            )
+            return
+        relay.register_desk(PLATFORM, SlackDesk(self.client, self.settings.agents_channel))
 
-            async def to_relay(reply: convert.AgentReply) -> None:
-                await asyncio.to_thread(
-                    relay.agent_said, reply.card_ref, reply.user, reply.text, reply.ts
-                )
+        async def to_relay(reply: convert.AgentReply) -> None:
+            await asyncio.to_thread(
+                relay.agent_said, reply.card_ref, reply.user, reply.text, reply.ts
+            )
 
-            self.on_agent_reply(to_relay)
+        self.on_agent_reply(to_relay)
 
     def on_agent_reply(self, callback: AgentReplyCallback) -> None:
         """Call ``callback`` with every agent's reply in a handoff card's thread."""
@@ -362,19 +380,22 @@ class SlackAdapter:
             await self.tasks.close(self.settings.shutdown_grace)
             await self._close_debouncer()
 
-    def _start_sweeper(self) -> asyncio.Task[None] | None:
+    async def client_for(self, workspace: str) -> AsyncWebClient:
+        """The Web API client of a workspace, for work outside an event: the adapter's client
+        with a single bot token, the workspace's installation's token in OAuth mode.
+
+        Raises:
+            NotInstalledError: OAuth mode, and the workspace has no bot installation.
+        """
+        if self.workspaces is None:
+            return self.client
+        return await self.workspaces.client(workspace)
+
+    def _start_sweeper(self) -> asyncio.Task[None]:
         """Sweep for Slack events and replies that a dead process left (`bot.outbox`)."""
-        if self.mode is SlackMode.OAUTH:
-            # Re-sending needs the workspace's token, which only the event's context carries.
-            logger.warning("Slack: the outbox sweeper needs a single-workspace bot token; off")
-            return None
         sweeper = self.services.sweeper()
-        sweeper.add_sender(SlackReplySender(self.client))
-
-        async def post(message: InboundMessage, reply: Reply) -> None:
-            await self._post_reply(self.client, message, reply)
-
-        sweeper.add_inbox(SlackInbox(self.engine, post))
+        sweeper.add_sender(SlackReplySender(self.client_for))
+        sweeper.add_inbox(SlackInbox(self.engine, self.client_for, self._post_reply))
         return asyncio.create_task(sweeper.run(), name="slack-outbox")
 
     async def _read_agents(self) -> None:
@@ -584,7 +605,8 @@ class SlackAdapter:
         if convert.reaction_value(event["reaction"], self._up, self._down) is None:
             return
         self.tasks.spawn(
-            self._reaction(body, event, ref, self._team(body, context)),
+            # The event's client carries its workspace's token (OAuth mode has no other).
+            self._reaction(body, event, ref, self._team(body, context), context.client),
             name=f"slack-reaction:{body.get('event_id')}",
         )
 
@@ -824,7 +846,12 @@ class SlackAdapter:
             )
 
     async def _reaction(
-        self, body: Mapping[str, Any], event: ReactionEvent, ref: str, team: str
+        self,
+        body: Mapping[str, Any],
+        event: ReactionEvent,
+        ref: str,
+        team: str,
+        client: AsyncWebClient,
     ) -> None:
         try:
             reply = await asyncio.to_thread(self.engine.reply_posted_as, ref)
@@ -839,7 +866,7 @@ class SlackAdapter:
                 down=self._down,
             )
             if feedback is not None:
-                await self._feedback(feedback)
+                await self._feedback(feedback, client)
         except Exception:
             logger.exception("Slack reaction on %s not recorded", ref)
 

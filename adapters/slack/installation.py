@@ -3,12 +3,17 @@
 
 Installations are slack_sdk's own records kept as JSON (tokens included: protect the database as
 you would the tokens). Each save adds a row; the newest row for a workspace wins.
+
+`WorkspaceClients` gives work that runs outside an event (the outbox sweeper, the relay) a Web
+API client with a workspace's own bot token, which bolt otherwise finds only per request.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 from uuid import uuid4
@@ -17,12 +22,18 @@ from slack_sdk.oauth.installation_store.async_installation_store import AsyncIns
 from slack_sdk.oauth.installation_store.models.bot import Bot
 from slack_sdk.oauth.installation_store.models.installation import Installation
 from slack_sdk.oauth.state_store.async_state_store import AsyncOAuthStateStore
+from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.convert import PLATFORM
 from bot.model import utcnow
 from bot.storage.store import Store
 
-__all__ = ["DatabaseInstallationStore", "DatabaseOAuthStateStore"]
+__all__ = [
+    "DatabaseInstallationStore",
+    "DatabaseOAuthStateStore",
+    "NotInstalledError",
+    "WorkspaceClients",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -186,3 +197,69 @@ class DatabaseOAuthStateStore(AsyncOAuthStateStore):
     async def async_consume(self, state: str) -> bool:
         """True once for a state issued here that has not expired."""
         return await asyncio.to_thread(self.store.consume_oauth_state, PLATFORM, state)
+
+
+class NotInstalledError(LookupError):
+    """A workspace has no bot installation (never installed, or uninstalled since).
+
+    Attributes:
+        team_id: the workspace.
+    """
+
+    def __init__(self, team_id: str) -> None:
+        super().__init__(f"the Slack app has no bot installation in workspace {team_id!r}")
+        self.team_id = team_id
+
+
+class WorkspaceClients:
+    """Web API clients per workspace, each with the bot token of that workspace's installation.
+
+    Clients are kept for `ttl_s` seconds, then the installation is read again: a reinstall's
+    new token is used from then on, and a workspace uninstalled meanwhile raises
+    `NotInstalledError` again instead of posting with a revoked token for ever.
+
+    Args:
+        installations: where the installations are (`DatabaseInstallationStore`).
+        make_client: a client for a bot token (`outbound.make_client` with the adapter's
+            settings, so the base URL and retries are those of the adapter's other clients).
+        ttl_s: how long a client is reused before its installation is read again.
+    """
+
+    def __init__(
+        self,
+        installations: AsyncInstallationStore,
+        make_client: Callable[[str], AsyncWebClient],
+        *,
+        ttl_s: float = 300.0,
+    ) -> None:
+        self.installations = installations
+        self.make_client = make_client
+        self.ttl_s = ttl_s
+        self._clients: dict[str, tuple[str, AsyncWebClient, float]] = {}
+
+    async def client(self, team_id: str) -> AsyncWebClient:
+        """The client for workspace `team_id`.
+
+        Raises:
+            NotInstalledError: the workspace has no bot installation.
+        """
+        cached = self._clients.get(team_id)
+        now = time.monotonic()
+        if cached is not None and now - cached[2] < self.ttl_s:
+            return cached[1]
+        bot = await self.installations.async_find_bot(
+            enterprise_id=None, team_id=team_id, is_enterprise_install=False
+        )
+        if bot is None or not bot.bot_token:
+            self._clients.pop(team_id, None)
+            raise NotInstalledError(team_id)
+        if cached is not None and cached[0] == bot.bot_token:
+            client = cached[1]  # the same token: the same client (and its connections)
+        else:
+            client = self.make_client(bot.bot_token)
+        self._clients[team_id] = (bot.bot_token, client, now)
+        return client
+
+    def forget(self, team_id: str) -> None:
+        """Read the workspace's installation again at the next `client` call."""
+        self._clients.pop(team_id, None)

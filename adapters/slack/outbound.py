@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, cast
 
 from aiohttp import ClientConnectorError, ClientError
@@ -26,7 +26,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from adapters.slack.render import METADATA_EVENT_TYPE, OutboundMessage
 from adapters.slack.settings import SlackSettings
 
-__all__ = ["PostError", "find_posted", "make_client", "post_once"]
+__all__ = ["ClientFor", "PostError", "find_posted", "fixed_client", "make_client", "post_once"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +41,10 @@ MAX_WAIT_S = 30.0
 SERVER_ERRORS = frozenset({"fatal_error", "internal_error", "service_unavailable"})
 #: How far back a DM is searched for an earlier copy of a post.
 HISTORY_LOOKBACK = 50
+
+ClientFor = Callable[[str], Awaitable[AsyncWebClient]]
+"""The Web API client of a workspace (team id), for work outside an event (the outbox sweeper,
+the relay); raises when there is none (`installation.NotInstalledError`)."""
 
 
 class PostError(Exception):
@@ -77,6 +81,15 @@ def make_client(settings: SlackSettings, token: str | None = None) -> AsyncWebCl
             AsyncConnectionErrorRetryHandler(max_retry_count=2, error_types=[ClientConnectorError]),
         ],
     )
+
+
+def fixed_client(client: AsyncWebClient) -> ClientFor:
+    """The same client for every workspace (a single bot token)."""
+
+    async def client_for(workspace: str) -> AsyncWebClient:
+        return client
+
+    return client_for
 
 
 def _carries(message: Mapping[str, Any], reply_id: str) -> bool:

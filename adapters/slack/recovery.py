@@ -5,6 +5,12 @@ in the thread (or the DM) for a message whose metadata carries the reply id (`fi
 posts only when there is none, so a reply posted just before its process died is not posted
 twice. `SlackInbox` answers an event that a process acknowledged and recorded in the inbox but
 never answered: it runs the turn as a redelivery and posts the replies as the live path does.
+
+Both post with the client of the reply's or message's workspace (`ClientFor`): the adapter's one
+client with a single bot token, the workspace's installation's token in OAuth mode
+(`installation.WorkspaceClients`). A workspace without an installation raises
+`NotInstalledError` before anything is posted or answered, so the sweeper logs it, tries again
+and in the end gives the row up.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack import convert, render
 from adapters.slack.convert import PLATFORM, Route
-from adapters.slack.outbound import find_posted, post_once
+from adapters.slack.outbound import ClientFor, find_posted, post_once
 from bot.engine import Engine
 from bot.model import InboundMessage, Reply
 from bot.outbox import Destination, inbound_to_json
@@ -27,8 +33,9 @@ __all__ = ["SlackInbox", "SlackReplySender", "inbox_payload"]
 
 logger = logging.getLogger(__name__)
 
-PostReply = Callable[[InboundMessage, Reply], Awaitable[None]]
-"""Posts one reply answering a message and records it as posted (the adapter's live path)."""
+PostReply = Callable[[AsyncWebClient, InboundMessage, Reply], Awaitable[None]]
+"""Posts one reply answering a message with a client and records it as posted (the adapter's
+live path, `SlackAdapter._post_reply`)."""
 
 
 def inbox_payload(message: InboundMessage, route: Route) -> dict[str, Any]:
@@ -40,25 +47,30 @@ class SlackReplySender:
     """Sends unsent Slack replies again, exactly once (`bot.outbox.ReplySender`).
 
     Args:
-        client: the Web API client with the bot token.
+        clients: the Web API client of a destination's workspace.
     """
 
     platform = PLATFORM
 
-    def __init__(self, client: AsyncWebClient) -> None:
-        self.client = client
+    def __init__(self, clients: ClientFor) -> None:
+        self.clients = clients
 
     async def resend(self, reply: Reply, destination: Destination) -> str:
-        """Post `reply` in its thread unless a copy is there already; ``"{channel}:{ts}"``."""
+        """Post `reply` in its thread unless a copy is there already; ``"{channel}:{ts}"``.
+
+        Raises:
+            NotInstalledError: the destination's workspace has no installation (OAuth mode).
+        """
+        client = await self.clients(destination.workspace)
         thread_ts = destination.thread or None
         found = await find_posted(
-            self.client, channel=destination.channel, thread_ts=thread_ts, reply_id=reply.id
+            client, channel=destination.channel, thread_ts=thread_ts, reply_id=reply.id
         )
         if found:
             logger.info("reply %s was posted before (ts %s): not posted again", reply.id, found)
             return convert.platform_ref(destination.channel, found)
         ts = await post_once(
-            self.client,
+            client,
             channel=destination.channel,
             thread_ts=thread_ts,
             message=render.reply_message(reply),
@@ -72,22 +84,30 @@ class SlackInbox:
 
     Args:
         engine: the engine running the turn.
+        clients: the Web API client of a message's workspace.
         post: posts a reply and records it as posted (`SlackAdapter._post_reply`).
     """
 
     platform = PLATFORM
 
-    def __init__(self, engine: Engine, post: PostReply) -> None:
+    def __init__(self, engine: Engine, clients: ClientFor, post: PostReply) -> None:
         self.engine = engine
+        self.clients = clients
         self.post = post
 
     async def redeliver(self, message: InboundMessage, extra: Mapping[str, Any]) -> None:
-        """Run the turn for `message` again (a redelivery) and post its replies."""
+        """Run the turn for `message` again (a redelivery) and post its replies.
+
+        Raises:
+            NotInstalledError: the message's workspace has no installation (OAuth mode); raised
+                before the turn runs, so nothing is answered that cannot be posted.
+        """
         route = Route(str(extra.get("route", Route.ANSWER.value)))
         if route is Route.IF_IN_THREAD and not await asyncio.to_thread(
             self.engine.takes_part_in, message.conversation
         ):
             return
+        client = await self.clients(message.workspace)
         replies = await asyncio.to_thread(self.engine.handle_burst, [message], redelivered=True)
         for reply in replies:
-            await self.post(message, reply)
+            await self.post(client, message, reply)

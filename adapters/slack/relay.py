@@ -2,8 +2,10 @@
 
 `SlackDesk` opens handoff cards in the agents' channel and posts customers' messages in a card's
 thread; `SlackCustomerChannel` posts agents' replies where the customer's conversation is (a DM,
-a channel thread). `SlackAdapter` registers both with the relay and passes agents' replies under a
-card to `Relay.agent_said`.
+a channel thread), with the client of the conversation's workspace (its own installation's token
+in OAuth mode). `SlackAdapter` registers both with the relay and passes agents' replies under a
+card to `Relay.agent_said`. The desk is one workspace's channel (the company's own): it needs a
+single-workspace bot token.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack.agents import post_handoff_card
-from adapters.slack.outbound import post_once
+from adapters.slack.outbound import ClientFor, post_once
 from adapters.slack.render import HandoffCard, OutboundMessage, escape
 from bot.handoff import HandoffRequest
 from bot.model import ConversationKey
@@ -55,12 +57,18 @@ class SlackDesk:
 
 
 class SlackCustomerChannel:
-    """Customers' Slack conversations, seen from the relay."""
+    """Customers' Slack conversations, seen from the relay.
 
-    def __init__(self, client: AsyncWebClient) -> None:
-        self.client = client
+    Args:
+        clients: the Web API client of a conversation's workspace; a workspace without an
+            installation raises, and the relay keeps the message queued for its next round.
+    """
+
+    def __init__(self, clients: ClientFor) -> None:
+        self.clients = clients
 
     async def post(self, key: ConversationKey, text: str) -> str | None:
+        client = await self.clients(key.workspace)
         return await post_once(
-            self.client, channel=key.channel, thread_ts=key.thread or None, message=_plain(text)
+            client, channel=key.channel, thread_ts=key.thread or None, message=_plain(text)
         )

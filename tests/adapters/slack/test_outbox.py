@@ -11,10 +11,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack import render
 from adapters.slack.convert import PLATFORM, Route
-from adapters.slack.outbound import make_client, post_once
+from adapters.slack.outbound import fixed_client, make_client, post_once
 from adapters.slack.recovery import SlackInbox, SlackReplySender, inbox_payload
 from bot.model import InboundMessage, Reply, Role
 from bot.outbox import Destination, Sweeper, reply_from_stored
@@ -51,7 +52,8 @@ def _stored_reply(services: Services, text: str = "Open Settings, then Reset.") 
 
 def _sweeper(services: Services, emulator: SlackEmulator) -> Sweeper:
     sweeper = Sweeper(services.store, hold_s=30, interval_s=0.1)
-    sweeper.add_sender(SlackReplySender(make_client(make_settings(emulator), BOT_TOKEN)))
+    client = make_client(make_settings(emulator), BOT_TOKEN)
+    sweeper.add_sender(SlackReplySender(fixed_client(client)))
     return sweeper
 
 
@@ -135,7 +137,7 @@ async def test_an_abandoned_event_is_answered_by_a_sweeper_once(
     sweeper = _sweeper(services, emulator)
     client = make_client(make_settings(emulator), BOT_TOKEN)
 
-    async def post(inbound: InboundMessage, reply: Reply) -> None:
+    async def post(client: AsyncWebClient, inbound: InboundMessage, reply: Reply) -> None:
         ts = await post_once(
             client,
             channel=inbound.channel,
@@ -145,7 +147,7 @@ async def test_an_abandoned_event_is_answered_by_a_sweeper_once(
         )
         await asyncio.to_thread(store.set_reply_platform_ref, reply.id, f"{inbound.channel}:{ts}")
 
-    sweeper.add_inbox(SlackInbox(services.engine, post))
+    sweeper.add_inbox(SlackInbox(services.engine, fixed_client(client), post))
 
     counts = await sweeper.sweep()
     assert counts.redelivered == 1 and counts.resent == 0
@@ -171,11 +173,12 @@ async def test_a_redelivered_event_already_answered_gets_no_second_answer(
     (answer,) = await asyncio.to_thread(services.engine.handle, message)
     posts: list[tuple[InboundMessage, Reply]] = []
 
-    async def post(inbound: InboundMessage, reply: Reply) -> None:
+    async def post(client: AsyncWebClient, inbound: InboundMessage, reply: Reply) -> None:
         posts.append((inbound, reply))
 
     sweeper = Sweeper(store, hold_s=30)
-    sweeper.add_inbox(SlackInbox(services.engine, post))
+    client = make_client(make_settings(emulator), BOT_TOKEN)
+    sweeper.add_inbox(SlackInbox(services.engine, fixed_client(client), post))
     counts = await sweeper.sweep()
 
     assert counts.redelivered == 1

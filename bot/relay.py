@@ -153,6 +153,12 @@ class RelayConfig:
             posted (its platform reference), so agents cannot answer before the customer has
             read "a person will reply"; after this long it opens anyway (a failed or unrecorded
             post); `SUPPORTBOT_RELAY_REPLY_WAIT_S`.
+        retry_max_s: a message whose posting failed is tried again after `poll_s`, then after
+            twice as long each time, up to this (a platform down for minutes is not hammered
+            every second, nor its failure logged every second).
+        give_up_after_s: a message still failing this long after it was queued is given up
+            (status "failed", logged as an error): its target is gone for good (an uninstalled
+            workspace, a deleted channel).
     """
 
     desk: str
@@ -160,6 +166,8 @@ class RelayConfig:
     poll_s: float = 1.0
     opening_grace_s: float = 60.0
     reply_wait_s: float = 10.0
+    retry_max_s: float = 300.0
+    give_up_after_s: float = 24 * 3600.0
     claimed_text: str = "A person from our support team has joined the conversation."
     released_text: str = (
         "Our support team has handed the conversation back to me. Ask me anything, or ask for a "
@@ -263,6 +271,8 @@ class Relay:
         self._clock = clock
         self._desks: dict[str, Desk] = {}
         self._channels: dict[str, CustomerChannel] = {}
+        # Messages whose posting failed in this process: (tries, when to try again).
+        self._retries: dict[int, tuple[int, datetime]] = {}
 
     # Registration ------------------------------------------------------------------------------
 
@@ -508,8 +518,11 @@ class Relay:
             for link in await asyncio.to_thread(self._links_to_open, platform):
                 posted += await self._open_card(desk, link)
         items = await asyncio.to_thread(self.store.pending_relay, platform)
+        now = self._clock()
         for item in items:
-            posted += await self._deliver(item)
+            retry = self._retries.get(item.id)
+            if retry is None or retry[1] <= now:
+                posted += await self._deliver(item)
         return posted
 
     def _links_to_open(self, desk: str) -> list[RelayLinkInfo]:
@@ -610,15 +623,49 @@ class Relay:
                     ref = await channel.post_as(key, item.text, item.author)
                 else:
                     ref = await channel.post(key, item.text)
-        except Exception:
-            logger.exception("relay: cannot post message %s on %s", item.id, item.target_platform)
-            await asyncio.to_thread(self.store.unclaim_relay_delivery, item.id)
+        except Exception as exc:
+            await self._failed(item, exc)
             return 0
+        self._retries.pop(item.id, None)
         if ref:
             await asyncio.to_thread(
                 self.store.claim_event, item.target_platform, f"relay-post:{ref}"
             )
         return 1
+
+    async def _failed(self, item: OutboxItem, exc: Exception) -> None:
+        """A posting failed: try again later, backing off; give up once it is too old. The
+        traceback is logged at the first failure only."""
+        now = self._clock()
+        tries = self._retries.get(item.id, (0, now))[0] + 1
+        if (now - item.created_at).total_seconds() >= self.config.give_up_after_s:
+            self._retries.pop(item.id, None)
+            await asyncio.to_thread(self.store.fail_relay_delivery, item.id)
+            logger.error(
+                "relay: message %s on %s given up after %d tries since %s: %s",
+                item.id,
+                item.target_platform,
+                tries,
+                item.created_at.isoformat(),
+                exc,
+            )
+            return
+        delay = min(self.config.retry_max_s, self.config.poll_s * 2 ** (tries - 1))
+        self._retries[item.id] = (tries, now + timedelta(seconds=delay))
+        await asyncio.to_thread(self.store.unclaim_relay_delivery, item.id)
+        if tries == 1:
+            logger.exception(
+                "relay: cannot post message %s on %s; trying again", item.id, item.target_platform
+            )
+        else:
+            logger.warning(
+                "relay: message %s on %s still not posted (try %d, next in %.0f s): %s",
+                item.id,
+                item.target_platform,
+                tries,
+                delay,
+                exc,
+            )
 
     async def run_round(self, platforms: Iterable[str] | None = None) -> int:
         """One polling round: time out stale handoffs, then deliver for each platform."""

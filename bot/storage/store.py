@@ -1763,6 +1763,17 @@ class Store:
             session.exec(statement)
             session.commit()
 
+    def fail_relay_delivery(self, item_id: int) -> None:
+        """Give up a queued message that could not be posted (status "failed")."""
+        statement = (
+            update(RelayOutbox)
+            .where(col(RelayOutbox.id) == item_id)
+            .values(status="failed", sent_at=None)
+        )
+        with self._session("give up a relay delivery") as session:
+            session.exec(statement)
+            session.commit()
+
     # Inbox and reply outbox (bot.outbox) ------------------------------------------------------
 
     def accept_inbound(

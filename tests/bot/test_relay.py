@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -523,3 +524,76 @@ def test_the_no_desk_sink_gives_the_contact_except_where_a_desk_is_native() -> N
     assert sink.no_desk_reply(ConversationKey("zendesk", "acme", "42", "")) is None
     assert not isinstance(Relay, DeskCoverage)  # a desk is configured: hand over as usual
     sink.request(HandoffRequest("c1", KEY, "U1", "slack", "q", "customer_request:human"))
+
+
+class FlakyChannel(FakeChannel):
+    """Fails every post until the clock reaches `up_at`."""
+
+    def __init__(self, clock: Clock, up_at: datetime) -> None:
+        super().__init__()
+        self.clock = clock
+        self.up_at = up_at
+        self.tries = 0
+
+    async def post(self, key: ConversationKey, text: str) -> str | None:
+        self.tries += 1
+        if self.clock() < self.up_at:
+            raise RuntimeError("channel_not_found")
+        return await super().post(key, text)
+
+
+def _relay_with(store: Store, clock: Clock, channel: FakeChannel) -> Relay:
+    made = Relay(store, RelayConfig(desk="slack", poll_s=1.0, retry_max_s=4.0), clock=clock)
+    made.register_desk("slack", FakeDesk())
+    made.register_channel("slack", channel)
+    return made
+
+
+async def test_a_failing_post_is_retried_with_backoff_and_logged_in_full_once(
+    store: Store, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    channel = FlakyChannel(clock, up_at=NOW + timedelta(seconds=7))
+    relay = _relay_with(store, clock, channel)
+    _handoff(store, relay)
+    await relay.deliver_pending("slack")  # the card opens
+    relay.agent_said("C9:card1", "A1", "Hello, Ann here.", "a1")  # queues two customer posts
+    caplog.set_level(logging.WARNING, logger="bot.relay")
+    tries_at = []
+    for second in range(12):
+        clock.now = NOW + timedelta(seconds=second)
+        before = channel.tries
+        await relay.deliver_pending("slack")
+        if channel.tries > before:
+            tries_at.append(second)
+    # Down until 7 s: tried at 0, then after 1, 2 and 4 (the cap) seconds, when both go out.
+    assert tries_at == [0, 1, 3, 7]
+    assert [text for _, text in channel.posts] == [relay.config.claimed_text, "Hello, Ann here."]
+    tracebacks = [r for r in caplog.records if r.exc_info]
+    assert len(tracebacks) == 2  # each message's first failure only; then one line per try
+    assert any("try 3, next in 4 s" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_post_failing_past_the_give_up_age_is_marked_failed(
+    store: Store, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    channel = FlakyChannel(clock, up_at=datetime.max.replace(tzinfo=UTC))
+    relay = _relay_with(store, clock, channel)
+    conversation_id = _handoff(store, relay)
+    await relay.deliver_pending("slack")
+    relay.agent_said("C9:card1", "A1", "Hello, Ann here.", "a1")
+    queued = [i for i in store.relay_outbox(conversation_id) if i.direction == "to_customer"]
+    assert queued
+    caplog.set_level(logging.ERROR, logger="bot.relay")
+    clock.now = max(i.created_at for i in queued) + timedelta(
+        seconds=relay.config.give_up_after_s + 1
+    )
+    await relay.deliver_pending("slack")
+    statuses = {
+        i.status for i in store.relay_outbox(conversation_id) if i.direction == "to_customer"
+    }
+    assert statuses == {"failed"}
+    assert "given up" in caplog.text
+    tries = channel.tries
+    clock.now += timedelta(hours=1)
+    await relay.deliver_pending("slack")
+    assert channel.tries == tries  # never tried again

@@ -68,8 +68,12 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from tests.adapters.discord.fake_discord import TOKEN as DISCORD_TOKEN  # noqa: E402
 from tests.adapters.discord.fake_discord import FakeDiscord  # noqa: E402
-from tests.adapters.slack.emulator import SlackEmulator, signature_headers  # noqa: E402
-from tests.support import worker_processes  # noqa: E402
+from tests.adapters.slack.emulator import (  # noqa: E402
+    SlackEmulator,
+    dm_event,
+    signature_headers,
+)
+from tests.support import stop_gracefully, worker_processes  # noqa: E402
 
 SAMPLE_FAQ = REPO / "knowledge" / "sample" / "faq.jsonl"
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -246,28 +250,14 @@ async def slack_customer(
         ts = f"{1_700_000_000 + index}.{turn + 1:06d}"
         sent = Sent("slack", ts, channel)
         run.sent.append(sent)
-        event = {
-            "token": "x",
-            "team_id": TEAM,
-            "api_app_id": "A0TEST",
-            "event": {
-                "client_msg_id": str(uuid.uuid4()),
-                "type": "message",
-                "text": text,
-                "user": user,
-                "ts": ts,
-                "team": TEAM,
-                "channel": channel,
-                "event_ts": ts,
-                "channel_type": "im",
-            },
-            "type": "event_callback",
-            "event_id": f"Ev{index:05d}{turn}",
-            "event_time": int(time.time()),
-            "authorizations": [
-                {"team_id": TEAM, "user_id": "U0BOT", "is_bot": True, "enterprise_id": None}
-            ],
-        }
+        event = dm_event(
+            team=TEAM,
+            channel=channel,
+            user=user,
+            ts=ts,
+            text=text,
+            event_id=f"Ev{index:05d}{turn}",
+        )
         body = json.dumps(event).encode()
         before = len(emulator.messages[channel])
         started = time.perf_counter()
@@ -515,19 +505,9 @@ async def load(args: argparse.Namespace) -> None:
         report(args, run, emulator, fake_discord, wall, len(pending), idle_rss, busy_rss)
     finally:
         if discord_process is not None:
-            discord_process.send_signal(signal.SIGINT)
-            try:
-                discord_process.wait(60)
-            except subprocess.TimeoutExpired:
-                discord_process.kill()
-            discord_log.close()
+            stop_gracefully(discord_process, discord_log)
         await fake_discord.close()
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
+        stop_gracefully(process, log)
         await emulator.stop()
         if not args.keep:
             drop_database(args.database)

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
+import subprocess
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import psycopg
 import pytest
@@ -36,6 +38,7 @@ __all__ = [
     "fresh_postgres_database",
     "libpq",
     "sample_services",
+    "stop_gracefully",
     "worker_processes",
 ]
 
@@ -125,3 +128,19 @@ def worker_processes(pid: int) -> set[int]:
         if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"spawn_main" in cmdline:
             found.add(int(entry.name))
     return found
+
+
+def stop_gracefully(process: subprocess.Popen[Any], log: IO[Any], timeout_s: float = 60) -> bool:
+    """Stop a `supportbot` process as Ctrl-C does (SIGINT) and close its log; kill it if it
+    has not exited within `timeout_s`. True when it exited on its own."""
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        pass
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        log.close()
+    return process.returncode != -signal.SIGKILL

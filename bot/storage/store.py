@@ -1754,23 +1754,19 @@ class Store:
 
     def unclaim_relay_delivery(self, item_id: int) -> None:
         """Put back a message whose posting failed, to be tried again."""
-        statement = (
-            update(RelayOutbox)
-            .where(col(RelayOutbox.id) == item_id)
-            .values(status="pending", sent_at=None)
-        )
-        with self._session("retry a relay delivery") as session:
-            session.exec(statement)
-            session.commit()
+        self._unsent_relay(item_id, "pending", "retry a relay delivery")
 
     def fail_relay_delivery(self, item_id: int) -> None:
         """Give up a queued message that could not be posted (status "failed")."""
+        self._unsent_relay(item_id, "failed", "give up a relay delivery")
+
+    def _unsent_relay(self, item_id: int, status: str, action: str) -> None:
         statement = (
             update(RelayOutbox)
             .where(col(RelayOutbox.id) == item_id)
-            .values(status="failed", sent_at=None)
+            .values(status=status, sent_at=None)
         )
-        with self._session("give up a relay delivery") as session:
+        with self._session(action) as session:
             session.exec(statement)
             session.commit()
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -25,7 +24,13 @@ import pytest
 from typer.testing import CliRunner
 
 from bot.cli import app
-from tests.support import free_port, fresh_postgres_database, libpq, worker_processes
+from tests.support import (
+    free_port,
+    fresh_postgres_database,
+    libpq,
+    stop_gracefully,
+    worker_processes,
+)
 
 
 @pytest.fixture
@@ -131,12 +136,6 @@ def test_two_workers_share_one_database(
         workers = worker_processes(process.pid)
         assert len(workers) == 2
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(60)
-        finally:
-            if process.poll() is None:
-                process.kill()
-            log.close()
+        assert stop_gracefully(process, log), "the server did not stop within 60 s"
     assert process.returncode == 0, (tmp_path / "run.log").read_text()[-3000:]
     assert all(not Path(f"/proc/{pid}").exists() for pid in workers)

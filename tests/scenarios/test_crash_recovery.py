@@ -37,8 +37,14 @@ import httpx
 import psycopg
 import pytest
 
-from tests.adapters.slack.emulator import SlackEmulator, signature_headers
-from tests.support import free_port, fresh_postgres_database, libpq, worker_processes
+from tests.adapters.slack.emulator import SlackEmulator, dm_event, signature_headers
+from tests.support import (
+    free_port,
+    fresh_postgres_database,
+    libpq,
+    stop_gracefully,
+    worker_processes,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.model, pytest.mark.postgres]
 
@@ -91,27 +97,14 @@ class Customers:
 
     async def slack(self, index: int, text: str) -> None:
         channel, ts = f"D{index:04d}", f"{1_700_000_000 + index}.000100"
-        event = {
-            "token": "x",
-            "team_id": TEAM,
-            "api_app_id": "A0CRASH",
-            "event": {
-                "type": "message",
-                "text": text,
-                "user": f"U{index:04d}",
-                "ts": ts,
-                "team": TEAM,
-                "channel": channel,
-                "event_ts": ts,
-                "channel_type": "im",
-            },
-            "type": "event_callback",
-            "event_id": f"Ev{index:04d}",
-            "event_time": int(time.time()),
-            "authorizations": [
-                {"team_id": TEAM, "user_id": "U0BOT", "is_bot": True, "enterprise_id": None}
-            ],
-        }
+        event = dm_event(
+            team=TEAM,
+            channel=channel,
+            user=f"U{index:04d}",
+            ts=ts,
+            text=text,
+            event_id=f"Ev{index:04d}",
+        )
         body = json.dumps(event).encode()
         for attempt in range(20):
             headers = _signed(body)
@@ -256,10 +249,4 @@ async def test_killed_workers_lose_nothing_and_answer_nothing_twice(
         inbox = Counter(status for (status,) in _rows(postgres_db, "SELECT status FROM inbox"))
         assert inbox == Counter({"done": len(channels)})
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(60)
-        finally:
-            if process.poll() is None:
-                process.kill()
-            log.close()
+        assert stop_gracefully(process, log), "the server did not stop within 60 s"

@@ -384,6 +384,34 @@ class SlackEmulator:
         return envelope_id
 
 
+def dm_event(
+    *, team: str, channel: str, user: str, ts: str, text: str, event_id: str
+) -> dict[str, Any]:
+    """A customer's direct message to the bot as the Events API delivers it (message.im)."""
+    return {
+        "token": "x",
+        "team_id": team,
+        "api_app_id": "A0TEST",
+        "event": {
+            "client_msg_id": str(uuid4()),
+            "type": "message",
+            "text": text,
+            "user": user,
+            "ts": ts,
+            "team": team,
+            "channel": channel,
+            "event_ts": ts,
+            "channel_type": "im",
+        },
+        "type": "event_callback",
+        "event_id": event_id,
+        "event_time": int(time.time()),
+        "authorizations": [
+            {"team_id": team, "user_id": "U0BOT", "is_bot": True, "enterprise_id": None}
+        ],
+    }
+
+
 def signature_headers(body: bytes, secret: str, *, timestamp: int | None = None) -> dict[str, str]:
     """The headers Slack signs a request to the app with: ``v0=`` HMAC-SHA256 of
     ``v0:{timestamp}:{body}`` under the app's signing secret."""

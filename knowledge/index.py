@@ -210,6 +210,13 @@ class LexicalIndex:
 
         path = directory / cls.DIRNAME
         retriever = bm25s.BM25.load(str(path), mmap=True)
+        # Plain array views of the mapped files: still mapped, but slicing a `np.memmap` costs a
+        # subclass object per slice, about a quarter of a query's BM25 time (bm25s slices once
+        # per query word).
+        scores = retriever.scores
+        for name in ("data", "indices", "indptr"):
+            if isinstance(scores.get(name), np.memmap):
+                scores[name] = np.asarray(scores[name])
         tokenizer = cls._tokenizer_factory()
         tokenizer.load_vocab(str(path))
         tokenizer.load_stopwords(str(path))

@@ -239,17 +239,14 @@ class Retriever:
         if exclude_entries:
             extra += int(np.isin(kb.unit_entry, list(exclude_entries)).sum())
         positions, scores = kb.dense.search(vector[None, :], cfg.dense_k + extra)
-        positions, scores = positions[0], scores[0]
-        keep = positions >= 0
         if extra:
-            unit_ok = ~np.isin(positions, list(exclude_units)) if exclude_units else keep
-            entry_ok = (
-                ~np.isin(kb.unit_entry[np.maximum(positions, 0)], list(exclude_entries))
-                if exclude_entries
-                else keep
-            )
-            keep = keep & unit_ok & entry_ok
-        positions, scores = positions[keep][: cfg.dense_k], scores[keep][: cfg.dense_k]
+            keep = positions[0] >= 0
+            if exclude_units:
+                keep &= ~np.isin(positions[0], list(exclude_units))
+            if exclude_entries:
+                keep &= ~np.isin(kb.unit_entry[np.maximum(positions[0], 0)], list(exclude_entries))
+            positions = positions[0][keep][None, : cfg.dense_k]
+            scores = scores[0][keep][None, : cfg.dense_k]
         t1 = time.perf_counter()
         lex_scores = kb.lexical.scores(lexical_query)
         if exclude_units and lex_scores.size:
@@ -257,8 +254,8 @@ class Retriever:
         if exclude_entries and lex_scores.size:
             lex_scores[np.isin(kb.unit_entry, list(exclude_entries))] = 0
         t2 = time.perf_counter()
-        result = self._rank(
-            vector, lexical_query, positions, scores, lex_scores, top, exclude_entries
+        (result,) = self._rank(
+            vector[None, :], [lexical_query], positions, scores, [lex_scores], top, exclude_entries
         )
         result.timings.update(search_ms=(t1 - t0) * 1000, lexical_ms=(t2 - t1) * 1000)
         return result
@@ -266,7 +263,8 @@ class Retriever:
     def search_many(
         self, vectors: Vectors, lexical_queries: Sequence[str], *, top: int = 5
     ) -> list[Retrieval]:
-        """`search` for several embedded queries at once (one FAISS call, batched BM25)."""
+        """`search` for several embedded queries at once: one FAISS call, batched BM25 and
+        one fusion for all of them."""
         kb = self.kb
         assert kb.dense is not None and kb.lexical is not None, "load the knowledge base first"
         if len(vectors) != len(lexical_queries):
@@ -278,110 +276,166 @@ class Retriever:
         t1 = time.perf_counter()
         lexical = kb.lexical.scores_many(lexical_queries)
         t2 = time.perf_counter()
+        results = self._rank(vectors, lexical_queries, positions, scores, lexical, top, ())
         search_ms = (t1 - t0) * 1000 / len(vectors)
         lexical_ms = (t2 - t1) * 1000 / len(vectors)
-        out = []
-        for i, query in enumerate(lexical_queries):
-            keep = positions[i] >= 0
-            row_positions = positions[i][keep][: self.config.dense_k]
-            row_scores = scores[i][keep][: self.config.dense_k]
-            result = self._rank(vectors[i], query, row_positions, row_scores, lexical[i], top, ())
+        for result in results:
             result.timings.update(search_ms=search_ms, lexical_ms=lexical_ms)
-            out.append(result)
-        return out
+        return results
 
     def _rank(
         self,
-        vector: Vector,
-        lexical_query: str,
+        vectors: Vectors,
+        lexical_queries: Sequence[str],
         positions: npt.NDArray[np.int64],
         scores: npt.NDArray[np.float32],
-        lex_scores: npt.NDArray[np.float32],
+        lex_scores: Sequence[npt.NDArray[np.float32]],
         top: int,
         exclude_entries: Collection[int],
-    ) -> Retrieval:
-        """Fuse one query's dense hits (best first) and BM25 scores into ranked entries."""
+    ) -> list[Retrieval]:
+        """Fuse each query's dense hits and BM25 scores into ranked entries, all at once.
+
+        Row `i` of `positions`/`scores` holds query `i`'s dense hits, best first (position -1:
+        no hit). Every (query, entry) pair is one key, ``query * entries + entry``, so the
+        queries are scored together in flat arrays; the arithmetic (float64, and each sum in
+        the order the per-entry loop would add) is that loop's, so the scores are exactly the
+        same (tests/knowledge/test_batched.py keeps the loop as the reference).
+        """
         kb = self.kb
         cfg = self.config
-        t2 = time.perf_counter()
-        # Vectorised over the hits; the arithmetic (float64, same order of operations and of
-        # summation) is the per-entry loop's, so the scores are exactly the same.
-        hit_entries = kb.unit_entry[positions]
-        hit_scores = scores.tolist()
-        best = hit_scores[0] if hit_scores else 0.0
-        votes: dict[int, float] = {}
-        counts: dict[int, int] = {}
-        for e, score in zip(hit_entries[: cfg.vote_k].tolist(), hit_scores, strict=False):
-            votes[e] = votes.get(e, 0.0) + float(np.exp(cfg.tau * (score - best)))
-            counts[e] = counts.get(e, 0) + 1
-        total_votes = sum(votes.values()) or 1.0
-        # Each entry's best dense score: its first hit (the hits come best first).
-        dense_entries, first_hit = np.unique(hit_entries, return_index=True)
-        dense_values = scores[first_hit].astype(np.float64)
+        started = time.perf_counter()
+        n, rows = max(len(kb.entries), 1), len(lexical_queries)
+        unit_entry = kb.unit_entry
 
-        lexical_entries = np.zeros(0, dtype=np.int32)
-        lexical_values = np.zeros(0, dtype=np.float64)
-        lex_total = 1.0
-        top_units = lexical_top(lex_scores, cfg.dense_k)
-        if top_units.size:
-            lex_max = float(lex_scores[top_units[0]])
-            relative = lex_scores[top_units].astype(np.float64) / lex_max
-            lexical_entries, first, inverse = np.unique(
-                kb.unit_entry[top_units], return_index=True, return_inverse=True
-            )
-            lexical_values = np.zeros(len(lexical_entries), dtype=np.float64)
-            np.maximum.at(lexical_values, inverse, relative)
-            # Summed in the order the entries were first met, as a dict would.
-            lex_total = sum(lexical_values[np.argsort(first, kind="stable")].tolist()) or 1.0
+        # Dense: each (query, entry)'s best score is its first hit (hits come best first).
+        hit_row, hit_rank = np.nonzero(positions >= 0)
+        hit_score = scores[hit_row, hit_rank].astype(np.float64)
+        hit_key = hit_row * n + unit_entry[positions[hit_row, hit_rank]]
+        dense_keys, first = np.unique(hit_key, return_index=True)
+        dense_values = hit_score[first]
+
+        # The soft vote of the `vote_k` nearest units, summed per entry in the hits' order.
+        voting = hit_rank < cfg.vote_k
+        best = scores[:, 0].astype(np.float64)
+        weights = np.exp(cfg.tau * (hit_score[voting] - best[hit_row[voting]]))
+        vote_keys, first, inverse = np.unique(
+            hit_key[voting], return_index=True, return_inverse=True
+        )
+        vote_values = np.bincount(inverse, weights=weights, minlength=len(vote_keys)).astype(
+            np.float64
+        )
+        vote_counts = np.bincount(inverse, minlength=len(vote_keys))
+        total_votes = _row_sums(vote_keys // n, vote_values, first, rows)
+
+        # Lexical: the best `dense_k` units with a positive BM25 score, relative to the best.
+        tops = [lexical_top(row, cfg.dense_k) for row in lex_scores]
+        lex_row = np.repeat(np.arange(rows), [len(t) for t in tops])
+        lex_units = np.concatenate(tops) if tops else np.zeros(0, dtype=np.int64)
+        lex_score = np.concatenate(
+            [
+                row[t].astype(np.float64) / float(row[t[0]])
+                for row, t in zip(lex_scores, tops, strict=True)
+                if t.size
+            ]
+            or [np.zeros(0, dtype=np.float64)]
+        )
+        lex_keys, first, inverse = np.unique(
+            lex_row * n + unit_entry[lex_units], return_index=True, return_inverse=True
+        )
+        lex_values = np.zeros(len(lex_keys), dtype=np.float64)
+        np.maximum.at(lex_values, inverse, lex_score)
+        lex_total = _row_sums(lex_keys // n, lex_values, first, rows)
 
         # Feedback on similar questions: skipped outright while nobody has rated anything.
         feedback = self.feedback
-        boosts = feedback.boosts(vector) if feedback is not None and feedback.active else {}
-        found = np.union1d(dense_entries, lexical_entries)
-        if boosts:
-            # An endorsed entry the query did not reach still competes.
-            extra = [
-                position
-                for entry_id, boost in boosts.items()
-                if boost > 0
-                and (position := kb.position(entry_id)) is not None
-                and position not in exclude_entries
-            ]
-            if extra:
-                found = np.union1d(found, np.asarray(extra, dtype=found.dtype))
+        rated = feedback is not None and feedback.active
+        boost_keys: list[int] = []
+        boost_values: list[float] = []
+        endorsed: list[int] = []
+        boosted_rows = np.zeros(rows, dtype=bool)
+        if rated:
+            assert feedback is not None
+            for row, vector in enumerate(vectors):
+                for entry_id, amount in feedback.boosts(vector).items():
+                    position = kb.position(entry_id)
+                    if position is None:
+                        continue
+                    boosted_rows[row] = True
+                    boost_keys.append(row * n + position)
+                    boost_values.append(amount)
+                    # An endorsed entry the query did not reach still competes.
+                    if amount > 0 and position not in exclude_entries:
+                        endorsed.append(row * n + position)
+        found = np.union1d(np.union1d(dense_keys, lex_keys), np.asarray(endorsed, dtype=np.int64))
+        found_row = found // n
         d = np.zeros(len(found), dtype=np.float64)
-        d[np.searchsorted(found, dense_entries)] = dense_values
+        d[np.searchsorted(found, dense_keys)] = dense_values
         lex = np.zeros(len(found), dtype=np.float64)
-        lex[np.searchsorted(found, lexical_entries)] = lexical_values
+        lex[np.searchsorted(found, lex_keys)] = lex_values
         share = np.zeros(len(found), dtype=np.float64)
-        if votes:
-            voted = np.fromiter(votes, dtype=found.dtype, count=len(votes))
-            share[np.searchsorted(found, voted)] = np.fromiter(
-                votes.values(), dtype=np.float64, count=len(votes)
-            )
-        share = share / total_votes
-        score = share + cfg.lexical_weight * lex / lex_total + cfg.dense_weight * d
+        share[np.searchsorted(found, vote_keys)] = vote_values
+        share = share / total_votes[found_row]
+        votes = np.zeros(len(found), dtype=np.int64)
+        votes[np.searchsorted(found, vote_keys)] = vote_counts
+        score = share + cfg.lexical_weight * lex / lex_total[found_row] + cfg.dense_weight * d
         boost = np.zeros(len(found), dtype=np.float64)
-        if boosts:
-            boost = np.asarray([boosts.get(kb.entries[e].id, 0.0) for e in found.tolist()])
+        if boost_keys:
+            keys = np.asarray(boost_keys, dtype=np.int64)
+            present = np.isin(keys, found)
+            boost[np.searchsorted(found, keys[present])] = np.asarray(boost_values)[present]
         score = score + boost
-        # Best first, ties by entry id; Candidates only for the entries kept.
-        order = np.lexsort((self._id_rank()[found], -score))[: max(top, 1)]
-        ranked = tuple(
-            Candidate(
-                kb.entries[e],
-                float(score[i]),
-                float(d[i]),
-                float(share[i]),
-                float(lex[i]),
-                counts.get(e, 0),
-                float(boost[i]),
-            )
-            for i, e in zip(order.tolist(), found[order].tolist(), strict=True)
+
+        # Per query: best first, ties by entry id; Candidates only for the `top` kept.
+        found_entry = found % n
+        order = np.lexsort((self._id_rank()[found_entry], -score, found_row))
+        per_row = np.bincount(found_row, minlength=rows)
+        starts = np.cumsum(per_row) - per_row
+        kept = order[np.arange(len(order)) - starts[found_row[order]] < max(top, 1)]
+        columns = zip(
+            found_entry[kept].tolist(),
+            score[kept].tolist(),
+            d[kept].tolist(),
+            share[kept].tolist(),
+            lex[kept].tolist(),
+            votes[kept].tolist(),
+            boost[kept].tolist(),
+            strict=True,
         )
-        timings = {"fusion_ms": (time.perf_counter() - t2) * 1000}
-        scale = feedback.config.max_boost if boosts and feedback is not None else 0.0
-        return Retrieval(lexical_query, ranked, features_of(ranked, cfg.vote_k, scale), timings)
+        entries = kb.entries
+        candidates = [
+            Candidate(entries[e], s, de, sh, le, v, b) for e, s, de, sh, le, v, b in columns
+        ]
+        fusion_ms = (time.perf_counter() - started) * 1000 / max(rows, 1)
+        scale = feedback.config.max_boost if feedback is not None else 0.0
+        out = []
+        end = 0
+        for row, count in enumerate(np.minimum(per_row, max(top, 1)).tolist()):
+            ranked = tuple(candidates[end : end + count])
+            end += count
+            bound = scale if boosted_rows[row] else 0.0
+            out.append(
+                Retrieval(
+                    lexical_queries[row],
+                    ranked,
+                    features_of(ranked, cfg.vote_k, bound),
+                    {"fusion_ms": fusion_ms},
+                )
+            )
+        return out
+
+
+def _row_sums(
+    row: npt.NDArray[np.int64],
+    values: npt.NDArray[np.float64],
+    first: npt.NDArray[np.int64],
+    rows: int,
+) -> npt.NDArray[np.float64]:
+    """Per row, the sum of `values` in the order they were first met (`first`), as a loop
+    adding them one by one would round it; 1.0 for a row with nothing (or a zero sum)."""
+    order = np.argsort(first, kind="stable")
+    sums = np.bincount(row[order], weights=values[order], minlength=rows).astype(np.float64)
+    sums[sums == 0] = 1.0
+    return sums
 
 
 def features_of(

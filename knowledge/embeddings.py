@@ -437,12 +437,7 @@ class Embedder:
     def _encode_onnx_many(self, texts: Sequence[str], batch: int) -> Vectors:
         """Many texts through ONNX Runtime, in batches of similar length (little padding)."""
         assert self._onnx is not None
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        out = np.zeros((len(texts), self.dimension), dtype=np.float32)
-        for start in range(0, len(order), batch):
-            rows = order[start : start + batch]
-            out[rows] = self._onnx.encode([texts[i] for i in rows])
-        return out
+        return self._onnx.encode_many(texts, batch)
 
     def encode_with_progress(self, texts: Sequence[str], description: str = "Embedding") -> Vectors:
         """Embed many texts in batches with a rich progress bar."""

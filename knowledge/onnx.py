@@ -175,7 +175,32 @@ class OnnxEncoder:
 
     def encode(self, texts: Sequence[str]) -> Vectors:
         """One forward pass over all texts (padded to the longest)."""
+        return self._run(self._tokenizer.encode_batch(list(texts)))
+
+    def encode_many(self, texts: Sequence[str], batch: int) -> Vectors:
+        """Many texts in passes of `batch`, grouped by their number of tokens.
+
+        The texts are tokenized once, together, and sorted by token count, so each pass pads
+        almost nothing; sorting by characters, as before, left enough padding to cost about a
+        fifth of the model's rate (BANKING77 test questions, int8: 850 → 1,091 texts/s over
+        2,048 in passes of 64; docs/benchmarks.md, "Fourth round").
+        """
         encodings = self._tokenizer.encode_batch(list(texts))
+        if not encodings:
+            return np.zeros((0, 0), dtype=np.float32)
+        order = np.argsort([len(e.ids) for e in encodings], kind="stable")
+        in_order = np.concatenate(
+            [
+                self._run([encodings[i] for i in order[start : start + batch]])
+                for start in range(0, len(order), batch)
+            ]
+        )
+        out = np.empty_like(in_order)
+        out[order] = in_order
+        return out
+
+    def _run(self, encodings: Sequence[Any]) -> Vectors:
+        """One forward pass over tokenized texts, padded to the longest."""
         width = max(len(e.ids) for e in encodings)
         ids = np.zeros((len(encodings), width), dtype=np.int64)
         mask = np.zeros_like(ids)

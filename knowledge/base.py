@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import json
 import logging
+import mmap
 import os
 import shutil
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -102,6 +103,11 @@ def _entry_to_json(entry: Entry) -> dict[str, Any]:
     return data
 
 
+def _answer_id(entry: Entry) -> str:
+    """What `KnowledgeBase.entry_by_answer` looks an answer up by."""
+    return content_id(entry.answer.strip())
+
+
 def _entry_from_json(data: Mapping[str, Any]) -> Entry:
     return Entry(
         id=data["id"],
@@ -114,6 +120,70 @@ def _entry_from_json(data: Mapping[str, Any]) -> Entry:
         source=data.get("source", ""),
         heading_path=tuple(data.get("heading_path") or ()),
     )
+
+
+#: Beside ``entries.jsonl``: every entry's id and its answer's content id, in entry order, so a
+#: load needs neither to parse every entry (`StoredEntries`).
+ENTRY_INDEX = "entry_index.json"
+
+
+class StoredEntries(Sequence[Entry]):
+    """The entries of ``entries.jsonl``, each parsed the first time it is asked for.
+
+    A worker answers from a few entries at a time: parsing all of them at load took about a
+    second of a 100,000-passage worker's three-second start-up, and their objects a hundred
+    megabytes. The file is memory-mapped and only its line ends are found at load (one numpy
+    pass); iterating parses everything, as a list would.
+
+    Args:
+        path: the ``entries.jsonl`` file, one JSON object per line.
+    """
+
+    def __init__(self, path: Path) -> None:
+        with path.open("rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            self._data: mmap.mmap | bytes = (
+                mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+            )
+        ends = np.flatnonzero(np.frombuffer(self._data, dtype=np.uint8) == ord("\n"))
+        if size and (not len(ends) or ends[-1] != size - 1):
+            ends = np.append(ends, size)  # a last line without its newline
+        starts = np.concatenate([[0], ends[:-1] + 1]) if len(ends) else ends
+        lines = ends > starts  # blank lines are not entries
+        self._starts, self._ends = starts[lines].tolist(), ends[lines].tolist()
+        self._parsed: dict[int, Entry] = {}
+
+    def __len__(self) -> int:
+        return len(self._starts)
+
+    @overload
+    def __getitem__(self, index: int) -> Entry: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Entry]: ...
+
+    def __getitem__(self, index: int | slice) -> Entry | list[Entry]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        position = index + len(self) if index < 0 else index
+        if not 0 <= position < len(self):
+            raise IndexError(f"entry {index} of {len(self)}")
+        entry = self._parsed.get(position)
+        if entry is None:
+            line = self._data[self._starts[position] : self._ends[position]]
+            entry = self._parsed[position] = _entry_from_json(json.loads(line))
+        return entry
+
+    def __iter__(self) -> Iterator[Entry]:
+        return (self[i] for i in range(len(self)))
+
+    def __eq__(self, other: object) -> bool:
+        """Equal to the same entries in the same order, as a list of them would be."""
+        if isinstance(other, StoredEntries | list | tuple):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # mutable-looking, like a list
 
 
 class KnowledgeBase:
@@ -129,14 +199,16 @@ class KnowledgeBase:
         self.directory = Path(directory)
         self.embedder = embedder
         self.mmap = mmap
-        self.entries: list[Entry] = []
+        self.entries: Sequence[Entry] = ()
+        #: Every entry's id, in entry order (what ties in the ranking are broken by).
+        self.entry_ids: list[str] = []
         self.unit_entry: npt.NDArray[np.int32] = np.zeros(0, dtype=np.int32)
         self.unit_kind: npt.NDArray[np.int8] = np.zeros(0, dtype=np.int8)
         self.dense: DenseIndex | None = None
         self.lexical: LexicalIndex | None = None
         self.manifest: Manifest | None = None
         self._by_id: dict[str, int] = {}
-        self._by_answer: dict[str, int] | None = None
+        self._by_answer: dict[str, int] = {}
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -167,15 +239,27 @@ class KnowledgeBase:
                 f"{self.directory} was built with another embedding model; rebuild it with "
                 "`supportbot kb ingest --replace PATH...` (or use the model it was built with)"
             )
-        with (self.directory / "entries.jsonl").open(encoding="utf-8") as fh:
-            self.entries = [_entry_from_json(json.loads(line)) for line in fh]
+        self.entries = StoredEntries(self.directory / "entries.jsonl")
+        index_path = self.directory / ENTRY_INDEX
+        if index_path.exists():
+            index = json.loads(index_path.read_text(encoding="utf-8"))
+            ids, answers = list(index["ids"]), list(index["answers"])
+        else:  # built before the entry index existed: read every entry once
+            ids = [e.id for e in self.entries]
+            answers = [_answer_id(e) for e in self.entries]
+        if len(ids) != len(self.entries) or len(answers) != len(ids):
+            raise KnowledgeError(
+                f"{self.directory} is inconsistent ({len(self.entries)} entries, {len(ids)} in "
+                f"{ENTRY_INDEX}); rebuild it with `supportbot kb ingest --replace PATH...`"
+            )
+        self.entry_ids = ids
         units = np.load(self.directory / "units.npz")
         self.unit_entry = units["entry"].astype(np.int32)
         self.unit_kind = units["kind"].astype(np.int8)
         self.dense = DenseIndex.load(self.directory, mmap=self.mmap)
         self.lexical = LexicalIndex.load(self.directory, len(self.unit_entry))
-        self._by_id = {e.id: i for i, e in enumerate(self.entries)}
-        self._by_answer = None
+        self._by_id = {entry_id: i for i, entry_id in enumerate(ids)}
+        self._by_answer = {answer: i for i, answer in enumerate(answers)}
         self.manifest = manifest
         # Cached query vectors are dropped with every (re)load, so a changed knowledge base or
         # model never answers from vectors computed before it.
@@ -229,8 +313,6 @@ class KnowledgeBase:
 
     def entry_by_answer(self, text: str) -> Entry | None:
         """The entry whose answer is exactly `text` (how a bot turn in a history is read)."""
-        if self._by_answer is None:
-            self._by_answer = {content_id(e.answer.strip()): i for i, e in enumerate(self.entries)}
         position = self._by_answer.get(content_id(text.strip()))
         return None if position is None else self.entries[position]
 
@@ -400,6 +482,8 @@ class KnowledgeBase:
         with (staging / "entries.jsonl").open("w", encoding="utf-8") as fh:
             for entry in entries:
                 fh.write(json.dumps(_entry_to_json(entry), ensure_ascii=False) + "\n")
+        index = {"ids": [e.id for e in entries], "answers": [_answer_id(e) for e in entries]}
+        (staging / ENTRY_INDEX).write_text(json.dumps(index), encoding="utf-8")
         np.savez(
             staging / "units.npz",
             entry=np.asarray(unit_entry, dtype=np.int32),

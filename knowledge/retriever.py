@@ -99,17 +99,16 @@ class Retriever:
         self.kb = kb
         self.config = config or RetrieverConfig()
         self.feedback = feedback
-        self._ranked_entries: list[Entry] | None = None
+        self._ranked_ids: list[str] | None = None
         self._id_ranks: npt.NDArray[np.int64] = np.zeros(0, dtype=np.int64)
 
     def _id_rank(self) -> npt.NDArray[np.int64]:
         """Each entry's place in the order of entry ids (ties in ranking go by id)."""
-        entries = self.kb.entries
-        if self._ranked_entries is not entries:
-            ids = np.asarray([e.id for e in entries], dtype=object)
-            rank = np.empty(len(entries), dtype=np.int64)
-            rank[np.argsort(ids, kind="stable")] = np.arange(len(entries))
-            self._id_ranks, self._ranked_entries = rank, entries
+        ids = self.kb.entry_ids
+        if self._ranked_ids is not ids:
+            rank = np.empty(len(ids), dtype=np.int64)
+            rank[np.argsort(np.asarray(ids, dtype=object), kind="stable")] = np.arange(len(ids))
+            self._id_ranks, self._ranked_ids = rank, ids
         return self._id_ranks
 
     def embed(self, text: str) -> Vector:

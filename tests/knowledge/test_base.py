@@ -16,9 +16,11 @@ import pytest
 
 from bot.errors import IndexMissingError, KnowledgeError
 from knowledge.base import (
+    ENTRY_INDEX,
     PASSAGE_EMBED_CHARS,
     UNIT_KINDS,
     KnowledgeBase,
+    StoredEntries,
     units_of,
 )
 from knowledge.embeddings import Embedder
@@ -426,3 +428,57 @@ def test_content_id_is_stable() -> None:
     assert content_id("a", "b") == content_id("a", "b")
     assert content_id("a", "b") != content_id("ab")
     assert len(content_id("x")) == 16
+
+
+# --- entries read as they are needed ---------------------------------------------------------
+
+
+def test_a_load_parses_no_entry_until_one_is_asked_for(
+    built: KnowledgeBase, embedder: Embedder
+) -> None:
+    reloaded = KnowledgeBase(built.directory, embedder).load()
+    entries = reloaded.entries
+    assert isinstance(entries, StoredEntries)
+    assert entries._parsed == {}  # the ids and answers come from the entry index
+    assert reloaded.position("export-pdf") == 1
+    assert reloaded.entry_by_answer(_entries_a()[2].answer) == _entries_a()[2]
+    assert set(entries._parsed) == {2}
+    assert entries[-1] == _entries_a()[-1] and entries[1:3] == _entries_a()[1:3]
+    with pytest.raises(IndexError):
+        entries[len(entries)]
+
+
+def test_an_index_without_the_entry_index_still_loads(
+    built: KnowledgeBase, embedder: Embedder
+) -> None:
+    (built.directory / ENTRY_INDEX).unlink()  # as an index built by an earlier version
+    reloaded = KnowledgeBase(built.directory, embedder).load()
+    assert reloaded.entries == _entries_a()
+    assert reloaded.entry_ids == [e.id for e in _entries_a()]
+    assert reloaded.entry_by_answer(_entries_a()[1].answer) == _entries_a()[1]
+
+
+def test_an_entry_index_that_does_not_match_the_entries_fails_clearly(
+    built: KnowledgeBase, embedder: Embedder
+) -> None:
+    path = built.directory / ENTRY_INDEX
+    index = json.loads(path.read_text())
+    path.write_text(json.dumps({"ids": index["ids"][:-1], "answers": index["answers"][:-1]}))
+    with pytest.raises(KnowledgeError, match="rebuild it"):
+        KnowledgeBase(built.directory, embedder).load()
+
+
+def test_stored_entries_read_any_text_and_skip_blank_lines(tmp_path: Path) -> None:
+    odd = [
+        Entry(id="ü-1", answer="Grüße — 你好 👋\nzweite Zeile", question="Straße?"),
+        Entry(id="e\u0301", answer='quotes " and \\ backslashes', tags=("a", "b")),
+    ]
+    path = tmp_path / "entries.jsonl"
+    lines = [json.dumps(dataclasses.asdict(e), ensure_ascii=False) for e in odd]
+    path.write_text(f"{lines[0]}\n\n{lines[1]}", encoding="utf-8")  # a blank line, no last \n
+    stored = StoredEntries(path)
+    assert len(stored) == 2
+    assert list(stored) == odd == stored
+    empty = tmp_path / "empty.jsonl"
+    empty.write_bytes(b"")
+    assert len(StoredEntries(empty)) == 0 and list(StoredEntries(empty)) == []

@@ -185,17 +185,19 @@ def in_process(args: argparse.Namespace, index10: Path) -> dict[str, Any]:
         for text in texts[:20]:
             responder.respond(text)
         decisions = time_each(responder.respond, texts)
-        # A process with a backlog takes many messages at once; each size's median of 3 runs.
-        by_size = {
-            size: statistics.median(
-                batched_rate(responder.respond_many, texts, size) for _ in range(3)
-            )
-            for size in args.batch
-        }
+        # A process with a backlog takes many messages at once. The host's speed drifts over
+        # minutes, so the raw rate and each batch size are measured in turns, three rounds, and
+        # the ratio is the median of each round's own best batched rate over its raw rate.
+        rounds = []
+        for _ in range(3):
+            raw_now = raw_rate(kb.embedder, texts)
+            sizes = {size: batched_rate(responder.respond_many, texts, size) for size in args.batch}
+            rounds.append((raw_now, sizes))
+        by_size = {size: statistics.median(r[1][size] for r in rounds) for size in args.batch}
         best_size = max(by_size, key=lambda size: by_size[size])
-        batched = by_size[best_size]
+        ratios = [max(sizes.values()) / raw_now for raw_now, sizes in rounds]
         turns, turn_rate = time_turns(engine, texts)
-        rate = raw_rate(kb.embedder, texts)
+        rate = statistics.median(r[0] for r in rounds)
         row = {
             "decision_p50": statistics.median(decisions),
             "decision_p95": pct(decisions, 95),
@@ -203,11 +205,13 @@ def in_process(args: argparse.Namespace, index10: Path) -> dict[str, Any]:
             "turn_p95": pct(turns, 95),
             "turn_rate": turn_rate,
             "decision_rate": 1000 / statistics.mean(decisions),
-            "batched_rate": batched,
+            "batched_rate": by_size[best_size],
             "batched_size": best_size,
             **{f"batched_rate_{size}": rate for size, rate in by_size.items()},
             "raw_rate": rate,
-            "batched_ratio": batched / rate,
+            "raw_rates": [r[0] for r in rounds],
+            "batched_ratios": ratios,
+            "batched_ratio": statistics.median(ratios),
         }
         if args.postgres_url:
             from bot.engine import Engine
@@ -378,9 +382,11 @@ def targets(report: dict[str, Any]) -> list[tuple[str, str, bool]]:
             for key, value in row.items()
             if key.startswith("batched_rate_") and key != f"batched_rate_{row['batched_size']}"
         )
+        rounds = ", ".join(f"{r:.0%}" for r in row.get("batched_ratios", [ratio]))
         text = (
             f"{name}: {row['batched_rate']:.1f} msgs/s, {row['batched_size']} at once, vs raw "
-            f"{row['raw_rate']:.1f}/s = {ratio:.0%} ({others + ', ' if others else ''}"
+            f"{row['raw_rate']:.1f}/s: {ratio:.0%}, the median of rounds {rounds} "
+            f"({others + ', ' if others else ''}"
             f"one at a time {row['decision_rate'] / row['raw_rate']:.0%})"
         )
         rows.append((f"throughput >= {TARGET_RATIO:.0%} of raw", text, ratio >= TARGET_RATIO))

@@ -155,7 +155,8 @@ class RelayConfig:
             post); `SUPPORTBOT_RELAY_REPLY_WAIT_S`.
         retry_max_s: a message whose posting failed is tried again after `poll_s`, then after
             twice as long each time, up to this (a platform down for minutes is not hammered
-            every second, nor its failure logged every second).
+            every second, nor its failure logged every second). The wait is recorded on the
+            message, so it holds for every process that serves the platform.
         give_up_after_s: a message still failing this long after it was queued is given up
             (status "failed", logged as an error): its target is gone for good (an uninstalled
             workspace, a deleted channel).
@@ -271,8 +272,6 @@ class Relay:
         self._clock = clock
         self._desks: dict[str, Desk] = {}
         self._channels: dict[str, CustomerChannel] = {}
-        # Messages whose posting failed in this process: (tries, when to try again).
-        self._retries: dict[int, tuple[int, datetime]] = {}
 
     # Registration ------------------------------------------------------------------------------
 
@@ -510,19 +509,18 @@ class Relay:
     async def deliver_pending(self, platform: str) -> int:
         """Open the cards and post the messages queued for `platform`; returns how many posted.
 
-        Failures are logged and left queued for the next round.
+        Failures are logged and left queued, backing off (see `_failed`). The back-off is kept
+        on the message's row, so no process sharing the database tries a message before its
+        time, and a restarted process remembers it.
         """
         posted = 0
         desk = self._desks.get(platform)
         if desk is not None:
             for link in await asyncio.to_thread(self._links_to_open, platform):
                 posted += await self._open_card(desk, link)
-        items = await asyncio.to_thread(self.store.pending_relay, platform)
         now = self._clock()
-        for item in items:
-            retry = self._retries.get(item.id)
-            if retry is None or retry[1] <= now:
-                posted += await self._deliver(item)
+        for item in await asyncio.to_thread(self.store.pending_relay, platform, now=now):
+            posted += await self._deliver(item, now)
         return posted
 
     def _links_to_open(self, desk: str) -> list[RelayLinkInfo]:
@@ -596,7 +594,7 @@ class Relay:
         logger.info("relay: card %s opened for conversation %s", card_ref, link.conversation_id)
         return 1
 
-    async def _deliver(self, item: OutboxItem) -> int:
+    async def _deliver(self, item: OutboxItem, now: datetime) -> int:
         desk = self._desks.get(item.target_platform)
         channel = self._channels.get(item.target_platform)
         target = item.target_ref
@@ -610,8 +608,8 @@ class Relay:
                 target = link.card_ref
         elif channel is None:
             return 0
-        if not await asyncio.to_thread(self.store.claim_relay_delivery, item.id):
-            return 0  # another process took it
+        if not await asyncio.to_thread(self.store.claim_relay_delivery, item.id, now=now):
+            return 0  # another process took it, or put it off after a failure of its own
         try:
             if item.direction == "to_agent":
                 assert desk is not None
@@ -626,7 +624,6 @@ class Relay:
         except Exception as exc:
             await self._failed(item, exc)
             return 0
-        self._retries.pop(item.id, None)
         if ref:
             await asyncio.to_thread(
                 self.store.claim_event, item.target_platform, f"relay-post:{ref}"
@@ -634,36 +631,40 @@ class Relay:
         return 1
 
     async def _failed(self, item: OutboxItem, exc: Exception) -> None:
-        """A posting failed: try again later, backing off; give up once it is too old. The
-        traceback is logged at the first failure only."""
+        """A posting failed: the store puts the message off (`poll_s` doubling up to
+        `retry_max_s`), or gives it up once it is `give_up_after_s` old. The count of failed
+        tries is the row's, whichever process made them, so the traceback is logged at a
+        message's first failure only, and one line at each later one."""
         now = self._clock()
-        tries = self._retries.get(item.id, (0, now))[0] + 1
-        if (now - item.created_at).total_seconds() >= self.config.give_up_after_s:
-            self._retries.pop(item.id, None)
-            await asyncio.to_thread(self.store.fail_relay_delivery, item.id)
+        recorded = await asyncio.to_thread(
+            self.store.relay_delivery_failed,
+            item.id,
+            now=now,
+            first_delay_s=self.config.poll_s,
+            max_delay_s=self.config.retry_max_s,
+            give_up_after_s=self.config.give_up_after_s,
+        )
+        if recorded.status == "failed":
             logger.error(
                 "relay: message %s on %s given up after %d tries since %s: %s",
                 item.id,
                 item.target_platform,
-                tries,
+                recorded.attempts,
                 item.created_at.isoformat(),
                 exc,
             )
-            return
-        delay = min(self.config.retry_max_s, self.config.poll_s * 2 ** (tries - 1))
-        self._retries[item.id] = (tries, now + timedelta(seconds=delay))
-        await asyncio.to_thread(self.store.unclaim_relay_delivery, item.id)
-        if tries == 1:
+        elif recorded.attempts == 1:
             logger.exception(
                 "relay: cannot post message %s on %s; trying again", item.id, item.target_platform
             )
         else:
+            assert recorded.next_attempt_at is not None
             logger.warning(
                 "relay: message %s on %s still not posted (try %d, next in %.0f s): %s",
                 item.id,
                 item.target_platform,
-                tries,
-                delay,
+                recorded.attempts,
+                (recorded.next_attempt_at - now).total_seconds(),
                 exc,
             )
 

@@ -14,7 +14,7 @@ import logging
 import threading
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Final
 
@@ -247,6 +247,8 @@ class OutboxItem:
     status: str
     created_at: datetime
     sent_at: datetime | None
+    attempts: int = 0
+    next_attempt_at: datetime | None = None
 
 
 def _link_info(row: RelayLink) -> RelayLinkInfo:
@@ -278,6 +280,18 @@ def _outbox_item(row: RelayOutbox) -> OutboxItem:
         status=row.status,
         created_at=row.created_at,
         sent_at=row.sent_at,
+        attempts=row.attempts,
+        next_attempt_at=row.next_attempt_at,
+    )
+
+
+def _relay_due(now: datetime | None) -> ColumnElement[bool]:
+    """The relay outbox rows that may be claimed at `now` (default: the current time): pending,
+    and not waiting out a back-off. Listing and claiming share it, so a process never lists
+    what it may not claim, nor claims what another process's failure put off."""
+    next_attempt_at = col(RelayOutbox.next_attempt_at)
+    return (col(RelayOutbox.status) == "pending") & or_(
+        next_attempt_at.is_(None), next_attempt_at <= (utcnow() if now is None else now)
     )
 
 
@@ -1698,11 +1712,14 @@ class Store:
                 return False
             return True
 
-    def pending_relay(self, platform: str, limit: int = 100) -> list[OutboxItem]:
-        """Messages waiting to be posted on `platform`, oldest first."""
+    def pending_relay(
+        self, platform: str, limit: int = 100, *, now: datetime | None = None
+    ) -> list[OutboxItem]:
+        """Messages due to be posted on `platform` at `now` (default: the current time), oldest
+        first. Those waiting out a back-off are left out, so they never fill the `limit`."""
         query = (
             select(RelayOutbox)
-            .where(RelayOutbox.target_platform == platform, RelayOutbox.status == "pending")
+            .where(RelayOutbox.target_platform == platform, _relay_due(now))
             .order_by(col(RelayOutbox.id))
             .limit(limit)
         )
@@ -1740,12 +1757,17 @@ class Store:
         with self._session("list delivered relay messages") as session:
             return [_outbox_item(row) for row in session.exec(query)]
 
-    def claim_relay_delivery(self, item_id: int) -> bool:
-        """Mark a queued message sent before posting it; True if this caller got it."""
+    def claim_relay_delivery(self, item_id: int, *, now: datetime | None = None) -> bool:
+        """Mark a queued message sent before posting it; True if this caller got it.
+
+        Only a message due at `now` (default: the current time) is claimed; the claim clears
+        its `next_attempt_at`, so a message that is then posted keeps no back-off (its
+        `attempts` stay, as a record of the failed tries).
+        """
         statement = (
             update(RelayOutbox)
-            .where(col(RelayOutbox.id) == item_id, col(RelayOutbox.status) == "pending")
-            .values(status="sent", sent_at=utcnow())
+            .where(col(RelayOutbox.id) == item_id, _relay_due(now))
+            .values(status="sent", sent_at=utcnow(), next_attempt_at=None)
         )
         with self._session("claim a relay delivery") as session:
             result = session.exec(statement)
@@ -1753,18 +1775,64 @@ class Store:
             return int(result.rowcount) == 1
 
     def unclaim_relay_delivery(self, item_id: int) -> None:
-        """Put back a message whose posting failed, to be tried again."""
+        """Put back a claimed message to be tried again at once (no back-off)."""
         self._unsent_relay(item_id, "pending", "retry a relay delivery")
 
-    def fail_relay_delivery(self, item_id: int) -> None:
-        """Give up a queued message that could not be posted (status "failed")."""
-        self._unsent_relay(item_id, "failed", "give up a relay delivery")
+    def relay_delivery_failed(
+        self,
+        item_id: int,
+        *,
+        now: datetime,
+        first_delay_s: float,
+        max_delay_s: float,
+        give_up_after_s: float,
+    ) -> OutboxItem:
+        """Record that posting a claimed message failed at `now`: it backs off, or is given up.
 
-    def _unsent_relay(self, item_id: int, status: str, action: str) -> None:
+        The message goes back to pending with one more failed attempt and is not claimed again
+        before ``now + min(max_delay_s, first_delay_s * 2**attempts)`` (`attempts` counted
+        before this one), by this process or any other; a message queued `give_up_after_s` or
+        more before `now` is marked "failed" instead and never tried again. Reading the row and
+        writing it back need no lock: the caller's claim keeps every other process off it.
+
+        Returns:
+            The message as recorded: its `attempts`, and its status and `next_attempt_at`.
+
+        Raises:
+            StorageError: the message does not exist (or the database failed).
+        """
+        with self._session("read a failed relay delivery") as session:
+            row = session.get(RelayOutbox, item_id)
+            item = None if row is None else _outbox_item(row)
+        if item is None:
+            raise StorageError(f"relay message {item_id} does not exist")
+        attempts = item.attempts + 1
+        if (now - item.created_at).total_seconds() >= give_up_after_s:
+            status, next_attempt_at = "failed", None
+        else:
+            delay = min(max_delay_s, first_delay_s * 2**item.attempts)
+            status, next_attempt_at = "pending", now + timedelta(seconds=delay)
+        self._unsent_relay(
+            item_id,
+            status,
+            "record a failed relay delivery",
+            attempts=attempts,
+            next_attempt_at=next_attempt_at,
+        )
+        return replace(
+            item,
+            status=status,
+            sent_at=None,
+            attempts=attempts,
+            next_attempt_at=next_attempt_at,
+        )
+
+    def _unsent_relay(self, item_id: int, status: str, action: str, **values: Any) -> None:
+        """Set a message that is not (or no longer) sent to `status`, with `values` besides."""
         statement = (
             update(RelayOutbox)
             .where(col(RelayOutbox.id) == item_id)
-            .values(status=status, sent_at=None)
+            .values(status=status, sent_at=None, **values)
         )
         with self._session(action) as session:
             session.exec(statement)

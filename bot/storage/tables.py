@@ -314,7 +314,13 @@ class RelayLink(StorageModel, table=True):
 
 
 class RelayOutbox(StorageModel, table=True):
-    """A message the relay will post (or posted) on a platform; `origin_key` de-duplicates."""
+    """A message the relay will post (or posted) on a platform; `origin_key` de-duplicates.
+
+    A message whose posting failed keeps its back-off here rather than in a process, so every
+    process sharing the database waits for the same `next_attempt_at` and a restart remembers
+    it: `attempts` counts the failed posts (kept once it is sent, as a record), and a pending
+    row is not claimed before `next_attempt_at` (None: at once).
+    """
 
     __tablename__ = "relay_outbox"
     __table_args__ = (
@@ -333,6 +339,8 @@ class RelayOutbox(StorageModel, table=True):
     status: str = "pending"
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    attempts: int = 0
+    next_attempt_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class ReviewItem(StorageModel, table=True):

@@ -1,10 +1,11 @@
-"""The handoff relay with in-memory desks and customer channels, on a real (SQLite) store."""
+"""The handoff relay with in-memory desks and customer channels, on a real store: SQLite, and
+PostgreSQL too where several processes share one database (each a `Relay` on its own `Store`)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -30,7 +31,8 @@ from bot.relay import (
     request_from_json,
     request_to_json,
 )
-from bot.storage.store import Store
+from bot.storage.store import OutboxItem, Store
+from tests.support import fresh_postgres_database
 
 KEY = ConversationKey("slack", "T1", "D1", "")
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -597,3 +599,198 @@ async def test_a_post_failing_past_the_give_up_age_is_marked_failed(
     clock.now += timedelta(hours=1)
     await relay.deliver_pending("slack")
     assert channel.tries == tries  # never tried again
+
+
+# The back-off lives on the message's row, shared by every process ------------------------------
+
+NEVER = datetime.max.replace(tzinfo=UTC)
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite", id="sqlite"),
+        pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
+    ]
+)
+def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database that several processes share: an SQLite file, or a fresh PostgreSQL one."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'shared.db'}"
+        return
+    with fresh_postgres_database("supportbot_relay") as url:
+        yield url
+
+
+@pytest.fixture
+def open_store(shared_url: str) -> Iterator[Callable[[], Store]]:
+    """Opens the shared database as one more process would: its own engine and connections."""
+    opened: list[Store] = []
+
+    def open_one() -> Store:
+        opened.append(Store.from_url(shared_url))
+        return opened[-1]
+
+    yield open_one
+    for store in opened:
+        store.close()
+
+
+def _queue_for_customer(store: Store, origin: str = "agent:a1") -> OutboxItem:
+    conversation = store.get_or_create_conversation(KEY, "U1")
+    assert store.enqueue_relay(
+        conversation.id,
+        direction="to_customer",
+        target_platform="slack",
+        target_ref=str(KEY),
+        text="Hello, Ann here.",
+        author="A1",
+        origin_key=origin,
+    )
+    return store.relay_outbox(conversation.id)[-1]
+
+
+def _row(store: Store, item: OutboxItem) -> OutboxItem:
+    """The message as the database has it now."""
+    [row] = [i for i in store.relay_outbox(item.conversation_id) if i.id == item.id]
+    return row
+
+
+async def _tried(relay: Relay, channel: FlakyChannel, clock: Clock, at: datetime) -> bool:
+    """Run one delivery round at `at`; whether it tried to post to the customer."""
+    clock.now = at
+    before = channel.tries
+    await relay.deliver_pending("slack")
+    return channel.tries > before
+
+
+async def test_another_process_does_not_try_a_failing_message_before_its_time(
+    open_store: Callable[[], Store], clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two processes serve the customers' platform (two web workers, say): each waits for the
+    back-off that the other's failure set, and the traceback is logged once in all."""
+    stores = {"A": open_store(), "B": open_store()}
+    channels = {name: FlakyChannel(clock, up_at=NEVER) for name in stores}
+    relays = {name: _relay_with(stores[name], clock, channels[name]) for name in stores}
+    item = _queue_for_customer(stores["A"])
+    start = item.created_at
+    caplog.set_level(logging.WARNING, logger="bot.relay")
+    rounds = [(0, "A"), (0.5, "B"), (1, "B"), (2, "A"), (2.5, "B"), (3, "A"), (5, "B"), (7, "A")]
+    tried: list[tuple[float, str]] = []
+    for seconds, name in rounds:
+        if await _tried(relays[name], channels[name], clock, start + timedelta(seconds=seconds)):
+            tried.append((seconds, name))
+    # poll_s 1, retry_max_s 4: due again 1, 2 and 4 (the cap) seconds after each failure.
+    assert tried == [(0, "A"), (1, "B"), (3, "A"), (7, "A")]
+    assert len([r for r in caplog.records if r.exc_info]) == 1  # B's first try was the 2nd
+    assert "try 2, next in 2 s" in caplog.text
+    row = _row(stores["B"], item)
+    assert (row.status, row.attempts) == ("pending", 4)
+    assert row.next_attempt_at == start + timedelta(seconds=11)
+
+
+async def test_the_back_off_survives_a_restart(
+    open_store: Callable[[], Store], clock: Clock
+) -> None:
+    store = open_store()
+    item = _queue_for_customer(store)
+    start = item.created_at
+    channel = FlakyChannel(clock, up_at=NEVER)
+    relay = _relay_with(store, clock, channel)
+    assert await _tried(relay, channel, clock, start)
+    assert await _tried(relay, channel, clock, start + timedelta(seconds=1))  # next: 2 s later
+    store.close()  # the process ends; the next one starts with nothing in memory
+
+    store = open_store()
+    channel = FlakyChannel(clock, up_at=NEVER)
+    restarted = _relay_with(store, clock, channel)
+    assert not await _tried(restarted, channel, clock, start + timedelta(seconds=2))
+    assert await _tried(restarted, channel, clock, start + timedelta(seconds=3))
+    assert _row(store, item).attempts == 3
+
+
+async def test_the_back_off_doubles_and_caps_whichever_process_tries(
+    open_store: Callable[[], Store], clock: Clock
+) -> None:
+    store = open_store()
+    item = _queue_for_customer(store)
+    start = item.created_at
+    channel = FlakyChannel(clock, up_at=NEVER)
+    tried: list[int] = []
+    waits: list[float] = []
+    for second in range(16):
+        relay = _relay_with(store, clock, channel)  # a process that never saw the failures
+        if await _tried(relay, channel, clock, start + timedelta(seconds=second)):
+            tried.append(second)
+            row = _row(store, item)
+            assert row.next_attempt_at is not None
+            waits.append((row.next_attempt_at - clock.now).total_seconds())
+    assert tried == [0, 1, 3, 7, 11, 15]
+    assert waits == [1, 2, 4, 4, 4, 4]  # poll_s doubling, up to retry_max_s
+    assert _row(store, item).attempts == 6
+
+
+async def test_a_message_failing_in_several_processes_is_given_up_at_its_age(
+    open_store: Callable[[], Store], clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    stores = [open_store(), open_store()]
+    channels = [FlakyChannel(clock, up_at=NEVER) for _ in stores]
+    relays = [
+        _relay_with(store, clock, channel) for store, channel in zip(stores, channels, strict=True)
+    ]
+    item = _queue_for_customer(stores[0])
+    start = item.created_at
+    caplog.set_level(logging.ERROR, logger="bot.relay")
+    assert await _tried(relays[0], channels[0], clock, start)
+    assert await _tried(relays[1], channels[1], clock, start + timedelta(seconds=1))
+    # A second short of the give-up age: put off again, for the capped 4 s.
+    almost = start + timedelta(seconds=relays[0].config.give_up_after_s - 1)
+    assert await _tried(relays[0], channels[0], clock, almost)
+    assert _row(stores[0], item).status == "pending"
+    assert not await _tried(relays[1], channels[1], clock, almost + timedelta(seconds=3))
+    assert await _tried(relays[1], channels[1], clock, almost + timedelta(seconds=4))
+    row = _row(stores[0], item)
+    assert (row.status, row.attempts, row.next_attempt_at) == ("failed", 4, None)
+    given_up = [r.getMessage() for r in caplog.records if "given up" in r.getMessage()]
+    assert [message.split(" since ")[0] for message in given_up] == [
+        f"relay: message {item.id} on slack given up after 4 tries"
+    ]
+    for relay, channel in zip(relays, channels, strict=True):
+        assert not await _tried(relay, channel, clock, almost + timedelta(hours=1))
+
+
+async def test_a_success_clears_the_back_off(open_store: Callable[[], Store], clock: Clock) -> None:
+    stores = [open_store(), open_store()]
+    item = _queue_for_customer(stores[0])
+    start = item.created_at
+    down, up = FlakyChannel(clock, up_at=NEVER), FlakyChannel(clock, up_at=start)
+    assert await _tried(_relay_with(stores[0], clock, down), down, clock, start)
+    row = _row(stores[0], item)
+    assert (row.status, row.attempts) == ("pending", 1)
+    assert row.next_attempt_at == start + timedelta(seconds=1)
+    assert await _tried(_relay_with(stores[1], clock, up), up, clock, start + timedelta(seconds=1))
+    assert [text for _, text in up.posts] == ["Hello, Ann here."]
+    row = _row(stores[0], item)
+    # Nothing left to wait for; the failed try stays on record.
+    assert (row.status, row.attempts, row.next_attempt_at) == ("sent", 1, None)
+
+
+def test_a_message_put_off_is_neither_listed_nor_claimed_before_its_time(
+    open_store: Callable[[], Store],
+) -> None:
+    """A process that listed the message before another's failure put it off cannot claim it
+    early, and messages put off never fill a listing's limit ahead of due ones."""
+    store = open_store()
+    first = _queue_for_customer(store, "agent:a1")
+    second = _queue_for_customer(store, "agent:a2")
+    start = first.created_at
+    assert store.claim_relay_delivery(first.id, now=start)
+    recorded = store.relay_delivery_failed(
+        first.id, now=start, first_delay_s=1.0, max_delay_s=4.0, give_up_after_s=60.0
+    )
+    assert recorded == _row(store, first)
+    assert (recorded.status, recorded.attempts) == ("pending", 1)
+    early, due = start + timedelta(seconds=0.5), start + timedelta(seconds=1)
+    assert [i.id for i in store.pending_relay("slack", limit=1, now=early)] == [second.id]
+    assert not store.claim_relay_delivery(first.id, now=early)
+    assert [i.id for i in store.pending_relay("slack", now=due)] == [first.id, second.id]
+    assert store.claim_relay_delivery(first.id, now=due)

@@ -3,7 +3,8 @@
 Layout of the index directory::
 
     manifest.json     model fingerprint, counts, index kind, derived threshold, build time
-    entries.jsonl     one Entry a line (with its fingerprint)
+    entries.jsonl     one Entry a line (with its fingerprint), parsed as entries are asked for
+    entry_index.json  every entry's id and answer content id, in order (what a load reads)
     units.npz         for each retrieval unit: the entry it maps to, its kind, its content hash
     vectors.npy       the units' embeddings (reused for unchanged units on the next ingest)
     dense.faiss       FAISS inner-product index over vectors.npy

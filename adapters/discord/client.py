@@ -8,9 +8,10 @@ reconnects and RESUME are discord.py's; a message delivered twice (a replay afte
 answered once because the inbox and the engine de-duplicate by message id in the database.
 On top of that: posts that discord.py's retries could not get through are tried again with the
 same nonce (`_send_once`), after a session Discord could not resume the messages written
-meanwhile are read over REST (`_catch_up`), and every message the bot answers is recorded in
-the inbox before its turn, so a process that dies mid-turn leaves it to the next one's sweeper
-(`_accept`, `recovery.DiscordInbox`). See docs/faults.md and docs/reliability.md.
+meanwhile are read over REST (`_catch_up`), and every message the bot answers (and every button
+click that speaks for the customer) is recorded in the inbox before its turn, so a process that
+dies mid-turn leaves it to the next one's sweeper (`_accept`, `recovery.DiscordInbox`). See
+docs/faults.md and docs/reliability.md.
 
     gateway ─▶ discord.py state ─▶ dispatch (drops bots' traffic) ─▶ on_message / reactions /
     buttons ─▶ convert ─▶ engine (thread) ─▶ render ─▶ REST (threads, messages)
@@ -695,10 +696,13 @@ class SupportBotClient(discord.Client):
         self._questions[(inbound.conversation, inbound.user)] = (message, facts)
         self.debouncer().submit(inbound)
 
-    async def _accept(self, inbound: InboundMessage, where: Placement) -> bool:
-        """Record a message the bot will answer in the inbox before its turn, de-duplicated by
-        its id (`recovery.inbox_key`): a process that dies before the turn ran leaves it to a
-        sweeper (`recovery.DiscordInbox`), and a message delivered again is not answered again.
+    async def _accept(
+        self, inbound: InboundMessage, where: Placement, *, reply_to: int | None = None
+    ) -> bool:
+        """Record a message (or a click, `_button_turn`) the bot will answer in the inbox before
+        its turn, de-duplicated by its id (`recovery.inbox_key`): a process that dies before the
+        turn ran leaves it to a sweeper (`recovery.DiscordInbox`), and a message delivered again
+        is not answered again. `reply_to`: the message a click's answer replies to.
 
         With the database away the message is answered all the same (the engine's own
         de-duplication still holds): Discord will not deliver it again, so refusing it would
@@ -713,7 +717,7 @@ class SupportBotClient(discord.Client):
                 self.engine.store.accept_inbound,
                 PLATFORM,
                 key,
-                inbox_payload(inbound, where),
+                inbox_payload(inbound, where, reply_to=reply_to),
                 hold_s=self.engine.outbox_hold_s,
             )
         except StorageError as e:
@@ -730,11 +734,14 @@ class SupportBotClient(discord.Client):
         self._accepted.remember(inbound, key)
         return True
 
-    async def answer_again(self, inbound: InboundMessage, where: Placement) -> None:
-        """Answer a message that a process accepted and died before answering
+    async def answer_again(
+        self, inbound: InboundMessage, where: Placement, *, reply_to: int | None = None
+    ) -> None:
+        """Answer a message (or click) that a process accepted and died before answering
         (`recovery.DiscordInbox`): its turn runs again as a redelivery, so a message the dead
         process had answered gets nothing new (a reply it stored unsent goes out through the
-        outbox), and the replies are posted as the live path posts them.
+        outbox), and the replies are posted as the live path posts them. `reply_to`: the
+        message a click's answer replies to (`inbox_payload`).
 
         Raises:
             discord.HTTPException: its channel cannot be read.
@@ -743,9 +750,12 @@ class SupportBotClient(discord.Client):
         async with self._turn_lock(inbound.conversation):
             replies = await asyncio.to_thread(self.engine.handle_burst, [inbound], redelivered=True)
             if replies:
-                await self._post(await self._redelivery_target(inbound, where), replies)
+                target = await self._redelivery_target(inbound, where, reply_to)
+                await self._post(target, replies)
 
-    async def _redelivery_target(self, inbound: InboundMessage, where: Placement) -> _Target:
+    async def _redelivery_target(
+        self, inbound: InboundMessage, where: Placement, reply_to: int | None = None
+    ) -> _Target:
         """Where the live path would have posted the answer to `inbound`; a thread the dead
         process had started from the question is used, not started twice."""
         channel_of = self._channel_by_id
@@ -753,9 +763,14 @@ class SupportBotClient(discord.Client):
             return _Target(await channel_of(inbound.thread or inbound.channel))
         channel = await channel_of(inbound.channel)
         if where is Placement.REPLY:
-            return _Target(
-                channel, discord.PartialMessage(channel=channel, id=int(inbound.message_id))
-            )
+            # A message's answer replies to it; a click's, to the bot's message that carried
+            # the button (`reply_to`: a click's own id, ``interaction:…``, names no message).
+            # A click with nothing to reply to was answered in its channel.
+            if reply_to is None and inbound.message_id.isdigit():
+                reply_to = int(inbound.message_id)
+            if reply_to is None:
+                return _Target(channel)
+            return _Target(channel, discord.PartialMessage(channel=channel, id=reply_to))
         try:
             return _Target(await channel_of(inbound.message_id))  # the thread has its id
         except discord.NotFound:
@@ -1108,9 +1123,7 @@ class SupportBotClient(discord.Client):
         inbound = button_message(conversation.key, user_id, interaction.id, text)
         channel = message.channel
         in_place = isinstance(channel, discord.Thread | discord.DMChannel)
-        async with self._turn_lock(conversation.key):
-            replies = await asyncio.to_thread(self.engine.handle, inbound)
-            await self._post(_Target(channel, None if in_place else message), replies)
+        await self._button_turn(inbound, _Target(channel, None if in_place else message))
 
     async def _on_reason(
         self, reason: str, reply_id: str, interaction: discord.Interaction[Any]
@@ -1155,9 +1168,27 @@ class SupportBotClient(discord.Client):
             except (discord.HTTPException, ValueError):
                 reference = None
         inbound = button_message(conversation.key, user_id, interaction.id, HANDOFF_TEXT)
-        async with self._turn_lock(conversation.key):
+        await self._button_turn(inbound, _Target(channel, reference))
+
+    async def _button_turn(self, inbound: InboundMessage, target: _Target) -> None:
+        """Run the turn of a click that speaks for the customer and post its replies at
+        `target`: in place (a thread or DM, no reference) or as a reply to the bot's message.
+
+        Discord does not deliver an interaction again, so the click goes through the inbox as a
+        gateway message does (`_accept`, keyed ``interaction:{id}``): a process that dies
+        mid-turn leaves it to a sweeper, which answers at the same place (`_redelivery_target`,
+        with the message replied to kept as ``reply_to``), and a click dispatched twice runs
+        one turn.
+        """
+        in_place = isinstance(target.channel, discord.Thread | discord.DMChannel)
+        where = Placement.SAME_CHANNEL if in_place else Placement.REPLY
+        reply_to = target.reference.id if target.reference is not None else None
+        if not await self._accept(inbound, where, reply_to=reply_to):
+            return
+        async with self._turn_lock(inbound.conversation):
             replies = await asyncio.to_thread(self.engine.handle, inbound)
-            await self._post(_Target(channel, reference), replies)
+            await self._post(target, replies)
+        await self._accepted.finish([inbound])
 
     # Agents' side ------------------------------------------------------------------------------
 

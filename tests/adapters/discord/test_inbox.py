@@ -4,6 +4,8 @@ Every message the bot will answer is recorded before its turn and marked done af
 message that a dead process accepted is answered once by the next process's sweeper (the row
 is written as that process left it: accepted, its hold over, no turn run); a message delivered
 twice, or delivered again by the REST catch-up after the sweeper answered it, is answered once.
+A button click that speaks for the customer ("Talk to a person") goes the same way: Discord
+never delivers an interaction again.
 """
 
 from __future__ import annotations
@@ -12,14 +14,16 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from typing import Any
 
 import pytest
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from adapters.discord.client import SupportBotClient
-from adapters.discord.convert import DM_WORKSPACE, PLATFORM, Placement
+from adapters.discord.convert import DM_WORKSPACE, HANDOFF_TEXT, PLATFORM, Placement
 from adapters.discord.recovery import inbox_key, inbox_payload
+from adapters.discord.render import HANDOFF_ID
 from bot.engine import Engine
 from bot.model import InboundMessage, utcnow
 from bot.service import Services
@@ -287,3 +291,145 @@ async def test_two_processes_sweep_a_dead_one_s_messages_once_each(
         other_store.close()
     assert [len(fake.bot_messages(channel)) for _, channel in dms] == [1] * len(dms)
     assert all(pg_engine.store.inbox_status(PLATFORM, _key(m)) == "done" for m in sent)
+
+
+# Button clicks ---------------------------------------------------------------------------------
+
+
+def _click_key(interaction_id: int) -> str:
+    return f"interaction:{interaction_id}"
+
+
+async def _asked_and_answered(fake: FakeDiscord, engine: Engine, channel_id: int) -> dict[str, Any]:
+    """The bot's answer to a customer's question in `channel_id` (a DM, or a support channel
+    without threads: a reply there), recorded as posted, so that its buttons work."""
+    before = len(fake.bot_messages(channel_id))
+    question = await fake.post_message(channel_id, QUESTION)
+    answers = await _answers(fake, channel_id, before + 1)
+    await _settled(engine, [question])
+    return answers[-1]
+
+
+def _inbox_rows(store: Store) -> dict[str, InboxItem]:
+    with Session(store.engine) as session:
+        return {row.dedupe_key: row for row in session.exec(select(InboxItem))}
+
+
+async def _clicks_done(store: Store, clicks: list[int]) -> None:
+    await _wait(
+        lambda: all(store.inbox_status(PLATFORM, _click_key(i)) == "done" for i in clicks),
+        "the clicks' inbox rows done",
+    )
+
+
+async def test_a_button_turn_is_in_the_inbox_and_marked_done(
+    fake: FakeDiscord, engine: Engine, bot: Bot
+) -> None:
+    store = engine.store
+    async with bot(threads=False):
+        in_dm = await _asked_and_answered(fake, engine, fake.dm_channel)
+        in_channel = await _asked_and_answered(fake, engine, fake.support_channel)
+        dm_click = await fake.click(int(in_dm["id"]), HANDOFF_ID)
+        channel_click = await fake.click(int(in_channel["id"]), HANDOFF_ID)
+        await _answers(fake, fake.dm_channel, 2)
+        await _answers(fake, fake.support_channel, 2)
+        await _clicks_done(store, [dm_click, channel_click])
+    rows = _inbox_rows(store)
+    dm_row, channel_row = rows[_click_key(dm_click)], rows[_click_key(channel_click)]
+    assert dm_row.payload["message"]["message_id"] == _click_key(dm_click)
+    assert dm_row.payload["message"]["text"] == HANDOFF_TEXT
+    # In the DM the answer goes in place; in the channel it replies to the message that
+    # carried the button, which the click's own id does not name.
+    assert dm_row.payload["extra"] == {"placement": "same_channel"}
+    assert channel_row.payload["extra"] == {"placement": "reply", "reply_to": in_channel["id"]}
+    answer = fake.bot_messages(fake.support_channel)[-1]
+    assert answer["message_reference"]["message_id"] == in_channel["id"]
+    counts = replies_per_message(store.engine, PLATFORM)
+    assert counts[_click_key(dm_click)] == counts[_click_key(channel_click)] == 1
+
+
+async def test_a_dead_process_s_button_turn_is_answered_once_by_the_next_one(
+    fake: FakeDiscord, engine: Engine, bot: Bot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = engine.store
+
+    def dies(point: str) -> None:
+        # `bot.faults` ends the process here (`os._exit`); in this process the click's
+        # handler ends here instead: accepted, no turn run, nothing posted.
+        if point == "after_accept":
+            raise asyncio.CancelledError
+
+    async with bot(threads=False):
+        in_dm = await _asked_and_answered(fake, engine, fake.dm_channel)
+        in_channel = await _asked_and_answered(fake, engine, fake.support_channel)
+        with monkeypatch.context() as patch:
+            patch.setattr("adapters.discord.client.crash_point", dies)
+            clicks = [
+                await fake.click(int(in_dm["id"]), HANDOFF_ID),
+                await fake.click(int(in_channel["id"]), HANDOFF_ID),
+            ]
+            await _wait(
+                lambda: all(
+                    store.inbox_status(PLATFORM, _click_key(i)) == "pending" for i in clicks
+                ),
+                "both clicks accepted",
+            )
+            await asyncio.sleep(0.3)  # an answer would show up meanwhile
+    # Only the answers carrying the buttons: the clicks were not answered.
+    assert (
+        len(fake.bot_messages(fake.dm_channel)) == len(fake.bot_messages(fake.support_channel)) == 1
+    )
+    # The dead process's hold is over.
+    with Session(store.engine) as session:
+        session.exec(  # type: ignore[call-overload]
+            update(InboxItem)
+            .where(col(InboxItem.dedupe_key).in_([_click_key(i) for i in clicks]))
+            .values(claimed_until=utcnow())
+        )
+        session.commit()
+    async with bot(threads=False):
+        await _answers(fake, fake.dm_channel, 2)
+        await _answers(fake, fake.support_channel, 2)
+        await _clicks_done(store, clicks)
+        await asyncio.sleep(0.5)  # a second copy would show up meanwhile
+    in_place, as_reply = fake.bot_messages(fake.dm_channel), fake.bot_messages(fake.support_channel)
+    assert len(in_place) == len(as_reply) == 2
+    assert "message_reference" not in in_place[-1]
+    assert as_reply[-1]["message_reference"]["message_id"] == in_channel["id"]
+    counts = replies_per_message(store.engine, PLATFORM)
+    assert [counts[_click_key(i)] for i in clicks] == [1, 1]
+
+
+async def test_the_same_click_dispatched_twice_runs_one_turn(
+    fake: FakeDiscord,
+    any_engine: Engine,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = any_engine.store
+    caplog.set_level(logging.INFO, logger="adapters.discord")
+    caplog.set_level(logging.INFO, logger="bot.engine")
+    sent: list[Any] = []
+    dispatch = fake.dispatch
+
+    async def keeping(event: str, data: Any) -> None:
+        if event == "INTERACTION_CREATE":
+            sent.append(data)
+        await dispatch(event, data)
+
+    monkeypatch.setattr(fake, "dispatch", keeping)
+    async with running(fake, any_engine, threads=False):
+        answer = await _asked_and_answered(fake, any_engine, fake.support_channel)
+        click = await fake.click(int(answer["id"]), HANDOFF_ID)
+        await fake.dispatch("INTERACTION_CREATE", sent[0])  # again at once, while it runs
+        await _answers(fake, fake.support_channel, 2)
+        await _clicks_done(store, [click])
+        await fake.dispatch("INTERACTION_CREATE", sent[0])  # and once more, later
+        await engine_idle(fake)
+    key = _click_key(click)
+    messages = [r.getMessage() for r in caplog.records]
+    assert len([m for m in messages if key in m and "already accepted" in m]) == 2
+    # No second turn: the engine never saw the click again (it would drop it as a duplicate).
+    assert not [m for m in messages if key in m and "duplicate message" in m]
+    assert len(fake.bot_messages(fake.support_channel)) == 2
+    assert replies_per_message(store.engine, PLATFORM)[key] == 1

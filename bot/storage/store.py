@@ -1429,6 +1429,32 @@ class Store:
             row = session.exec(query).first()
             return None if row is None else dict(row.data)
 
+    def enterprise_bot_installations(self, platform: str, client_id: str) -> list[dict[str, Any]]:
+        """The newest bot installation's data of each org-wide install (an enterprise, no team),
+        the latest saved last.
+
+        An org-wide install is stored without the workspaces it covers, so work that knows only a
+        workspace must ask the platform which of these covers it.
+        """
+        newest = (
+            select(func.max(Installation.id))
+            .where(
+                col(Installation.platform) == platform,
+                col(Installation.client_id) == client_id,
+                col(Installation.enterprise_id) != "",
+                col(Installation.team_id) == "",
+                col(Installation.has_bot).is_(True),
+            )
+            .group_by(col(Installation.enterprise_id))
+        )
+        query = (
+            select(Installation)
+            .where(col(Installation.id).in_(newest.scalar_subquery()))
+            .order_by(col(Installation.id))
+        )
+        with self._session("list the org-wide installations") as session:
+            return [dict(row.data) for row in session.exec(query).all()]
+
     def delete_installations(
         self,
         platform: str,

@@ -111,6 +111,11 @@ class SlackEmulator:
     messages: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
     #: Channel members that ``conversations.members`` lists, by channel id.
     members: dict[str, list[str]] = field(default_factory=dict)
+    #: The workspaces (``{"id", "name"}``) each org-wide token covers, for ``auth.teams.list``.
+    org_teams: dict[str, list[dict[str, str]]] = field(default_factory=dict)
+    #: The most workspaces one ``auth.teams.list`` page holds, whatever ``limit`` asks for
+    #: (Slack may return fewer than asked), so that tests can make callers follow ``next_cursor``.
+    teams_page_max: int = 1000
     _faults: dict[str, list[Fault]] = field(default_factory=lambda: defaultdict(list))
     #: The storm in force, if any (see `storm`).
     current_storm: Storm | None = None
@@ -238,6 +243,30 @@ class SlackEmulator:
             "bot_id": who.bot_id,
             "is_enterprise_install": False,
         }
+
+    def _auth_teams_list(self, params: dict[str, Any], token: str | None) -> dict[str, Any]:
+        """The workspaces a token can reach: an org-wide token's (`org_teams`), a workspace
+        token's own (`identities`). Pages of at most ``limit`` (1 to 1000, 100 unless given)
+        and `teams_page_max`; a token Slack does not know is refused, as Slack does."""
+        if not token:
+            return {"ok": False, "error": "not_authed"}
+        if token in self.org_teams:
+            teams = self.org_teams[token]
+        elif token in self.identities:
+            team = self.identities[token].team
+            teams = [{"id": team, "name": f"Workspace {team}"}]
+        else:
+            return {"ok": False, "error": "invalid_auth"}
+        cursor, limit = str(params.get("cursor") or "0"), str(params.get("limit") or "100")
+        if not limit.isdigit():
+            return {"ok": False, "error": "invalid_arguments"}
+        if not cursor.isdigit() or int(cursor) > len(teams):
+            return {"ok": False, "error": "invalid_cursor"}
+        start = int(cursor)
+        size = max(1, min(int(limit), 1000, self.teams_page_max))
+        page = teams[start : start + size]
+        following = str(start + size) if start + size < len(teams) else ""
+        return {"ok": True, "teams": page, "response_metadata": {"next_cursor": following}}
 
     def _chat_postMessage(self, params: dict[str, Any], token: str | None) -> dict[str, Any]:
         channel = params.get("channel")

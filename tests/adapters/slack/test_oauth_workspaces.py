@@ -10,9 +10,13 @@ records the token of every Web API call.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
 from slack_sdk.oauth.installation_store.models.installation import Installation
@@ -27,13 +31,15 @@ from adapters.slack.installation import (
 from adapters.slack.outbound import make_client, post_once
 from adapters.slack.recovery import SlackInbox, SlackReplySender, inbox_payload
 from bot.handoff import HandoffRequest
-from bot.model import ConversationKey, InboundMessage, Reply, Role
+from bot.model import ConversationKey, InboundMessage, Reply, Role, utcnow
 from bot.outbox import Destination, Sweeper, reply_from_stored
 from bot.relay import Relay, RelayConfig, RelayOutcome
 from bot.service import Services
 from bot.settings import Settings
+from bot.storage.store import Store
 from tests.adapters.slack.conftest import Harness, make_settings, payload, serve
 from tests.adapters.slack.emulator import SlackEmulator
+from tests.support import fresh_postgres_database
 
 CLIENT_ID = "1111.2222"
 TEAM_A, TOKEN_A, DM_A = "T0AAAA", "xoxb-T0AAAA-token", "D0AAAA"
@@ -292,9 +298,10 @@ async def test_the_relay_reaches_customers_in_their_own_workspace(
     posts = emulator.calls_to("chat.postMessage")
     assert {(p.params["channel"], p.token) for p in posts} == {(DM_B, TOKEN_B)}
     assert said in [m["text"] for m in emulator.messages[DM_B]]
-    # Not installed: nothing posted, the messages stay queued for a later round.
+    # Not installed: nothing posted, the messages stay queued for a round after the back-off.
     assert DM_GONE not in emulator.messages
-    assert len(services.store.pending_relay(PLATFORM)) == 2
+    later = utcnow() + timedelta(seconds=relay.config.retry_max_s + 1)
+    assert len(services.store.pending_relay(PLATFORM, now=later)) == 2
 
 
 def _in_team(body: dict[str, object], team: str) -> dict[str, object]:
@@ -325,3 +332,232 @@ async def test_a_thumbs_down_reaction_in_b_is_followed_up_with_bs_token(
         posts = emulator.calls_to("chat.postMessage")
         assert len(posts) == 2  # the answer, then the quick reasons
         assert {p.token for p in posts} == {TOKEN_B}
+
+
+# Enterprise Grid org-wide installs ----------------------------------------------------------------
+
+ENTERPRISE, TOKEN_ORG = "E0GRID", "xoxb-E0GRID-token"
+TEAM_1, DM_1 = "T0GRID1", "D0GRID1"
+TEAM_2, DM_2 = "T0GRID2", "D0GRID2"
+TEAM_3, TOKEN_3, DM_3 = "T0CCCC", "xoxb-T0CCCC-token", "D0CCCC"
+
+
+async def _install_org(store: DatabaseInstallationStore, enterprise: str, token: str) -> None:
+    """An org-wide install, as the OAuth flow saves it: the enterprise, and no workspace."""
+    await store.async_save(
+        Installation(
+            app_id="A0TEST",
+            enterprise_id=enterprise,
+            team_id=None,
+            bot_token=token,
+            bot_id=f"B{enterprise}",
+            bot_user_id=f"U{enterprise}BOT",
+            user_id="U0INSTALLER",
+            is_enterprise_install=True,
+        )
+    )
+
+
+def _covers(emulator: SlackEmulator, token: str, *teams: str) -> None:
+    """What Slack's ``auth.teams.list`` answers for an org-wide token."""
+    emulator.org_teams[token] = [{"id": team, "name": f"Workspace {team}"} for team in teams]
+
+
+@pytest.fixture
+async def grid(
+    services: Services, emulator: SlackEmulator
+) -> AsyncIterator[DatabaseInstallationStore]:
+    """An org-wide install covering workspaces 1 and 2; workspace 3 installed on its own."""
+    store = DatabaseInstallationStore(services.store, CLIENT_ID)
+    await _install_org(store, ENTERPRISE, TOKEN_ORG)
+    _covers(emulator, TOKEN_ORG, TEAM_1, TEAM_2)
+    await _install(store, TEAM_3, TOKEN_3)
+    yield store
+
+
+class _Clock:
+    """A monotonic clock moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _grid_clients(
+    store: DatabaseInstallationStore, emulator: SlackEmulator, **options: Any
+) -> WorkspaceClients:
+    return WorkspaceClients(
+        store, lambda token: make_client(make_settings(emulator), token), **options
+    )
+
+
+async def test_replies_in_an_org_wide_workspace_go_out_with_the_org_token(
+    services: Services, emulator: SlackEmulator, grid: DatabaseInstallationStore
+) -> None:
+    in_2 = _abandon_reply(services, _dm(TEAM_2, DM_2, "1700000020.000100"))
+    in_3 = _abandon_reply(services, _dm(TEAM_3, DM_3, "1700000021.000100"))
+    sweeper = _sweeper(_oauth_adapter(services, emulator), hold_s=30)
+
+    counts = await sweeper.sweep()
+
+    assert counts.resent == 2 and counts.failed == 0
+    posts = emulator.calls_to("chat.postMessage")
+    assert sorted((p.params["channel"], p.token) for p in posts) == [
+        (DM_3, TOKEN_3),
+        (DM_2, TOKEN_ORG),
+    ]
+    # Only the org-wide token was asked what it covers; workspace 3 was found on its own.
+    assert [call.token for call in emulator.calls_to("auth.teams.list")] == [TOKEN_ORG]
+    assert services.store.reply_delivery(in_2) == ("sent", 1)
+    assert services.store.reply_delivery(in_3) == ("sent", 1)
+
+
+async def test_the_relay_reaches_a_customer_in_an_org_wide_workspace(
+    services: Services, emulator: SlackEmulator, grid: DatabaseInstallationStore
+) -> None:
+    relay = Relay(services.store, RelayConfig(desk="desk", reply_wait_s=0))
+    _oauth_adapter(dataclasses.replace(services, relay=relay), emulator)
+    relay.register_desk("desk", _Desk())
+    card = await _hand_over(relay, services, ConversationKey(PLATFORM, TEAM_1, DM_1, ""))
+
+    said = "Hi, Sam from billing here."
+    assert relay.agent_said(card, "U0AGENT", said, "1700000022.000100") is RelayOutcome.CLAIMED
+    await relay.deliver_pending(PLATFORM)
+
+    posts = emulator.calls_to("chat.postMessage")  # the handoff notice, then the agent's words
+    assert {(p.params["channel"], p.token) for p in posts} == {(DM_1, TOKEN_ORG)}
+    assert [m["text"] for m in emulator.messages[DM_1]][-1] == said
+    assert services.store.pending_relay(PLATFORM) == []
+
+
+async def test_a_workspace_no_install_covers_is_still_not_installed(
+    services: Services,
+    emulator: SlackEmulator,
+    grid: DatabaseInstallationStore,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A second org-wide install whose token Slack no longer accepts (revoked): it covers nothing.
+    await _install_org(grid, "E0REVOKED", "xoxb-E0REVOKED-revoked")
+    clients = _grid_clients(grid, emulator)
+    caplog.set_level(logging.WARNING, logger="adapters.slack.installation")
+
+    for _ in range(2):
+        with pytest.raises(NotInstalledError):
+            await clients.client(TEAM_GONE)
+
+    # Both org-wide tokens were asked once; the second look used what they said.
+    asked = emulator.calls_to("auth.teams.list")
+    assert sorted(call.token or "" for call in asked) == [
+        "xoxb-E0GRID-token",
+        "xoxb-E0REVOKED-revoked",
+    ]
+    assert "Slack refuses the token of enterprise E0REVOKED" in caplog.text
+    assert emulator.calls_to("chat.postMessage") == []
+    assert (await clients.client(TEAM_2)).token == TOKEN_ORG  # the org itself still works
+
+
+async def test_auth_teams_list_is_asked_once_per_ttl_not_per_post(
+    services: Services, emulator: SlackEmulator, grid: DatabaseInstallationStore
+) -> None:
+    clock = _Clock()
+    clients = _grid_clients(grid, emulator, ttl_s=300, clock=clock)
+    for team in (TEAM_1, TEAM_2, TEAM_1, TEAM_2):
+        assert (await clients.client(team)).token == TOKEN_ORG
+    first = await clients.client(TEAM_1)
+    assert await clients.client(TEAM_2) is first  # one token: one client
+    assert len(emulator.calls_to("auth.teams.list")) == 1
+
+    # The sweeper's posts: three replies in the org's workspaces, one question to Slack.
+    for n, (team, dm) in enumerate([(TEAM_1, DM_1), (TEAM_2, DM_2), (TEAM_1, DM_1)]):
+        _abandon_reply(services, _dm(team, dm, f"17000000{30 + n}.000100"))
+    emulator.calls.clear()
+    assert (await _sweeper(_oauth_adapter(services, emulator)).sweep()).resent == 3
+    assert {p.token for p in emulator.calls_to("chat.postMessage")} == {TOKEN_ORG}
+    assert len(emulator.calls_to("auth.teams.list")) == 1
+
+    # A workspace added to the org is found once the period is over, not before.
+    emulator.calls.clear()
+    _covers(emulator, TOKEN_ORG, TEAM_1, TEAM_2, "T0GRID9")
+    clock.now += 299
+    with pytest.raises(NotInstalledError):
+        await clients.client("T0GRID9")
+    assert emulator.calls_to("auth.teams.list") == []
+    clock.now += 2
+    assert (await clients.client("T0GRID9")).token == TOKEN_ORG
+    assert len(emulator.calls_to("auth.teams.list")) == 1
+
+
+async def test_every_page_of_auth_teams_list_is_read(
+    services: Services, emulator: SlackEmulator, grid: DatabaseInstallationStore
+) -> None:
+    teams = [f"T0PAGE{n}" for n in range(5)]
+    _covers(emulator, TOKEN_ORG, *teams)
+    emulator.teams_page_max = 2  # Slack may answer with fewer than asked for
+
+    clients = _grid_clients(grid, emulator)
+
+    assert (await clients.client(teams[-1])).token == TOKEN_ORG  # on the third page
+    assert [call.params.get("cursor") for call in emulator.calls_to("auth.teams.list")] == [
+        None,
+        "2",
+        "4",
+    ]
+    assert (await clients.client(teams[0])).token == TOKEN_ORG
+    assert len(emulator.calls_to("auth.teams.list")) == 3
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite", id="sqlite"),
+        pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
+    ]
+)
+def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """An empty, migrated store on each backend."""
+    with contextlib.ExitStack() as stack:
+        if request.param == "sqlite":
+            url = f"sqlite:///{tmp_path / 'grid.db'}"
+        else:
+            url = stack.enter_context(fresh_postgres_database("supportbot_grid"))
+        store = Store.from_url(url)
+        stack.callback(store.close)
+        yield store
+
+
+async def test_the_org_wide_installs_are_listed_newest_bot_per_enterprise(
+    any_store: Store,
+) -> None:
+    store = DatabaseInstallationStore(any_store, CLIENT_ID)
+    await _install_org(store, "E0ONE", "xoxb-E0ONE-first")
+    await _install_org(store, "E0TWO", "xoxb-E0TWO-token")
+    await _install_org(store, "E0ONE", "xoxb-E0ONE-reinstalled")
+    await _install_org(DatabaseInstallationStore(any_store, "9999.0000"), "E0APP", "xoxb-other")
+    await _install(store, TEAM_3, TOKEN_3)  # a workspace's own install
+    await store.async_save(  # a workspace install inside a Grid org: it has its workspace
+        Installation(
+            app_id="A0TEST",
+            enterprise_id="E0ONE",
+            team_id="T0INGRID",
+            bot_token="xoxb-T0INGRID-token",
+            user_id="U0INSTALLER",
+        )
+    )
+    await store.async_save(  # a user's own org-wide authorisation, without a bot
+        Installation(
+            app_id="A0TEST",
+            enterprise_id="E0USER",
+            user_id="U0SOMEONE",
+            user_token="xoxp-E0USER-user",
+            is_enterprise_install=True,
+        )
+    )
+
+    bots = await store.async_find_enterprise_bots()
+
+    assert [(b.enterprise_id, b.team_id, b.bot_token) for b in bots] == [
+        ("E0TWO", None, "xoxb-E0TWO-token"),
+        ("E0ONE", None, "xoxb-E0ONE-reinstalled"),
+    ]
+    assert all(b.is_enterprise_install for b in bots)

@@ -155,6 +155,21 @@ class DatabaseInstallationStore(AsyncInstallationStore):
         """The newest installation of a workspace, or of one installing user in it."""
         return await self._find(enterprise_id, team_id, is_enterprise_install, user_id=user_id)
 
+    async def async_find_workspace_bot(self, team_id: str) -> Bot | None:
+        """The newest bot installation in workspace `team_id`, whether or not the workspace
+        belongs to an Enterprise Grid organisation (a workspace install there is stored with its
+        enterprise id, which work that knows only the workspace does not have)."""
+        data = await asyncio.to_thread(
+            self.store.find_installation,
+            PLATFORM,
+            self.client_id,
+            enterprise_id=None,
+            team_id=team_id,
+            bot_only=True,
+            any_enterprise=True,
+        )
+        return None if data is None else Installation(**data).to_bot()
+
     async def async_find_enterprise_bots(self) -> list[Bot]:
         """The newest bot of each org-wide (Enterprise Grid) install, the latest saved last.
 
@@ -321,9 +336,7 @@ class WorkspaceClients:
         now = self.clock()
         if cached is not None and now - cached[2] < self.ttl_s:
             return cached[1]
-        bot = await self.installations.async_find_bot(
-            enterprise_id=None, team_id=team_id, is_enterprise_install=False
-        )
+        bot = await self.installations.async_find_workspace_bot(team_id)
         if bot is not None and bot.bot_token:
             token = bot.bot_token
             if cached is not None and cached[0] == token:

@@ -1412,14 +1412,21 @@ class Store:
         team_id: str | None,
         user_id: str | None = None,
         bot_only: bool = False,
+        any_enterprise: bool = False,
     ) -> dict[str, Any] | None:
-        """The newest installation's data for a workspace (and installing user, if given)."""
+        """The newest installation's data for a workspace (and installing user, if given).
+
+        With `any_enterprise`, `enterprise_id` is not compared: the workspace's installation
+        whatever organisation it belongs to (workspace ids are unique across Slack), for work
+        that knows only the workspace.
+        """
         query = select(Installation).where(
             Installation.platform == platform,
             Installation.client_id == client_id,
-            Installation.enterprise_id == (enterprise_id or ""),
             Installation.team_id == (team_id or ""),
         )
+        if not any_enterprise:
+            query = query.where(Installation.enterprise_id == (enterprise_id or ""))
         if user_id is not None:
             query = query.where(Installation.user_id == user_id)
         if bot_only:

@@ -561,3 +561,34 @@ async def test_the_org_wide_installs_are_listed_newest_bot_per_enterprise(
         ("E0ONE", None, "xoxb-E0ONE-reinstalled"),
     ]
     assert all(b.is_enterprise_install for b in bots)
+
+
+async def test_a_workspace_install_inside_a_grid_org_is_found_by_its_workspace(
+    services: Services, emulator: SlackEmulator, grid: DatabaseInstallationStore
+) -> None:
+    # Installed on its own, but in the org: stored with the enterprise id as well. Its own token
+    # comes before the org-wide one, which covers it too.
+    team, token, dm = "T0GRID4", "xoxb-T0GRID4-token", "D0GRID4"
+    await grid.async_save(
+        Installation(
+            app_id="A0TEST",
+            enterprise_id=ENTERPRISE,
+            team_id=team,
+            bot_token=token,
+            bot_id="BGRID4",
+            bot_user_id="UGRID4BOT",
+            user_id="U0INSTALLER",
+        )
+    )
+    _covers(emulator, TOKEN_ORG, TEAM_1, TEAM_2, team)
+    reply = _abandon_reply(services, _dm(team, dm, "1700000040.000100"))
+    sweeper = _sweeper(_oauth_adapter(services, emulator), hold_s=30)
+
+    counts = await sweeper.sweep()
+
+    assert counts.resent == 1 and counts.failed == 0
+    assert [(p.params["channel"], p.token) for p in emulator.calls_to("chat.postMessage")] == [
+        (dm, token)
+    ]
+    assert emulator.calls_to("auth.teams.list") == []
+    assert services.store.reply_delivery(reply) == ("sent", 1)

@@ -315,7 +315,7 @@ class Retriever:
 
         # The soft vote of the `vote_k` nearest units, summed per entry in the hits' order.
         voting = hit_rank < cfg.vote_k
-        best = scores[:, 0].astype(np.float64)
+        best = (scores[:, 0] if scores.shape[1] else np.zeros(rows)).astype(np.float64)
         weights = np.exp(cfg.tau * (hit_score[voting] - best[hit_row[voting]]))
         vote_keys, first, inverse = np.unique(
             hit_key[voting], return_index=True, return_inverse=True

@@ -259,6 +259,17 @@ def test_exclude_entries_hides_the_whole_entry(
         assert candidate.dense == pytest.approx(before[candidate.entry.id], abs=1e-6)
 
 
+@pytest.mark.model
+def test_excluding_every_entry_finds_nothing(
+    sample_kb: KnowledgeBase, retriever: Retriever
+) -> None:
+    vector = sample_kb.embedder.encode(["SAML single sign-on"])[0]
+    everything = range(len(sample_kb.entries))
+    hidden = retriever.search(vector, "SAML single sign-on", exclude_entries=everything)
+    assert hidden.candidates == () and hidden.top is None
+    assert hidden.features == (0.0,) * len(hidden.features)
+
+
 # --- pure helpers ----------------------------------------------------------------------------
 
 

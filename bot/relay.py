@@ -11,7 +11,11 @@ from then on, while the conversation is human-owned, it carries messages both wa
 Every message is written to the outbox before it is posted, under an origin key that is unique
 (the platform message it came from), so a repeated delivery of the same event is queued once.
 `deliver_pending(platform)` posts what is queued for one platform, claiming each row
-(pending → sent) before posting it, so two processes never post the same row. Each process runs
+(pending → posting) before posting it and marking it sent after, so two processes never post the
+same row at once. A claim older than `RelayConfig.claim_timeout_s` (its process died between the
+claim and recording the post) is taken again; every post carries the row's id (``post_id``), so
+a desk or channel that can find what it posted before (Slack's message metadata, Discord's
+nonces) returns that copy instead of posting a second one. Each process runs
 it for the platforms it serves: a Discord process and the web process relay to each other through
 the shared database. What the relay posts itself is remembered (`processed_event`,
 ``relay-post:<ref>``) and never relayed back.
@@ -50,6 +54,7 @@ from bot.model import ConversationKey, Owner, ReplyKind, Role, Source, Turn, utc
 from bot.periodic import every
 from bot.storage.store import (
     OPENING_PREFIX,
+    RELAY_CLAIM_TIMEOUT_S,
     ConversationInfo,
     OutboxItem,
     RelayLinkInfo,
@@ -86,14 +91,19 @@ class Desk(Protocol):
         * `open_card` shows the handoff to the agents and returns a reference to it; agents'
           replies under it MUST reach `Relay.agent_said` with that reference.
         * `post` adds a message under a card; it returns the posted message's platform id (so the
-          relay ignores it when it comes back as an event), or None.
+          relay ignores it when it comes back as an event), or None. `post_id` is the same on
+          every try of one message; with `retaken` (an earlier try may have reached the
+          platform: a claim whose process died, a post that failed) an implementation that can
+          find a message posted with that `post_id` returns it instead of posting again.
         * Both raise on failure; the relay retries on its next delivery round.
     """
 
     async def open_card(self, request: HandoffRequest) -> str:
         """Open a card for a handoff; returns its reference."""
 
-    async def post(self, card_ref: str, text: str) -> str | None:
+    async def post(
+        self, card_ref: str, text: str, *, post_id: str, retaken: bool = False
+    ) -> str | None:
         """Post `text` under the card; returns the new message's id, if known."""
 
 
@@ -103,10 +113,13 @@ class CustomerChannel(Protocol):
 
     Contract:
         * `post` shows `text` to the customer in the conversation at `key` and returns the posted
-          message's platform id, or None; it raises on failure (the relay retries).
+          message's platform id, or None; it raises on failure (the relay retries). `post_id`
+          and `retaken` are as for `Desk.post`.
     """
 
-    async def post(self, key: ConversationKey, text: str) -> str | None:
+    async def post(
+        self, key: ConversationKey, text: str, *, post_id: str, retaken: bool = False
+    ) -> str | None:
         """Post an agent's (or the relay's) message to the customer."""
 
 
@@ -119,7 +132,9 @@ class AuthoredCustomerChannel(CustomerChannel, Protocol):
           agent's name (or platform id) or `RELAY_AUTHOR` for the relay's own notices.
     """
 
-    async def post_as(self, key: ConversationKey, text: str, author: str) -> str | None:
+    async def post_as(
+        self, key: ConversationKey, text: str, author: str, *, post_id: str, retaken: bool = False
+    ) -> str | None:
         """Post `text` by `author` to the customer."""
 
 
@@ -160,6 +175,11 @@ class RelayConfig:
         give_up_after_s: a message still failing this long after it was queued is given up
             (status "failed", logged as an error): its target is gone for good (an uninstalled
             workspace, a deleted channel).
+        claim_timeout_s: a message claimed for posting this long ago and not recorded as posted
+            (nor failed) is taken again by the next round of any process: the one that claimed
+            it died. Keep it above the longest a post with its retries can take (Slack's
+            `post_once` waits up to a minute or so), or a live but slow process and another
+            one both post (Slack and Discord then still find the first copy).
     """
 
     desk: str
@@ -169,6 +189,7 @@ class RelayConfig:
     reply_wait_s: float = 10.0
     retry_max_s: float = 300.0
     give_up_after_s: float = 24 * 3600.0
+    claim_timeout_s: float = RELAY_CLAIM_TIMEOUT_S
     claimed_text: str = "A person from our support team has joined the conversation."
     released_text: str = (
         "Our support team has handed the conversation back to me. Ask me anything, or ask for a "
@@ -519,7 +540,13 @@ class Relay:
             for link in await asyncio.to_thread(self._links_to_open, platform):
                 posted += await self._open_card(desk, link)
         now = self._clock()
-        for item in await asyncio.to_thread(self.store.pending_relay, platform, now=now):
+        listed = await asyncio.to_thread(
+            self.store.pending_relay,
+            platform,
+            now=now,
+            claim_timeout_s=self.config.claim_timeout_s,
+        )
+        for item in listed:
             posted += await self._deliver(item, now)
         return posted
 
@@ -587,7 +614,9 @@ class Relay:
                 link.conversation_id,
             )
             try:
-                await desk.post(card_ref, self.config.duplicate_note)
+                await desk.post(
+                    card_ref, self.config.duplicate_note, post_id=f"duplicate-{card_ref}"
+                )
             except Exception:
                 logger.exception("relay: cannot mark card %s as a duplicate", card_ref)
             return 0
@@ -608,26 +637,46 @@ class Relay:
                 target = link.card_ref
         elif channel is None:
             return 0
-        if not await asyncio.to_thread(self.store.claim_relay_delivery, item.id, now=now):
+        retaken = await asyncio.to_thread(
+            self.store.claim_relay_delivery_again,
+            item.id,
+            now=now,
+            claim_timeout_s=self.config.claim_timeout_s,
+        )
+        if retaken is None:
             return 0  # another process took it, or put it off after a failure of its own
+        if retaken and item.status == "posting":
+            logger.warning(
+                "relay: message %s on %s was claimed at %s and never recorded as posted; "
+                "posting it again unless it is already there",
+                item.id,
+                item.target_platform,
+                item.claimed_at.isoformat() if item.claimed_at else "an unknown time",
+            )
+        post_id = f"relay-{item.id}"
         try:
             if item.direction == "to_agent":
                 assert desk is not None
-                ref = await desk.post(target, item.text)
+                ref = await desk.post(target, item.text, post_id=post_id, retaken=retaken)
             else:
                 assert channel is not None
                 key = ConversationKey.parse(target)
                 if isinstance(channel, AuthoredCustomerChannel):
-                    ref = await channel.post_as(key, item.text, item.author)
+                    ref = await channel.post_as(
+                        key, item.text, item.author, post_id=post_id, retaken=retaken
+                    )
                 else:
-                    ref = await channel.post(key, item.text)
+                    ref = await channel.post(key, item.text, post_id=post_id, retaken=retaken)
         except Exception as exc:
             await self._failed(item, exc)
             return 0
         if ref:
+            # Before marking it sent: a process that dies in between leaves the claim to expire,
+            # and the next one finds the same message and records the same reference.
             await asyncio.to_thread(
                 self.store.claim_event, item.target_platform, f"relay-post:{ref}"
             )
+        await asyncio.to_thread(self.store.mark_relay_sent, item.id)
         return 1
 
     async def _failed(self, item: OutboxItem, exc: Exception) -> None:

@@ -8,6 +8,8 @@
   fails it under CI, where PostgreSQL always runs.
 * `free_port`: a free TCP port on 127.0.0.1.
 * `worker_processes`: the uvicorn workers that ``supportbot run --workers N`` started.
+* `Killed` and `SetClock`: a process that dies at a given line, and a clock moved by hand (the
+  relay's crash tests).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -144,3 +147,17 @@ def stop_gracefully(process: subprocess.Popen[Any], log: IO[Any], timeout_s: flo
             process.wait()
         log.close()
     return process.returncode != -signal.SIGKILL
+
+
+class Killed(BaseException):
+    """The process ends here (killed): no handler catches it."""
+
+
+class SetClock:
+    """A clock (`datetime`) that stands still until a test moves `now`."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now

@@ -40,10 +40,16 @@ class ConsoleCustomerChannel:
         self.out = out
         self.bot_name = bot_name
 
-    async def post(self, key: ConversationKey, text: str) -> str | None:
-        return await self.post_as(key, text, RELAY_AUTHOR)
+    async def post(
+        self, key: ConversationKey, text: str, *, post_id: str, retaken: bool = False
+    ) -> str | None:
+        return await self.post_as(key, text, RELAY_AUTHOR, post_id=post_id, retaken=retaken)
 
-    async def post_as(self, key: ConversationKey, text: str, author: str) -> str | None:
+    async def post_as(
+        self, key: ConversationKey, text: str, author: str, *, post_id: str, retaken: bool = False
+    ) -> str | None:
+        # A terminal keeps nothing to look for: a message whose process died after printing it
+        # is printed again by the next one (the console is a single process, so this is moot).
         if key.platform != PLATFORM:
             raise ValueError(f"the console cannot post to a {key.platform} conversation")
         if author == RELAY_AUTHOR:

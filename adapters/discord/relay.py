@@ -4,6 +4,11 @@
 customers' messages in a card's thread; `DiscordCustomerChannel` posts agents' replies where the
 customer's conversation is (a DM, a thread, a support channel). `SupportBotClient` registers both
 when its engine's handoff sink is a `Relay`, and passes agents' replies to `Relay.agent_said`.
+
+Every relayed message carries a nonce derived from its relay post id (`message_nonce`), which
+discord.py sends with ``enforce_nonce``: within Discord's nonce window (a few minutes, longer
+than the relay's claim timeout) a message posted again, because its process died before
+recording it, comes back as the message already created instead of a second copy.
 """
 
 from __future__ import annotations
@@ -39,12 +44,17 @@ def card_for(request: HandoffRequest) -> HandoffCard:
     )
 
 
-async def _send(client: SupportBotClient, channel_id: int, text: str) -> str:
+async def _send(client: SupportBotClient, channel_id: int, text: str, post_id: str) -> str:
+    # Imported here: the client module imports this one.
+    from adapters.discord.client import message_nonce
+
     channel = client.get_channel(channel_id) or await client.fetch_channel(channel_id)
     if not isinstance(channel, discord.abc.Messageable):
         raise TypeError(f"Discord channel {channel_id} cannot take messages")
     message = await channel.send(
-        text[:MESSAGE_LIMIT], allowed_mentions=discord.AllowedMentions.none()
+        text[:MESSAGE_LIMIT],
+        allowed_mentions=discord.AllowedMentions.none(),
+        nonce=message_nonce(post_id, 0),
     )
     return str(message.id)
 
@@ -58,9 +68,12 @@ class DiscordDesk:
     async def open_card(self, request: HandoffRequest) -> str:
         return await self.client.post_handoff_card(card_for(request))
 
-    async def post(self, card_ref: str, text: str) -> str | None:
-        # The card's message id is also its thread's id.
-        return await _send(self.client, int(card_ref.split(":", 1)[1]), text)
+    async def post(
+        self, card_ref: str, text: str, *, post_id: str, retaken: bool = False
+    ) -> str | None:
+        # The card's message id is also its thread's id. The nonce needs no `retaken`: every
+        # try carries it, and Discord hands back the message it already created.
+        return await _send(self.client, int(card_ref.split(":", 1)[1]), text, post_id)
 
 
 class DiscordCustomerChannel:
@@ -69,10 +82,12 @@ class DiscordCustomerChannel:
     def __init__(self, client: SupportBotClient) -> None:
         self.client = client
 
-    async def post(self, key: ConversationKey, text: str) -> str | None:
+    async def post(
+        self, key: ConversationKey, text: str, *, post_id: str, retaken: bool = False
+    ) -> str | None:
         if key.thread:
             try:
-                return await _send(self.client, int(key.thread), text)
+                return await _send(self.client, int(key.thread), text, post_id)
             except discord.NotFound:
                 pass  # a question in a channel that never got a thread: answer in the channel
-        return await _send(self.client, int(key.channel), text)
+        return await _send(self.client, int(key.channel), text, post_id)

@@ -1,11 +1,12 @@
 """The web chat's side of the human-handoff relay (`bot.relay`): its customers.
 
 A web page cannot be pushed to: it asks. `WebCustomerChannel` is the relay's `CustomerChannel`
-for conversations on the web chat; delivering a message to it is the relay claiming the queued
-row (pending → sent) in the shared database, which is what makes the message visible to the
-page (`GET /api/chat/{conversation_id}/messages` lists the conversation's delivered rows). The
+for conversations on the web chat; delivering a message to it is the relay marking the queued
+row sent in the shared database once `post` returns, which is what makes the message visible to
+the page (`GET /api/chat/{conversation_id}/messages` lists the conversation's delivered rows). The
 relay has already stored an agent's reply (as an `agent` message) and its own notices in the
-conversation when it queued them, so nothing is stored twice.
+conversation when it queued them, so nothing is stored twice. Posting is thus idempotent by the
+row itself (its `post_id`): a claim taken again after a process died shows the row once.
 
 `web_relay` runs, for the web app's lifetime, the relay's delivery loop for the web platform
 (which also checks the handoff timeouts), with the channel registered.
@@ -36,7 +37,9 @@ class WebCustomerChannel:
     message); it raises `ValueError` for another platform's conversation, a wiring error.
     """
 
-    async def post(self, key: ConversationKey, text: str) -> str | None:
+    async def post(
+        self, key: ConversationKey, text: str, *, post_id: str, retaken: bool = False
+    ) -> str | None:
         if key.platform != PLATFORM:
             raise ValueError(f"the web chat cannot post to a {key.platform} conversation")
         logger.debug("relay: message for web conversation %s ready for the page", key.channel)

@@ -5,6 +5,13 @@ is the ticket id) and adds customers' messages to it as internal notes; agents' 
 on such tickets come back through `ZendeskAdapter.on_agent_comment`, which the adapter passes to
 `Relay.agent_said`. `ZendeskCustomerChannel` posts to a Zendesk customer's ticket as a public
 comment by the bot.
+
+Posting is at least once: a comment added by a process that died before recording it is added
+again by the process that takes the message over (`retaken`). A ticket comment carries no
+field of ours to find an earlier copy by (its `metadata` is Zendesk's own), matching on the text
+would merge two messages that say the same thing, and the Support API's idempotency keys
+(``Idempotency-Key``) are documented for creating tickets, not for the ticket updates that add
+comments.
 """
 
 from __future__ import annotations
@@ -34,7 +41,9 @@ class ZendeskDesk:
         )
         return str(ticket_id)
 
-    async def post(self, card_ref: str, text: str) -> str | None:
+    async def post(
+        self, card_ref: str, text: str, *, post_id: str, retaken: bool = False
+    ) -> str | None:
         # An internal note: the relay ticket's requester is a placeholder, not the customer.
         response = await self.adapter.client.update_ticket(
             int(card_ref),
@@ -56,7 +65,9 @@ class ZendeskCustomerChannel:
     def __init__(self, adapter: ZendeskAdapter) -> None:
         self.adapter = adapter
 
-    async def post(self, key: ConversationKey, text: str) -> str | None:
+    async def post(
+        self, key: ConversationKey, text: str, *, post_id: str, retaken: bool = False
+    ) -> str | None:
         response = await self.adapter.client.update_ticket(
             int(key.thread),
             {

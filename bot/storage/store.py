@@ -74,6 +74,7 @@ __all__ = [
     "CONVERSATION_STATUSES",
     "OPENING_PREFIX",
     "PROPOSAL_STATUSES",
+    "RELAY_CLAIM_TIMEOUT_S",
     "SILENT_TURN_PLATFORM",
     "ConversationInfo",
     "ConversationRecord",
@@ -249,6 +250,7 @@ class OutboxItem:
     sent_at: datetime | None
     attempts: int = 0
     next_attempt_at: datetime | None = None
+    claimed_at: datetime | None = None
 
 
 def _link_info(row: RelayLink) -> RelayLinkInfo:
@@ -282,17 +284,30 @@ def _outbox_item(row: RelayOutbox) -> OutboxItem:
         sent_at=row.sent_at,
         attempts=row.attempts,
         next_attempt_at=row.next_attempt_at,
+        claimed_at=row.claimed_at,
     )
 
 
-def _relay_due(now: datetime | None) -> ColumnElement[bool]:
-    """The relay outbox rows that may be claimed at `now` (default: the current time): pending,
-    and not waiting out a back-off. Listing and claiming share it, so a process never lists
-    what it may not claim, nor claims what another process's failure put off."""
+#: How long a relay message's claim holds by default (`RelayConfig.claim_timeout_s`).
+RELAY_CLAIM_TIMEOUT_S: Final = 120.0
+
+
+def _relay_due(now: datetime | None, claim_timeout_s: float) -> ColumnElement[bool]:
+    """The relay outbox rows that may be claimed at `now` (default: the current time): pending
+    and not waiting out a back-off, or claimed ("posting") more than `claim_timeout_s` ago by a
+    process that never recorded the outcome (it died). Listing and claiming share it, so a
+    process never lists what it may not claim, nor claims what another process's failure put
+    off or what another process is still posting."""
+    at = utcnow() if now is None else now
     next_attempt_at = col(RelayOutbox.next_attempt_at)
-    return (col(RelayOutbox.status) == "pending") & or_(
-        next_attempt_at.is_(None), next_attempt_at <= (utcnow() if now is None else now)
+    claimed_at = col(RelayOutbox.claimed_at)
+    pending = (col(RelayOutbox.status) == "pending") & or_(
+        next_attempt_at.is_(None), next_attempt_at <= at
     )
+    abandoned = (col(RelayOutbox.status) == "posting") & (
+        claimed_at <= at - timedelta(seconds=claim_timeout_s)
+    )
+    return or_(pending, abandoned)
 
 
 def _conversation_info(row: Conversation) -> ConversationInfo:
@@ -1746,13 +1761,20 @@ class Store:
             return True
 
     def pending_relay(
-        self, platform: str, limit: int = 100, *, now: datetime | None = None
+        self,
+        platform: str,
+        limit: int = 100,
+        *,
+        now: datetime | None = None,
+        claim_timeout_s: float = RELAY_CLAIM_TIMEOUT_S,
     ) -> list[OutboxItem]:
         """Messages due to be posted on `platform` at `now` (default: the current time), oldest
-        first. Those waiting out a back-off are left out, so they never fill the `limit`."""
+        first: pending ones, and those whose claim is older than `claim_timeout_s` (the process
+        posting them died). Those waiting out a back-off are left out, so they never fill the
+        `limit`."""
         query = (
             select(RelayOutbox)
-            .where(RelayOutbox.target_platform == platform, _relay_due(now))
+            .where(RelayOutbox.target_platform == platform, _relay_due(now, claim_timeout_s))
             .order_by(col(RelayOutbox.id))
             .limit(limit)
         )
@@ -1790,22 +1812,71 @@ class Store:
         with self._session("list delivered relay messages") as session:
             return [_outbox_item(row) for row in session.exec(query)]
 
-    def claim_relay_delivery(self, item_id: int, *, now: datetime | None = None) -> bool:
-        """Mark a queued message sent before posting it; True if this caller got it.
+    def claim_relay_delivery(
+        self,
+        item_id: int,
+        *,
+        now: datetime | None = None,
+        claim_timeout_s: float = RELAY_CLAIM_TIMEOUT_S,
+    ) -> bool:
+        """Claim a due message before posting it (status "posting", `claimed_at` = `now`); True
+        if this caller got it. `mark_relay_sent` records the post.
 
-        Only a message due at `now` (default: the current time) is claimed; the claim clears
-        its `next_attempt_at`, so a message that is then posted keeps no back-off (its
-        `attempts` stay, as a record of the failed tries).
+        Only a message due at `now` (default: the current time) is claimed: pending, or claimed
+        more than `claim_timeout_s` before `now` by a process that never recorded the post. The
+        claim clears its `next_attempt_at`, so a message that is then posted keeps no back-off
+        (its `attempts` stay, as a record of the failed tries). `claim_relay_delivery_again`
+        says whether the message may already be on the platform.
+        """
+        return self._claim_relay(item_id, now, claim_timeout_s) is not None
+
+    def claim_relay_delivery_again(
+        self,
+        item_id: int,
+        *,
+        now: datetime | None = None,
+        claim_timeout_s: float = RELAY_CLAIM_TIMEOUT_S,
+    ) -> bool | None:
+        """As `claim_relay_delivery`; None if this caller did not get the message, else whether
+        it was claimed before (a claim that expired, or a post that failed): a post made then
+        may have reached the platform, so the caller looks for it before posting again."""
+        return self._claim_relay(item_id, now, claim_timeout_s)
+
+    def _claim_relay(
+        self, item_id: int, now: datetime | None, claim_timeout_s: float
+    ) -> bool | None:
+        at = utcnow() if now is None else now
+        due = _relay_due(at, claim_timeout_s)
+        # Two conditional updates, each atomic: the first takes a message never claimed
+        # before, the second one that was. Whichever matches tells the caller which it got.
+        never = col(RelayOutbox.claimed_at).is_(None) & (col(RelayOutbox.attempts) == 0)
+        with self._session("claim a relay delivery") as session:
+            for before, condition in ((False, never), (True, ~never)):
+                statement = (
+                    update(RelayOutbox)
+                    .where(col(RelayOutbox.id) == item_id, due, condition)
+                    .values(status="posting", claimed_at=at, sent_at=None, next_attempt_at=None)
+                )
+                result = session.exec(statement)
+                session.commit()
+                if int(result.rowcount) == 1:
+                    return before
+        return None
+
+    def mark_relay_sent(self, item_id: int) -> None:
+        """Record that a claimed message was posted (status "sent", `sent_at` now).
+
+        A message this process was too slow to post (its claim expired, another process took it
+        and failed meanwhile) is still marked sent: it is on the platform.
         """
         statement = (
             update(RelayOutbox)
-            .where(col(RelayOutbox.id) == item_id, _relay_due(now))
+            .where(col(RelayOutbox.id) == item_id, col(RelayOutbox.status) != "sent")
             .values(status="sent", sent_at=utcnow(), next_attempt_at=None)
         )
-        with self._session("claim a relay delivery") as session:
-            result = session.exec(statement)
+        with self._session("record a relay delivery") as session:
+            session.exec(statement)
             session.commit()
-            return int(result.rowcount) == 1
 
     def unclaim_relay_delivery(self, item_id: int) -> None:
         """Put back a claimed message to be tried again at once (no back-off)."""
@@ -1826,7 +1897,8 @@ class Store:
         before ``now + min(max_delay_s, first_delay_s * 2**attempts)`` (`attempts` counted
         before this one), by this process or any other; a message queued `give_up_after_s` or
         more before `now` is marked "failed" instead and never tried again. Reading the row and
-        writing it back need no lock: the caller's claim keeps every other process off it.
+        writing it back need no lock: the caller's claim keeps every other process off it (for the
+        claim timeout, far longer than this takes).
 
         Returns:
             The message as recorded: its `attempts`, and its status and `next_attempt_at`.

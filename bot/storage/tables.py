@@ -320,6 +320,11 @@ class RelayOutbox(StorageModel, table=True):
     process sharing the database waits for the same `next_attempt_at` and a restart remembers
     it: `attempts` counts the failed posts (kept once it is sent, as a record), and a pending
     row is not claimed before `next_attempt_at` (None: at once).
+
+    A process claims a row before posting it: status "posting" with `claimed_at`, then "sent"
+    with `sent_at` once posted. A "posting" row whose `claimed_at` is older than the relay's
+    claim timeout belongs to a process that died while posting: another process takes it
+    again, and first looks on the platform for the copy the dead one may have posted.
     """
 
     __tablename__ = "relay_outbox"
@@ -341,6 +346,7 @@ class RelayOutbox(StorageModel, table=True):
     sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     attempts: int = 0
     next_attempt_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    claimed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class ReviewItem(StorageModel, table=True):

@@ -289,7 +289,7 @@ def test_agents_replies_are_printed_while_waiting(tmp_path: Path) -> None:
 def test_the_console_channel_refuses_other_platforms() -> None:
     channel = ConsoleCustomerChannel(Console(record=True))
     with pytest.raises(ValueError, match="slack"):
-        asyncio.run(channel.post(ConversationKey("slack", "T", "C", ""), "hi"))
+        asyncio.run(channel.post(ConversationKey("slack", "T", "C", ""), "hi", post_id="relay-1"))
 
 
 def test_printed_replies_are_recorded_as_posted() -> None:

@@ -37,7 +37,9 @@ class MemoryDesk:
         self.cards.append(request)
         return f"card-{len(self.cards)}"
 
-    async def post(self, card_ref: str, text: str) -> str | None:
+    async def post(
+        self, card_ref: str, text: str, *, post_id: str, retaken: bool = False
+    ) -> str | None:
         self.posts.append((card_ref, text))
         return None
 
@@ -115,7 +117,7 @@ def test_the_web_channel_is_a_customer_channel() -> None:
     channel = WebCustomerChannel()
     assert isinstance(channel, CustomerChannel)
     with pytest.raises(ValueError, match="slack"):
-        asyncio.run(channel.post(ConversationKey("slack", "T", "C", ""), "hi"))
+        asyncio.run(channel.post(ConversationKey("slack", "T", "C", ""), "hi", post_id="relay-1"))
 
 
 def test_agents_replies_reach_the_web_page(

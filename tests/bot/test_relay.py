@@ -50,7 +50,9 @@ class FakeDesk:
         self.cards.append(request)
         return f"C9:card{len(self.cards)}"
 
-    async def post(self, card_ref: str, text: str) -> str | None:
+    async def post(
+        self, card_ref: str, text: str, *, post_id: str, retaken: bool = False
+    ) -> str | None:
         if self.fail:
             raise RuntimeError("desk down")
         self.posts.append((card_ref, text))
@@ -58,12 +60,24 @@ class FakeDesk:
 
 
 class FakeChannel:
+    """A customer platform that, like Slack and Discord, can find what was posted with a
+    `post_id` when asked to look (`retaken`)."""
+
     def __init__(self) -> None:
         self.posts: list[tuple[ConversationKey, str]] = []
+        self.by_post_id: dict[str, str] = {}
+        self.retaken: list[str] = []
 
-    async def post(self, key: ConversationKey, text: str) -> str | None:
+    async def post(
+        self, key: ConversationKey, text: str, *, post_id: str, retaken: bool = False
+    ) -> str | None:
+        if retaken:
+            self.retaken.append(post_id)
+            if post_id in self.by_post_id:
+                return self.by_post_id[post_id]
         self.posts.append((key, text))
-        return f"customer-post-{len(self.posts)}"
+        self.by_post_id[post_id] = f"customer-post-{len(self.posts)}"
+        return self.by_post_id[post_id]
 
 
 class Clock:
@@ -493,9 +507,11 @@ class AuthoredChannel(FakeChannel):
         super().__init__()
         self.authored: list[tuple[str, str]] = []
 
-    async def post_as(self, key: ConversationKey, text: str, author: str) -> str | None:
+    async def post_as(
+        self, key: ConversationKey, text: str, author: str, *, post_id: str, retaken: bool = False
+    ) -> str | None:
         self.authored.append((author, text))
-        return await self.post(key, text)
+        return await self.post(key, text, post_id=post_id, retaken=retaken)
 
 
 async def test_an_authored_channel_gets_the_agents_name(relay: Relay, store: Store) -> None:
@@ -537,11 +553,13 @@ class FlakyChannel(FakeChannel):
         self.up_at = up_at
         self.tries = 0
 
-    async def post(self, key: ConversationKey, text: str) -> str | None:
+    async def post(
+        self, key: ConversationKey, text: str, *, post_id: str, retaken: bool = False
+    ) -> str | None:
         self.tries += 1
         if self.clock() < self.up_at:
             raise RuntimeError("channel_not_found")
-        return await super().post(key, text)
+        return await super().post(key, text, post_id=post_id, retaken=retaken)
 
 
 def _relay_with(store: Store, clock: Clock, channel: FakeChannel) -> Relay:
@@ -794,3 +812,96 @@ def test_a_message_put_off_is_neither_listed_nor_claimed_before_its_time(
     assert not store.claim_relay_delivery(first.id, now=early)
     assert [i.id for i in store.pending_relay("slack", now=due)] == [first.id, second.id]
     assert store.claim_relay_delivery(first.id, now=due)
+
+
+# A claim whose process died is taken again, and the post is not doubled ------------------------
+
+
+class Died(BaseException):
+    """The process ends here (killed): nothing after it runs, no handler catches it."""
+
+
+class DyingChannel(FakeChannel):
+    """Posts on `platform`, then the process dies before the relay records the post."""
+
+    def __init__(self, platform: FakeChannel) -> None:
+        super().__init__()
+        self.platform = platform
+
+    async def post(
+        self, key: ConversationKey, text: str, *, post_id: str, retaken: bool = False
+    ) -> str | None:
+        await self.platform.post(key, text, post_id=post_id, retaken=retaken)
+        raise Died
+
+
+async def test_a_claim_whose_process_died_before_posting_is_posted_once_after_the_timeout(
+    open_store: Callable[[], Store], clock: Clock
+) -> None:
+    stores = [open_store(), open_store(), open_store()]
+    item = _queue_for_customer(stores[0])
+    start = item.created_at
+    # Process A claimed the message and died before posting it.
+    assert stores[0].claim_relay_delivery(item.id, now=start)
+    row = _row(stores[0], item)
+    assert (row.status, row.claimed_at, row.sent_at) == ("posting", start, None)
+    platform = FakeChannel()
+    relays = [_relay_with(store, clock, platform) for store in stores[1:]]
+    timeout = relays[0].config.claim_timeout_s
+    assert timeout == 120.0
+
+    # A fresh claim is A's: nobody takes it before the timeout (A may still be posting).
+    clock.now = start + timedelta(seconds=timeout - 1)
+    assert stores[1].pending_relay("slack", now=clock.now) == []
+    assert await relays[0].deliver_pending("slack") == 0
+    assert platform.posts == []
+    assert stores[0].relay_delivered(item.conversation_id) == []
+
+    clock.now = start + timedelta(seconds=timeout)
+    assert await relays[0].deliver_pending("slack") == 1
+    assert await relays[1].deliver_pending("slack") == 0  # B's claim is fresh: C keeps off
+    assert platform.posts == [(KEY, "Hello, Ann here.")]
+    assert platform.retaken == [f"relay-{item.id}"]  # B was told to look for A's copy first
+    row = _row(stores[2], item)
+    assert (row.status, row.sent_at is not None) == ("sent", True)
+    assert [i.id for i in stores[2].relay_delivered(item.conversation_id)] == [item.id]
+
+    clock.now += timedelta(hours=1)
+    for relay in relays:
+        assert await relay.deliver_pending("slack") == 0
+    assert len(platform.posts) == 1
+
+
+async def test_a_post_that_reached_the_platform_before_its_process_died_is_not_repeated(
+    open_store: Callable[[], Store], clock: Clock
+) -> None:
+    stores = [open_store(), open_store()]
+    item = _queue_for_customer(stores[0])
+    start = item.created_at
+    platform = FakeChannel()
+    clock.now = start
+    with pytest.raises(Died):
+        await _relay_with(stores[0], clock, DyingChannel(platform)).deliver_pending("slack")
+    assert len(platform.posts) == 1
+    assert _row(stores[1], item).status == "posting"  # never recorded as posted
+
+    survivor = _relay_with(stores[1], clock, platform)
+    clock.now = start + timedelta(seconds=survivor.config.claim_timeout_s + 1)
+    assert await survivor.deliver_pending("slack") == 1
+    assert platform.posts == [(KEY, "Hello, Ann here.")]  # the copy A posted is the message
+    assert _row(stores[1], item).status == "sent"
+    # The copy's reference is recorded, so it is never relayed back as the customer's message.
+    assert stores[1].has_event("slack", "relay-post:customer-post-1")
+
+
+async def test_a_message_that_failed_before_is_looked_for_before_it_is_posted_again(
+    store: Store, clock: Clock
+) -> None:
+    """A failed post may still have reached the platform (a timeout): the next try looks."""
+    item = _queue_for_customer(store)
+    start = item.created_at
+    down, up = FlakyChannel(clock, up_at=NEVER), FakeChannel()
+    await _tried(_relay_with(store, clock, down), down, clock, start)
+    clock.now = start + timedelta(seconds=1)
+    assert await _relay_with(store, clock, up).deliver_pending("slack") == 1
+    assert up.retaken == [f"relay-{item.id}"]

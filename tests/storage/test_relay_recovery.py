@@ -136,6 +136,8 @@ def test_relay_delivered_lists_sent_customer_messages_after_a_cursor(store: Stor
     assert store.relay_delivered(conversation_id) == []  # nothing delivered yet
     for item in store.pending_relay("slack")[:4]:
         assert store.claim_relay_delivery(item.id)
+        assert store.relay_delivered(conversation_id, after=item.id - 1) == []  # not posted yet
+        store.mark_relay_sent(item.id)
     delivered = store.relay_delivered(conversation_id)
     assert [item.text for item in delivered] == ["m0", "m3"]  # m4 is still pending
     assert store.relay_delivered(conversation_id, after=delivered[0].id)[0].text == "m3"
@@ -184,7 +186,9 @@ class _Desk:
         self.cards.append(request.conversation_id)
         return f"card-{len(self.cards)}"
 
-    async def post(self, card_ref: str, text: str) -> str | None:
+    async def post(
+        self, card_ref: str, text: str, *, post_id: str, retaken: bool = False
+    ) -> str | None:
         return None
 
 

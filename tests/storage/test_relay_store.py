@@ -98,6 +98,12 @@ def test_outbox_deduplicates_and_claims_once(store: Store) -> None:
 
     assert store.claim_relay_delivery(first)
     items = store.relay_outbox(conversation_id)
+    assert [(item.status, item.claimed_at is not None) for item in items] == [
+        ("posting", True),
+        ("pending", False),
+    ]
+    store.mark_relay_sent(first)  # posted
+    items = store.relay_outbox(conversation_id)
     assert [(item.status, item.sent_at is not None) for item in items] == [
         ("sent", True),
         ("pending", False),

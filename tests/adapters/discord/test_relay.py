@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
+from adapters.discord.client import SupportBotClient
+from adapters.discord.relay import DiscordCustomerChannel, DiscordDesk
 from bot.engine import Engine
 from bot.model import ConversationKey, Owner
 from bot.relay import Relay, RelayConfig
@@ -11,6 +18,7 @@ from bot.service import Services
 from bot.storage.store import Store
 from tests.adapters.discord.conftest import WAIT, running, short_policies
 from tests.adapters.discord.fake_discord import FakeDiscord, user
+from tests.support import Killed, SetClock
 
 
 async def test_discord_desk_claim_relay_and_resolve(
@@ -68,3 +76,82 @@ async def test_discord_desk_claim_relay_and_resolve(
             assert "Claimed by" not in " ".join(dm_texts())
     finally:
         store.close()
+
+
+# A relayed post that reached Discord before its process died is not posted again ---------------
+
+
+class _DyingDesk(DiscordDesk):
+    """Posts on Discord, then the process dies before the relay records the post."""
+
+    async def post(
+        self, card_ref: str, text: str, *, post_id: str, retaken: bool = False
+    ) -> str | None:
+        await super().post(card_ref, text, post_id=post_id, retaken=retaken)
+        raise Killed
+
+
+class _DyingChannel(DiscordCustomerChannel):
+    async def post(
+        self, key: ConversationKey, text: str, *, post_id: str, retaken: bool = False
+    ) -> str | None:
+        await super().post(key, text, post_id=post_id, retaken=retaken)
+        raise Killed
+
+
+async def test_a_relayed_post_that_reached_discord_before_its_process_died_is_not_repeated(
+    fake: FakeDiscord,
+    bot: Callable[..., AbstractAsyncContextManager[SupportBotClient]],
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    stores = [Store.from_url(url), Store.from_url(url)]
+    key = ConversationKey("discord", "@me", str(fake.dm_channel))
+    card_ref = f"{fake.agents_channel}:{fake.agents_channel}"
+    try:
+        conversation = stores[0].get_or_create_conversation(key, "42")
+        for direction, target, text in [
+            ("to_agent", card_ref, "my invoice is wrong"),
+            ("to_customer", str(key), "Hi, Ana here."),
+        ]:
+            assert stores[0].enqueue_relay(
+                conversation.id,
+                direction=direction,
+                target_platform="discord",
+                target_ref=target,
+                text=text,
+                author="someone",
+                origin_key=f"test:{direction}",
+            )
+
+        def texts(channel: int) -> list[str]:
+            return [m["content"] for m in fake.bot_messages(channel)]
+
+        async with bot() as client:
+            clock = SetClock(datetime.now(UTC))
+            dying = Relay(stores[0], RelayConfig(desk="discord"), clock=clock)
+            dying.register_desk("discord", _DyingDesk(client))
+            dying.register_channel("discord", _DyingChannel(client))
+            for _ in range(2):  # each round dies at its first post, as a process would
+                with pytest.raises(Killed):
+                    await dying.deliver_pending("discord")
+            assert texts(fake.agents_channel) == ["my invoice is wrong"]
+            assert texts(fake.dm_channel) == ["Hi, Ana here."]
+            assert {i.status for i in stores[1].relay_outbox(conversation.id)} == {"posting"}
+
+            survivor = Relay(stores[1], RelayConfig(desk="discord"), clock=clock)
+            survivor.register_desk("discord", DiscordDesk(client))
+            survivor.register_channel("discord", DiscordCustomerChannel(client))
+            assert await survivor.deliver_pending("discord") == 0  # the claims are fresh
+            clock.now += timedelta(seconds=survivor.config.claim_timeout_s)
+            assert await survivor.deliver_pending("discord") == 2
+            # Discord handed back the messages their nonces had created: one each.
+            assert texts(fake.agents_channel) == ["my invoice is wrong"]
+            assert texts(fake.dm_channel) == ["Hi, Ana here."]
+            assert {i.status for i in stores[1].relay_outbox(conversation.id)} == {"sent"}
+            for channel in (fake.agents_channel, fake.dm_channel):
+                [message] = fake.bot_messages(channel)
+                assert stores[1].has_event("discord", f"relay-post:{message['id']}")
+    finally:
+        for store in stores:
+            store.close()

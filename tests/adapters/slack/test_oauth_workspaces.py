@@ -260,7 +260,9 @@ class _Desk:
     async def open_card(self, request: HandoffRequest) -> str:
         return f"card-{request.conversation_id}"
 
-    async def post(self, card_ref: str, text: str) -> str | None:
+    async def post(
+        self, card_ref: str, text: str, *, post_id: str, retaken: bool = False
+    ) -> str | None:
         return None
 
 

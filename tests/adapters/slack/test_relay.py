@@ -7,6 +7,7 @@ adapter's lifetime loop with a short polling interval.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
 from itertools import count
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,8 @@ from typing import Any
 import pytest
 
 from adapters.slack import SlackSettings
+from adapters.slack.outbound import fixed_client, make_client
+from adapters.slack.relay import SlackCustomerChannel, SlackDesk
 from bot.engine import Engine, Responder
 from bot.model import ConversationKey, Owner
 from bot.relay import Relay, RelayConfig
@@ -22,8 +25,17 @@ from bot.settings import Settings
 from bot.storage.store import Store
 from knowledge.base import KnowledgeBase
 from knowledge.retriever import Retriever
-from tests.adapters.slack.conftest import AGENTS_CHANNEL, Harness, payload, serve, short_policies
+from tests.adapters.slack.conftest import (
+    AGENTS_CHANNEL,
+    BOT_TOKEN,
+    Harness,
+    make_settings,
+    payload,
+    serve,
+    short_policies,
+)
 from tests.adapters.slack.emulator import SlackEmulator
+from tests.support import Killed, SetClock
 
 DM = "D0DM"
 KEY = ConversationKey("slack", "T0TEST", DM, "")
@@ -203,3 +215,78 @@ async def test_unclaimed_handoff_times_out(
 
 def _timeout_text(relay: Relay) -> str:
     return relay.config.timeout_text.format(contact=relay.config.contact)
+
+
+# A relayed post that reached Slack before its process died is not posted again -----------------
+
+
+class _DyingDesk(SlackDesk):
+    """Posts on Slack, then the process dies before the relay records the post."""
+
+    async def post(
+        self, card_ref: str, text: str, *, post_id: str, retaken: bool = False
+    ) -> str | None:
+        await super().post(card_ref, text, post_id=post_id, retaken=retaken)
+        raise Killed
+
+
+class _DyingChannel(SlackCustomerChannel):
+    async def post(
+        self, key: ConversationKey, text: str, *, post_id: str, retaken: bool = False
+    ) -> str | None:
+        await super().post(key, text, post_id=post_id, retaken=retaken)
+        raise Killed
+
+
+async def test_a_relayed_post_that_reached_slack_before_its_process_died_is_not_repeated(
+    tmp_path: Path, emulator: SlackEmulator
+) -> None:
+    client = make_client(make_settings(emulator), BOT_TOKEN)
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    stores = [Store.from_url(url), Store.from_url(url)]
+    card_ref = f"{AGENTS_CHANNEL}:1700000000.000100"
+    try:
+        conversation = stores[0].get_or_create_conversation(KEY, "U0CUSTOMER")
+        for direction, target, text in [
+            ("to_agent", card_ref, "my invoice is wrong"),
+            ("to_customer", str(KEY), "Hi, Ana here."),
+        ]:
+            assert stores[0].enqueue_relay(
+                conversation.id,
+                direction=direction,
+                target_platform="slack",
+                target_ref=target,
+                text=text,
+                author="someone",
+                origin_key=f"test:{direction}",
+            )
+        clock = SetClock(datetime.now(UTC))
+        dying = Relay(stores[0], RelayConfig(desk="slack"), clock=clock)
+        dying.register_desk("slack", _DyingDesk(client, AGENTS_CHANNEL))
+        dying.register_channel("slack", _DyingChannel(fixed_client(client)))
+        for _ in range(2):  # each round dies at its first post, as a process would
+            with pytest.raises(Killed):
+                await dying.deliver_pending("slack")
+        assert _texts(emulator, AGENTS_CHANNEL) == ["my invoice is wrong"]
+        assert _texts(emulator, DM) == ["Hi, Ana here."]
+        assert {i.status for i in stores[1].relay_outbox(conversation.id)} == {"posting"}
+        assert not emulator.calls_to("conversations.replies")  # a first try looks for nothing
+
+        survivor = Relay(stores[1], RelayConfig(desk="slack"), clock=clock)
+        survivor.register_desk("slack", SlackDesk(client, AGENTS_CHANNEL))
+        survivor.register_channel("slack", SlackCustomerChannel(fixed_client(client)))
+        assert await survivor.deliver_pending("slack") == 0  # the claims are still fresh
+        clock.now += timedelta(seconds=survivor.config.claim_timeout_s)
+        assert await survivor.deliver_pending("slack") == 2
+        # Found by their metadata: one message each on Slack.
+        assert _texts(emulator, AGENTS_CHANNEL) == ["my invoice is wrong"]
+        assert _texts(emulator, DM) == ["Hi, Ana here."]
+        assert len(emulator.calls_to("conversations.replies")) == 1
+        assert len(emulator.calls_to("conversations.history")) == 1
+        assert {i.status for i in stores[1].relay_outbox(conversation.id)} == {"sent"}
+        for channel in (AGENTS_CHANNEL, DM):
+            [message] = emulator.messages[channel]
+            assert stores[1].has_event("slack", f"relay-post:{message['ts']}")
+    finally:
+        for store in stores:
+            store.close()

@@ -120,6 +120,7 @@ class DatabaseInstallationStore(AsyncInstallationStore):
         *,
         user_id: str | None = None,
         bot_only: bool = False,
+        any_enterprise: bool = False,
     ) -> Installation | None:
         enterprise_id, team_id = _workspace(enterprise_id, team_id, is_enterprise_install)
         data = await asyncio.to_thread(
@@ -130,6 +131,7 @@ class DatabaseInstallationStore(AsyncInstallationStore):
             team_id=team_id,
             user_id=user_id,
             bot_only=bot_only,
+            any_enterprise=any_enterprise,
         )
         return None if data is None else Installation(**data)
 
@@ -159,16 +161,8 @@ class DatabaseInstallationStore(AsyncInstallationStore):
         """The newest bot installation in workspace `team_id`, whether or not the workspace
         belongs to an Enterprise Grid organisation (a workspace install there is stored with its
         enterprise id, which work that knows only the workspace does not have)."""
-        data = await asyncio.to_thread(
-            self.store.find_installation,
-            PLATFORM,
-            self.client_id,
-            enterprise_id=None,
-            team_id=team_id,
-            bot_only=True,
-            any_enterprise=True,
-        )
-        return None if data is None else Installation(**data).to_bot()
+        found = await self._find(None, team_id, False, bot_only=True, any_enterprise=True)
+        return None if found is None else found.to_bot()
 
     async def async_find_enterprise_bots(self) -> list[Bot]:
         """The newest bot of each org-wide (Enterprise Grid) install, the latest saved last.

@@ -8,8 +8,9 @@
   fails it under CI, where PostgreSQL always runs.
 * `free_port`: a free TCP port on 127.0.0.1.
 * `worker_processes`: the uvicorn workers that ``supportbot run --workers N`` started.
-* `Killed` and `SetClock`: a process that dies at a given line, and a clock moved by hand (the
-  relay's crash tests).
+* `Killed`, `PostsThenDies` and `SetClock`: a process that dies at a given line, a relay desk or
+  channel whose process dies right after posting, and a clock moved by hand (the relay's crash
+  tests).
 """
 
 from __future__ import annotations
@@ -151,6 +152,22 @@ def stop_gracefully(process: subprocess.Popen[Any], log: IO[Any], timeout_s: flo
 
 class Killed(BaseException):
     """The process ends here (killed): no handler catches it."""
+
+
+class PostsThenDies:
+    """Wraps a relay desk or customer channel: it posts through the real one, then its process
+    dies (`Killed`) before the relay records the post."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    async def open_card(self, request: Any) -> str:
+        card: str = await self.inner.open_card(request)
+        return card
+
+    async def post(self, *args: Any, **kwargs: Any) -> str | None:
+        await self.inner.post(*args, **kwargs)
+        raise Killed
 
 
 class SetClock:

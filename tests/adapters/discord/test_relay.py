@@ -18,7 +18,7 @@ from bot.service import Services
 from bot.storage.store import Store
 from tests.adapters.discord.conftest import WAIT, running, short_policies
 from tests.adapters.discord.fake_discord import FakeDiscord, user
-from tests.support import Killed, SetClock
+from tests.support import Killed, PostsThenDies, SetClock
 
 
 async def test_discord_desk_claim_relay_and_resolve(
@@ -81,24 +81,6 @@ async def test_discord_desk_claim_relay_and_resolve(
 # A relayed post that reached Discord before its process died is not posted again ---------------
 
 
-class _DyingDesk(DiscordDesk):
-    """Posts on Discord, then the process dies before the relay records the post."""
-
-    async def post(
-        self, card_ref: str, text: str, *, post_id: str, retaken: bool = False
-    ) -> str | None:
-        await super().post(card_ref, text, post_id=post_id, retaken=retaken)
-        raise Killed
-
-
-class _DyingChannel(DiscordCustomerChannel):
-    async def post(
-        self, key: ConversationKey, text: str, *, post_id: str, retaken: bool = False
-    ) -> str | None:
-        await super().post(key, text, post_id=post_id, retaken=retaken)
-        raise Killed
-
-
 async def test_a_relayed_post_that_reached_discord_before_its_process_died_is_not_repeated(
     fake: FakeDiscord,
     bot: Callable[..., AbstractAsyncContextManager[SupportBotClient]],
@@ -130,8 +112,8 @@ async def test_a_relayed_post_that_reached_discord_before_its_process_died_is_no
         async with bot() as client:
             clock = SetClock(datetime.now(UTC))
             dying = Relay(stores[0], RelayConfig(desk="discord"), clock=clock)
-            dying.register_desk("discord", _DyingDesk(client))
-            dying.register_channel("discord", _DyingChannel(client))
+            dying.register_desk("discord", PostsThenDies(DiscordDesk(client)))
+            dying.register_channel("discord", PostsThenDies(DiscordCustomerChannel(client)))
             for _ in range(2):  # each round dies at its first post, as a process would
                 with pytest.raises(Killed):
                     await dying.deliver_pending("discord")

@@ -35,7 +35,7 @@ from tests.adapters.slack.conftest import (
     short_policies,
 )
 from tests.adapters.slack.emulator import SlackEmulator
-from tests.support import Killed, SetClock
+from tests.support import Killed, PostsThenDies, SetClock
 
 DM = "D0DM"
 KEY = ConversationKey("slack", "T0TEST", DM, "")
@@ -220,24 +220,6 @@ def _timeout_text(relay: Relay) -> str:
 # A relayed post that reached Slack before its process died is not posted again -----------------
 
 
-class _DyingDesk(SlackDesk):
-    """Posts on Slack, then the process dies before the relay records the post."""
-
-    async def post(
-        self, card_ref: str, text: str, *, post_id: str, retaken: bool = False
-    ) -> str | None:
-        await super().post(card_ref, text, post_id=post_id, retaken=retaken)
-        raise Killed
-
-
-class _DyingChannel(SlackCustomerChannel):
-    async def post(
-        self, key: ConversationKey, text: str, *, post_id: str, retaken: bool = False
-    ) -> str | None:
-        await super().post(key, text, post_id=post_id, retaken=retaken)
-        raise Killed
-
-
 async def test_a_relayed_post_that_reached_slack_before_its_process_died_is_not_repeated(
     tmp_path: Path, emulator: SlackEmulator
 ) -> None:
@@ -262,8 +244,8 @@ async def test_a_relayed_post_that_reached_slack_before_its_process_died_is_not_
             )
         clock = SetClock(datetime.now(UTC))
         dying = Relay(stores[0], RelayConfig(desk="slack"), clock=clock)
-        dying.register_desk("slack", _DyingDesk(client, AGENTS_CHANNEL))
-        dying.register_channel("slack", _DyingChannel(fixed_client(client)))
+        dying.register_desk("slack", PostsThenDies(SlackDesk(client, AGENTS_CHANNEL)))
+        dying.register_channel("slack", PostsThenDies(SlackCustomerChannel(fixed_client(client))))
         for _ in range(2):  # each round dies at its first post, as a process would
             with pytest.raises(Killed):
                 await dying.deliver_pending("slack")

@@ -58,15 +58,22 @@ def _dm(team: str, channel: str, ts: str) -> InboundMessage:
     )
 
 
-async def _install(store: DatabaseInstallationStore, team: str, token: str) -> None:
+async def _install(
+    store: DatabaseInstallationStore, team: str | None, token: str, *, enterprise: str | None = None
+) -> None:
+    """A bot install as the OAuth flow saves it: a workspace's (`team`; inside a Grid org when
+    `enterprise` is given too), or an org-wide one (`enterprise`, and no workspace)."""
+    owner = team or enterprise
     await store.async_save(
         Installation(
             app_id="A0TEST",
+            enterprise_id=enterprise,
             team_id=team,
             bot_token=token,
-            bot_id=f"B{team}",
-            bot_user_id=f"U{team}BOT",
+            bot_id=f"B{owner}",
+            bot_user_id=f"U{owner}BOT",
             user_id="U0INSTALLER",
+            is_enterprise_install=team is None,
         )
     )
 
@@ -345,19 +352,8 @@ TEAM_3, TOKEN_3, DM_3 = "T0CCCC", "xoxb-T0CCCC-token", "D0CCCC"
 
 
 async def _install_org(store: DatabaseInstallationStore, enterprise: str, token: str) -> None:
-    """An org-wide install, as the OAuth flow saves it: the enterprise, and no workspace."""
-    await store.async_save(
-        Installation(
-            app_id="A0TEST",
-            enterprise_id=enterprise,
-            team_id=None,
-            bot_token=token,
-            bot_id=f"B{enterprise}",
-            bot_user_id=f"U{enterprise}BOT",
-            user_id="U0INSTALLER",
-            is_enterprise_install=True,
-        )
-    )
+    """An org-wide install: the enterprise, and no workspace."""
+    await _install(store, None, token, enterprise=enterprise)
 
 
 def _covers(emulator: SlackEmulator, token: str, *teams: str) -> None:
@@ -537,15 +533,8 @@ async def test_the_org_wide_installs_are_listed_newest_bot_per_enterprise(
     await _install_org(store, "E0ONE", "xoxb-E0ONE-reinstalled")
     await _install_org(DatabaseInstallationStore(any_store, "9999.0000"), "E0APP", "xoxb-other")
     await _install(store, TEAM_3, TOKEN_3)  # a workspace's own install
-    await store.async_save(  # a workspace install inside a Grid org: it has its workspace
-        Installation(
-            app_id="A0TEST",
-            enterprise_id="E0ONE",
-            team_id="T0INGRID",
-            bot_token="xoxb-T0INGRID-token",
-            user_id="U0INSTALLER",
-        )
-    )
+    # A workspace install inside a Grid org: it has its workspace.
+    await _install(store, "T0INGRID", "xoxb-T0INGRID-token", enterprise="E0ONE")
     await store.async_save(  # a user's own org-wide authorisation, without a bot
         Installation(
             app_id="A0TEST",
@@ -571,17 +560,7 @@ async def test_a_workspace_install_inside_a_grid_org_is_found_by_its_workspace(
     # Installed on its own, but in the org: stored with the enterprise id as well. Its own token
     # comes before the org-wide one, which covers it too.
     team, token, dm = "T0GRID4", "xoxb-T0GRID4-token", "D0GRID4"
-    await grid.async_save(
-        Installation(
-            app_id="A0TEST",
-            enterprise_id=ENTERPRISE,
-            team_id=team,
-            bot_token=token,
-            bot_id="BGRID4",
-            bot_user_id="UGRID4BOT",
-            user_id="U0INSTALLER",
-        )
-    )
+    await _install(grid, team, token, enterprise=ENTERPRISE)
     _covers(emulator, TOKEN_ORG, TEAM_1, TEAM_2, team)
     reply = _abandon_reply(services, _dm(team, dm, "1700000040.000100"))
     sweeper = _sweeper(_oauth_adapter(services, emulator), hold_s=30)

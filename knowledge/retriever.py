@@ -347,13 +347,11 @@ class Retriever:
 
         # Feedback on similar questions: skipped outright while nobody has rated anything.
         feedback = self.feedback
-        rated = feedback is not None and feedback.active
         boost_keys: list[int] = []
         boost_values: list[float] = []
         endorsed: list[int] = []
         boosted_rows = np.zeros(rows, dtype=bool)
-        if rated:
-            assert feedback is not None
+        if feedback is not None and feedback.active:
             for row, vector in enumerate(vectors):
                 for entry_id, amount in feedback.boosts(vector).items():
                     position = kb.position(entry_id)
@@ -371,11 +369,12 @@ class Retriever:
         d[np.searchsorted(found, dense_keys)] = dense_values
         lex = np.zeros(len(found), dtype=np.float64)
         lex[np.searchsorted(found, lex_keys)] = lex_values
+        voted = np.searchsorted(found, vote_keys)
         share = np.zeros(len(found), dtype=np.float64)
-        share[np.searchsorted(found, vote_keys)] = vote_values
+        share[voted] = vote_values
         share = share / total_votes[found_row]
         votes = np.zeros(len(found), dtype=np.int64)
-        votes[np.searchsorted(found, vote_keys)] = vote_counts
+        votes[voted] = vote_counts
         score = share + cfg.lexical_weight * lex / lex_total[found_row] + cfg.dense_weight * d
         boost = np.zeros(len(found), dtype=np.float64)
         if boost_keys:

@@ -283,8 +283,7 @@ class KnowledgeBase:
             raise IndexMissingError(
                 f"no knowledge base at {self.directory}: run `supportbot kb ingest PATH` first"
             )
-        with path.open(encoding="utf-8") as fh:
-            return [_entry_from_json(json.loads(line)) for line in fh if line.strip()]
+        return list(StoredEntries(path))
 
     def rebuild(self, *, progress: bool = False) -> IngestReport:
         """Re-embed every stored entry with this knowledge base's model (after a model change).

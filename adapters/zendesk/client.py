@@ -14,6 +14,10 @@ errors, timeouts and rate limits that outlast those retries, with backoff, and b
 after an answer that may have come after the comment was added (a 5xx, no answer) it reads the
 ticket's latest comments and takes an identical comment by the same author, added since the last
 comment of anyone else, as the one it sent.
+
+An update can carry custom metadata, which Zendesk stores on the update's audit
+(``metadata.custom``, at most 1 KB, only when the update changes the ticket); `find_audit` reads
+the ticket's audits back to find the update that carried a given value.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ __all__ = [
     "api_auth",
     "audit_id_of",
     "client_options",
+    "comment_id_in",
     "comment_id_of",
     "make_http_client",
     "next_link",
@@ -107,10 +112,17 @@ def client_options(settings: ZendeskSettings) -> dict[str, Any]:
 
 def comment_id_of(response: TicketResponse) -> int | None:
     """The id of the comment a ticket create or update added (from the change's audit)."""
-    audit = response.get("audit") or {}
+    return comment_id_in(response.get("audit") or {})
+
+
+def comment_id_in(audit: Mapping[str, Any]) -> int | None:
+    """The id of the comment an audit records (its Comment event's id is the comment's), or
+    None when the change added none."""
     for event in audit.get("events") or []:
-        if event.get("type") == "Comment" and isinstance(event.get("id"), int):
-            return event["id"]
+        if isinstance(event, Mapping) and event.get("type") == "Comment":
+            event_id = event.get("id")
+            if isinstance(event_id, int):
+                return event_id
     return None
 
 
@@ -209,14 +221,48 @@ class ZendeskClient:
             return read_json(response, method, path)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def update_ticket(self, ticket_id: int, ticket: TicketUpdate) -> TicketResponse:
+    async def update_ticket(
+        self, ticket_id: int, ticket: TicketUpdate, *, metadata: Mapping[str, str] | None = None
+    ) -> TicketResponse:
         """``PUT /tickets/{id}.json``: add a comment and/or change fields.
+
+        Args:
+            metadata: custom metadata for the update's audit (Zendesk's ``ticket.metadata``,
+                read back as the audit's ``metadata.custom``).
 
         Raises:
             ZendeskError: the update failed.
         """
-        data = await self._request("PUT", f"tickets/{ticket_id}.json", json={"ticket": ticket})
+        body: dict[str, Any] = dict(ticket)
+        if metadata is not None:
+            body["metadata"] = dict(metadata)
+        data = await self._request("PUT", f"tickets/{ticket_id}.json", json={"ticket": body})
         return cast(TicketResponse, data)
+
+    async def audits(self, ticket_id: int) -> AsyncIterator[dict[str, Any]]:
+        """``GET /tickets/{id}/audits.json`` (cursor pagination), oldest first, every page.
+
+        Raises:
+            ZendeskError: a page could not be read.
+        """
+        path = f"tickets/{ticket_id}/audits.json"
+        async for page in self._pages(path, {"page[size]": 100}, f"ticket {ticket_id}'s audits"):
+            for audit in page.get("audits") or []:
+                if isinstance(audit, dict):
+                    yield audit
+
+    async def find_audit(self, ticket_id: int, key: str, value: str) -> dict[str, Any] | None:
+        """The ticket's audit whose custom metadata has ``key`` set to ``value``, or None.
+
+        Raises:
+            ZendeskError: the audits could not be read.
+        """
+        async for audit in self.audits(ticket_id):
+            metadata = audit.get("metadata")
+            custom = metadata.get("custom") if isinstance(metadata, Mapping) else None
+            if isinstance(custom, Mapping) and custom.get(key) == value:
+                return audit
+        return None
 
     async def latest_comments(self, ticket_id: int) -> list[dict[str, Any]]:
         """``GET /tickets/{id}/comments.json``, newest first (the first page).
@@ -315,17 +361,24 @@ class ZendeskClient:
         first: dict[str, Any] = {"score": score, "page[size]": page_size}
         if start_time is not None:
             first["start_time"] = start_time
-        path: str = "satisfaction_ratings.json"
-        params: Mapping[str, Any] | None = first
-        for _ in range(MAX_PAGES):
-            page = cast(SatisfactionRatingsPage, await self._request("GET", path, params=params))
-            for rating in page.get("satisfaction_ratings") or []:
+        async for page in self._pages("satisfaction_ratings.json", first, "satisfaction ratings"):
+            for rating in cast(SatisfactionRatingsPage, page).get("satisfaction_ratings") or []:
                 yield rating
+
+    async def _pages(
+        self, path: str, params: Mapping[str, Any], what: str
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Every page of a listing, following its next-page links (`MAX_PAGES` at most: a
+        runaway link cannot loop forever); `what` names the listing in the log."""
+        query: Mapping[str, Any] | None = params
+        for _ in range(MAX_PAGES):
+            page = await self._request("GET", path, params=query)
+            yield page
             following = next_link(page, str(self.http.base_url))
             if following is None:
                 return
-            path, params = following, None
-        logger.warning("satisfaction ratings: stopped after %d pages", MAX_PAGES)
+            path, query = following, None
+        logger.warning("%s: stopped after %d pages", what, MAX_PAGES)
 
 
 _TAG = re.compile(r"<[^>]*>")

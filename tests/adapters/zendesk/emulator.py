@@ -1,15 +1,18 @@
 """A local Zendesk: the Support and Help Center API endpoints the adapter calls.
 
-It answers like Zendesk (shapes from the Tickets, Ticket Comments, Satisfaction Ratings and Help
-Center Articles references), keeps tickets and their comments so later calls see earlier ones,
-checks API token authentication, and records every call. It runs uvicorn in a thread on a free
-port of 127.0.0.1, so both async (the adapter) and blocking (the CLI import) clients can use it.
+It answers like Zendesk (shapes from the Tickets, Ticket Comments, Ticket Audits, Satisfaction
+Ratings and Help Center Articles references), keeps tickets, their comments and their audits
+(with the custom metadata a create or update carried, as ``metadata.custom``) so later calls see
+earlier ones, checks API token authentication, and records every call. It runs uvicorn in a
+thread on a free port of 127.0.0.1, so both async (the adapter) and blocking (the CLI import)
+clients can use it.
 
-Pagination is forced small (`page_cap` items per page) so listings take several pages; articles are
-paged with cursors by default, or with ``next_page`` offsets (``offset_pages``). A fault can be
-scripted per path: the next call answers 429 with ``Retry-After: 0``. A `Storm` answers ticket
-writes with 429 (Zendesk's shape: ``Retry-After`` and a plain-text body), 500 (applied first when
-``applied_500``), 502 and 503 for a number of calls or a time window.
+Pagination is forced small (`page_cap` items per page) so listings take several pages; audits are
+paged with cursors, articles with cursors by default or with ``next_page`` offsets
+(``offset_pages``). A fault can be scripted per path: the next call answers 429 with
+``Retry-After: 0``. A `Storm` answers ticket writes with 429 (Zendesk's shape: ``Retry-After``
+and a plain-text body), 500 (applied first when ``applied_500``), 502 and 503 for a number of
+calls or a time window.
 """
 
 from __future__ import annotations
@@ -96,6 +99,8 @@ class ZendeskEmulator:
     offset_pages: bool = False
     calls: list[Call] = field(default_factory=list)
     tickets: dict[int, dict[str, Any]] = field(default_factory=dict)
+    #: Each ticket's audits, oldest first (one per create or update that changed it).
+    audits: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     ratings: list[dict[str, Any]] = field(default_factory=list)
     articles: list[dict[str, Any]] = field(default_factory=list)
     faults: dict[str, int] = field(default_factory=dict)
@@ -156,7 +161,9 @@ class ZendeskEmulator:
             "comments": [],
         }
         if description:
-            ticket["comments"].append(self._comment(description, True, requester_id))
+            first = self._comment(description, True, requester_id)
+            ticket["comments"].append(first)
+            self._audit(ticket_id, [first], None, requester_id)
         self.tickets[ticket_id] = ticket
         return ticket
 
@@ -203,6 +210,27 @@ class ZendeskEmulator:
             "author_id": author_id,
             "created_at": "2026-01-01T00:00:00Z",
         }
+
+    def _audit(
+        self, ticket_id: int, events: list[dict[str, Any]], custom: Any, author_id: int
+    ) -> dict[str, Any]:
+        """Record the audit of a change; Zendesk keeps the change's custom metadata on it, and
+        keeps no audit (nor metadata) for an update that changed nothing."""
+        audit = {
+            "id": next(self._ids),
+            "ticket_id": ticket_id,
+            "created_at": "2026-01-01T00:00:00Z",
+            "author_id": author_id,
+            "metadata": {
+                "custom": dict(custom) if isinstance(custom, dict) else {},
+                "system": {"client": "supportbot-tests", "ip_address": "127.0.0.1"},
+            },
+            "via": {"channel": "api"},
+            "events": events,
+        }
+        if events:
+            self.audits.setdefault(ticket_id, []).append(audit)
+        return audit
 
     def _authorized(self, request: Request) -> bool:
         header = request.headers.get("authorization", "")
@@ -269,12 +297,14 @@ class ZendeskEmulator:
                 if ticket is None:
                     return JSONResponse({"error": "RecordNotFound"}, status_code=404)
                 events: list[dict[str, Any]] = []
+                author_id = BOT_USER_ID
                 comment = data.get("comment")
                 if isinstance(comment, dict):
+                    author_id = int(comment.get("author_id") or BOT_USER_ID)
                     added = emulator._comment(
                         comment.get("html_body") or comment.get("body") or "",
                         bool(comment.get("public", True)),
-                        int(comment.get("author_id") or BOT_USER_ID),
+                        author_id,
                     )
                     ticket["comments"].append(added)
                     events.append(added)
@@ -285,7 +315,7 @@ class ZendeskEmulator:
                 for tag in data.get("additional_tags") or []:
                     if tag not in ticket["tags"]:
                         ticket["tags"].append(tag)
-                audit = {"id": next(emulator._ids), "ticket_id": ticket_id, "events": events}
+                audit = emulator._audit(ticket_id, events, data.get("metadata"), author_id)
                 shown = {k: v for k, v in ticket.items() if k != "comments"}
             return JSONResponse({"ticket": shown, "audit": audit})
 
@@ -318,7 +348,8 @@ class ZendeskEmulator:
                 }
                 emulator.tickets[ticket_id] = ticket
                 shown = {k: v for k, v in ticket.items() if k != "comments"}
-                audit = {"id": next(emulator._ids), "ticket_id": ticket_id, "events": [first]}
+                custom = data.get("metadata")
+                audit = emulator._audit(ticket_id, [first], custom, first["author_id"])
             return JSONResponse({"ticket": shown, "audit": audit}, status_code=201)
 
         @app.get("/api/v2/tickets/{ticket_id}/comments.json")
@@ -332,6 +363,16 @@ class ZendeskEmulator:
                     "next_page": None,
                     "count": len(ticket["comments"]),
                 }
+            )
+
+        @app.get("/api/v2/tickets/{ticket_id}/audits.json")
+        async def audits(ticket_id: int, request: Request) -> JSONResponse:
+            if ticket_id not in emulator.tickets:
+                return JSONResponse({"error": "RecordNotFound"}, status_code=404)
+            with emulator._lock:
+                chosen = list(emulator.audits.get(ticket_id, []))
+            return emulator._cursor_page(
+                request, "audits", chosen, f"/api/v2/tickets/{ticket_id}/audits.json"
             )
 
         @app.get("/api/v2/satisfaction_ratings.json")

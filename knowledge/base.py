@@ -9,6 +9,8 @@ Layout of the index directory::
     vectors.npy       the units' embeddings (reused for unchanged units on the next ingest)
     dense.faiss       FAISS inner-product index over vectors.npy
     bm25/             bm25s index over the units' texts
+    head.npz          a linear head over the units (`knowledge.head`), where the entries have
+                      enough example questions to fit one
     calibration.json  written by `supportbot kb calibrate` (kept across ingests)
 
 A build writes a new directory beside the old one and swaps it in with renames, so a reader never
@@ -34,6 +36,7 @@ import numpy.typing as npt
 
 from bot.errors import IndexMissingError, KnowledgeError
 from knowledge.embeddings import Embedder
+from knowledge.head import EntryHead, HeadConfig
 from knowledge.index import DenseIndex, LexicalIndex
 from knowledge.types import Entry, content_id
 
@@ -194,12 +197,21 @@ class KnowledgeBase:
         directory: the index directory (created by the first ingest).
         embedder: turns texts into vectors; the same model must be used to build and to query.
         mmap: map the dense index's vectors from the file instead of reading them into memory.
+        head: when an ingest fits a linear head over the entries' examples (`knowledge.head`).
     """
 
-    def __init__(self, directory: Path | str, embedder: Embedder, *, mmap: bool = True) -> None:
+    def __init__(
+        self,
+        directory: Path | str,
+        embedder: Embedder,
+        *,
+        mmap: bool = True,
+        head: HeadConfig | None = None,
+    ) -> None:
         self.directory = Path(directory)
         self.embedder = embedder
         self.mmap = mmap
+        self.head_config = head or HeadConfig()
         self.entries: Sequence[Entry] = ()
         #: Every entry's id, in entry order (what ties in the ranking are broken by).
         self.entry_ids: list[str] = []
@@ -207,6 +219,7 @@ class KnowledgeBase:
         self.unit_kind: npt.NDArray[np.int8] = np.zeros(0, dtype=np.int8)
         self.dense: DenseIndex | None = None
         self.lexical: LexicalIndex | None = None
+        self.head: EntryHead | None = None
         self.manifest: Manifest | None = None
         self._by_id: dict[str, int] = {}
         self._by_answer: dict[str, int] = {}
@@ -259,6 +272,7 @@ class KnowledgeBase:
         self.unit_kind = units["kind"].astype(np.int8)
         self.dense = DenseIndex.load(self.directory, mmap=self.mmap)
         self.lexical = LexicalIndex.load(self.directory, len(self.unit_entry))
+        self.head = EntryHead.load(self.directory, len(ids))
         self._by_id = {entry_id: i for i, entry_id in enumerate(ids)}
         self._by_answer = {answer: i for i, answer in enumerate(answers)}
         self.manifest = manifest
@@ -494,6 +508,16 @@ class KnowledgeBase:
         dense = DenseIndex.build(vectors)
         dense.save(staging)
         LexicalIndex.build(texts).save(staging)
+        kinds = np.asarray(unit_kind, dtype=np.int8)
+        head = EntryHead.fit(
+            vectors,
+            np.asarray(unit_entry, dtype=np.int32),
+            kinds != UNIT_KINDS.index("passage"),
+            len(entries),
+            self.head_config,
+        )
+        if head is not None:
+            head.save(staging)
         calibration = self.directory / "calibration.json"
         if calibration.exists():
             shutil.copy2(calibration, staging / "calibration.json")

@@ -6,7 +6,10 @@ How a query is scored, per knowledge-base entry:
 * ``share``: a soft k-nearest-neighbour vote. Each of the ``vote_k`` nearest units votes for its
   entry with weight ``exp(tau * (cos - best_cos))``; ``share`` is the entry's part of all votes;
 * ``lexical``: the entry's best BM25 score divided by the query's best BM25 score;
-* ``score`` = ``share + lexical_weight * lexical_share + dense_weight * dense`` ranks entries.
+* ``head``: where the knowledge base has a linear head over its examples (`knowledge.head`),
+  the head's probability that the query is about the entry;
+* ``score`` = ``share + lexical_weight * lexical_share + dense_weight * dense
+  + head_weight * head`` ranks entries.
 
 The features (dense, share, margin to the runner-up, vote count, lexical, feedback) feed the
 confidence model in `knowledge.calibration`, which the decision policy compares to a threshold.
@@ -74,6 +77,9 @@ class RetrieverConfig:
     tau: float = 10.0
     lexical_weight: float = 0.1
     dense_weight: float = 0.1
+    #: The linear head's weight (`knowledge.head`; 0 ignores it). 2 was best on BANKING77's
+    #: held-out training questions among 0.25 to 4 (docs/benchmarks.md).
+    head_weight: float = 2.0
     follow_up_lexical: float = 0.1
     follow_up_sharpness: float = 4.0
 
@@ -363,7 +369,19 @@ class Retriever:
                     # An endorsed entry the query did not reach still competes.
                     if amount > 0 and position not in exclude_entries:
                         endorsed.append(row * n + position)
+        # The linear head, where the knowledge base has one: its likeliest entries compete
+        # even when none of their units was found.
+        head = kb.head if cfg.head_weight else None
+        head_keys = np.zeros(0, dtype=np.int64)
+        if head is not None:
+            probabilities = head.probabilities(vectors)
+            likely = min(cfg.vote_k, head.entries)
+            likeliest = np.argpartition(-probabilities, likely - 1, axis=1)[:, :likely]
+            head_keys = (np.arange(rows)[:, None] * n + likeliest).ravel().astype(np.int64)
+            if exclude_entries:
+                head_keys = head_keys[~np.isin(head_keys % n, list(exclude_entries))]
         found = np.union1d(np.union1d(dense_keys, lex_keys), np.asarray(endorsed, dtype=np.int64))
+        found = np.union1d(found, head_keys)
         found_row = found // n
         d = np.zeros(len(found), dtype=np.float64)
         d[np.searchsorted(found, dense_keys)] = dense_values
@@ -376,6 +394,9 @@ class Retriever:
         votes = np.zeros(len(found), dtype=np.int64)
         votes[voted] = vote_counts
         score = share + cfg.lexical_weight * lex / lex_total[found_row] + cfg.dense_weight * d
+        found_entry = found % n
+        if head is not None:
+            score = score + cfg.head_weight * probabilities[found_row, found_entry]
         boost = np.zeros(len(found), dtype=np.float64)
         if boost_keys:
             keys = np.asarray(boost_keys, dtype=np.int64)
@@ -384,7 +405,6 @@ class Retriever:
         score = score + boost
 
         # Per query: best first, ties by entry id; Candidates only for the `top` kept.
-        found_entry = found % n
         order = np.lexsort((self._id_rank()[found_entry], -score, found_row))
         per_row = np.bincount(found_row, minlength=rows)
         starts = np.cumsum(per_row) - per_row

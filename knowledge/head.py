@@ -17,6 +17,7 @@ on average, and not so many entries that fitting would hold up an ingest. It is 
 from __future__ import annotations
 
 import logging
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,6 +89,7 @@ class EntryHead:
         from sklearn.exceptions import ConvergenceWarning
         from sklearn.linear_model import LogisticRegression
 
+        started = time.perf_counter()
         model = LogisticRegression(C=config.c, max_iter=config.max_iter, class_weight="balanced")
         with warnings.catch_warnings():
             # Stopping at `max_iter` short of full convergence is fine for ranking.
@@ -103,6 +105,12 @@ class EntryHead:
         # An entry without a unit can never be the answer: its logit is far below any other.
         bias = np.full(entries, -1e4, dtype=np.float32)
         weights[classes], bias[classes] = coef, intercept
+        logger.info(
+            "fitted a linear head over %d units of %d entries in %.1f s",
+            len(unit_entry),
+            entries,
+            time.perf_counter() - started,
+        )
         return cls(weights, bias)
 
     def probabilities(self, vectors: Vectors) -> npt.NDArray[np.float64]:

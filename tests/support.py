@@ -108,6 +108,24 @@ def fresh_postgres_database(prefix: str) -> Iterator[str]:
             )
 
 
+#: Parameters of a fixture that runs a test on an SQLite file and on a fresh PostgreSQL database.
+DATABASE_BACKENDS = [
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
+]
+
+
+@contextmanager
+def shared_database(backend: str, tmp_path: Path, prefix: str) -> Iterator[str]:
+    """A database several processes share (`DATABASE_BACKENDS`): an SQLite file in
+    `tmp_path`, or a fresh PostgreSQL database named after `prefix`; yields its URL."""
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'shared.db'}"
+        return
+    with fresh_postgres_database(prefix) as url:
+        yield url
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as sock:

@@ -32,7 +32,7 @@ from bot.relay import (
     request_to_json,
 )
 from bot.storage.store import OutboxItem, Store
-from tests.support import fresh_postgres_database
+from tests.support import DATABASE_BACKENDS, shared_database
 
 KEY = ConversationKey("slack", "T1", "D1", "")
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -624,18 +624,10 @@ async def test_a_post_failing_past_the_give_up_age_is_marked_failed(
 NEVER = datetime.max.replace(tzinfo=UTC)
 
 
-@pytest.fixture(
-    params=[
-        pytest.param("sqlite", id="sqlite"),
-        pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
-    ]
-)
+@pytest.fixture(params=DATABASE_BACKENDS)
 def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A database that several processes share: an SQLite file, or a fresh PostgreSQL one."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'shared.db'}"
-        return
-    with fresh_postgres_database("supportbot_relay") as url:
+    with shared_database(request.param, tmp_path, "supportbot_relay") as url:
         yield url
 
 

@@ -24,7 +24,7 @@ from bot.service import Services
 from bot.storage.store import Store
 from tests.adapters.zendesk.conftest import BOT_USER_ID, SUBDOMAIN, make_settings
 from tests.adapters.zendesk.emulator import AGENT_ID, ZendeskEmulator
-from tests.support import Killed, PostsThenDies, SetClock, fresh_postgres_database
+from tests.support import DATABASE_BACKENDS, Killed, PostsThenDies, SetClock, shared_database
 
 DESK_TICKET = 601
 CUSTOMER_TICKET = 4242
@@ -40,18 +40,10 @@ class DiesBeforePosting:
         raise Killed
 
 
-@pytest.fixture(
-    params=[
-        pytest.param("sqlite", id="sqlite"),
-        pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
-    ]
-)
+@pytest.fixture(params=DATABASE_BACKENDS)
 def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """The relay's database, shared by the process that dies and the one that goes on."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'shared.db'}"
-        return
-    with fresh_postgres_database("supportbot_zendesk_relay") as url:
+    with shared_database(request.param, tmp_path, "supportbot_zendesk_relay") as url:
         yield url
 
 

@@ -12,6 +12,9 @@ The head is fitted at ingest from the vectors the build already has (nothing is 
 and only where it can learn something (`HeadConfig`): enough entries, enough questions per entry
 on average, and not so many entries that fitting would hold up an ingest. It is stored as
 ``head.npz`` in the index directory; an index without it has no head and ranks as before.
+The threshold derived without labelled data (`knowledge.calibration.derive`) hides each
+held-out example from the indexes but not from the head, which was fitted on it: that
+derivation sees the head at its best, a calibration on labelled queries does not.
 """
 
 from __future__ import annotations
@@ -84,7 +87,7 @@ class EntryHead:
         questions = int(unit_is_question.sum())
         if not config.min_entries <= entries <= config.max_entries:
             return None
-        if questions < config.min_questions * entries:
+        if questions < config.min_questions * entries or len(np.unique(unit_entry)) < 2:
             return None
         from sklearn.exceptions import ConvergenceWarning
         from sklearn.linear_model import LogisticRegression

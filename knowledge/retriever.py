@@ -375,7 +375,7 @@ class Retriever:
         head_keys = np.zeros(0, dtype=np.int64)
         if head is not None:
             probabilities = head.probabilities(vectors)
-            likely = min(cfg.vote_k, head.entries)
+            likely = max(1, min(cfg.vote_k, head.entries))
             likeliest = np.argpartition(-probabilities, likely - 1, axis=1)[:, :likely]
             head_keys = (np.arange(rows)[:, None] * n + likeliest).ravel().astype(np.int64)
             if exclude_entries:

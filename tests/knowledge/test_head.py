@@ -120,6 +120,12 @@ def test_no_head_where_there_is_too_little_to_learn(
     assert EntryHead.fit(vectors, labels, np.ones(len(labels), dtype=bool), entries, config) is None
 
 
+def test_units_of_one_entry_alone_give_no_head() -> None:
+    vectors, _ = _clustered(np.random.default_rng(6), 3, 6)
+    one = np.zeros(18, dtype=np.int32)
+    assert EntryHead.fit(vectors, one, np.ones(18, dtype=bool), 3) is None
+
+
 def test_passages_do_not_count_as_questions() -> None:
     vectors, labels = _clustered(np.random.default_rng(4), 3, 6)
     questions = np.zeros(len(labels), dtype=bool)

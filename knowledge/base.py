@@ -368,6 +368,8 @@ class KnowledgeBase:
             "units": len(self.unit_entry),
             "units_by_kind": kinds,
             "index": self.manifest.index_kind,
+            # Whether rankings use a linear head over the examples (`knowledge.head`).
+            "head": self.head is not None,
             "model": str(self.embedder.model_path),
             "dimension": self.manifest.dimension,
             "sources": list(self.manifest.sources),

@@ -349,6 +349,7 @@ def test_unit_positions_map_back_to_their_entries(built: KnowledgeBase) -> None:
     assert list(zip(built.unit_entry.tolist(), built.unit_kind.tolist(), strict=True)) == expected
     stats = built.stats()
     assert stats["entries"] == 5 and stats["units"] == len(expected)
+    assert stats["head"] is False  # five entries with few examples: nothing to learn from
     assert stats["units_by_kind"] == {
         kind: sum(1 for _, k in expected if k == i) for i, kind in enumerate(UNIT_KINDS)
     }

@@ -160,6 +160,7 @@ def head_kb(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder) -> Kno
 def test_an_ingest_with_enough_examples_fits_a_head(head_kb: KnowledgeBase) -> None:
     assert (head_kb.directory / FILENAME).exists()
     assert head_kb.head is not None and head_kb.head.entries == len(ENTRIES)
+    assert head_kb.stats()["head"] is True
 
 
 @pytest.mark.model

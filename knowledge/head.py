@@ -44,7 +44,7 @@ class HeadConfig:
         min_questions: the entries' questions and examples per entry, on average, below which
             there is too little to learn from (the bundled sample has 2.9; BANKING77 130).
         max_entries: more entries than this get no head: fitting grows with entries × units
-            (77 entries × 10,000 units: about 8 s on 2 cores).
+            (77 entries × 10,000 units: 4–11 s on 2 cores).
         c: inverse regularisation strength (scikit-learn's ``C``); 10 was best on BANKING77's
             held-out training questions among 1, 10 and 100.
         max_iter: L-BFGS iterations.

@@ -638,7 +638,7 @@ class Relay:
         elif channel is None:
             return 0
         retaken = await asyncio.to_thread(
-            self.store.claim_relay_delivery_again,
+            self.store.claim_relay_delivery,
             item.id,
             now=now,
             claim_timeout_s=self.config.claim_timeout_s,

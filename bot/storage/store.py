@@ -1818,28 +1818,19 @@ class Store:
         *,
         now: datetime | None = None,
         claim_timeout_s: float = RELAY_CLAIM_TIMEOUT_S,
-    ) -> bool:
-        """Claim a due message before posting it (status "posting", `claimed_at` = `now`); True
-        if this caller got it. `mark_relay_sent` records the post.
+    ) -> bool | None:
+        """Claim a due message before posting it (status "posting", `claimed_at` = `now`).
+
+        Returns None when this caller did not get the message; else whether it was claimed
+        before (a claim that expired, or a post that failed): a post made then may have reached
+        the platform, so the caller looks for it before posting again. `mark_relay_sent`
+        records the post, `relay_delivery_failed` a failure.
 
         Only a message due at `now` (default: the current time) is claimed: pending, or claimed
         more than `claim_timeout_s` before `now` by a process that never recorded the post. The
         claim clears its `next_attempt_at`, so a message that is then posted keeps no back-off
-        (its `attempts` stay, as a record of the failed tries). `claim_relay_delivery_again`
-        says whether the message may already be on the platform.
+        (its `attempts` stay, as a record of the failed tries).
         """
-        return self._claim_relay(item_id, now, claim_timeout_s) is not None
-
-    def claim_relay_delivery_again(
-        self,
-        item_id: int,
-        *,
-        now: datetime | None = None,
-        claim_timeout_s: float = RELAY_CLAIM_TIMEOUT_S,
-    ) -> bool | None:
-        """As `claim_relay_delivery`; None if this caller did not get the message, else whether
-        it was claimed before (a claim that expired, or a post that failed): a post made then
-        may have reached the platform, so the caller looks for it before posting again."""
         return self._claim_relay(item_id, now, claim_timeout_s)
 
     def _claim_relay(
@@ -1877,10 +1868,6 @@ class Store:
         with self._session("record a relay delivery") as session:
             session.exec(statement)
             session.commit()
-
-    def unclaim_relay_delivery(self, item_id: int) -> None:
-        """Put back a claimed message to be tried again at once (no back-off)."""
-        self._unsent_relay(item_id, "pending", "retry a relay delivery")
 
     def relay_delivery_failed(
         self,

@@ -793,7 +793,7 @@ def test_a_message_put_off_is_neither_listed_nor_claimed_before_its_time(
     first = _queue_for_customer(store, "agent:a1")
     second = _queue_for_customer(store, "agent:a2")
     start = first.created_at
-    assert store.claim_relay_delivery(first.id, now=start)
+    assert store.claim_relay_delivery(first.id, now=start) is False  # its first claim
     recorded = store.relay_delivery_failed(
         first.id, now=start, first_delay_s=1.0, max_delay_s=4.0, give_up_after_s=60.0
     )
@@ -801,9 +801,9 @@ def test_a_message_put_off_is_neither_listed_nor_claimed_before_its_time(
     assert (recorded.status, recorded.attempts) == ("pending", 1)
     early, due = start + timedelta(seconds=0.5), start + timedelta(seconds=1)
     assert [i.id for i in store.pending_relay("slack", limit=1, now=early)] == [second.id]
-    assert not store.claim_relay_delivery(first.id, now=early)
+    assert store.claim_relay_delivery(first.id, now=early) is None
     assert [i.id for i in store.pending_relay("slack", now=due)] == [first.id, second.id]
-    assert store.claim_relay_delivery(first.id, now=due)
+    assert store.claim_relay_delivery(first.id, now=due) is True  # claimed before: it failed
 
 
 # A claim whose process died is taken again, and the post is not doubled ------------------------
@@ -834,7 +834,7 @@ async def test_a_claim_whose_process_died_before_posting_is_posted_once_after_th
     item = _queue_for_customer(stores[0])
     start = item.created_at
     # Process A claimed the message and died before posting it.
-    assert stores[0].claim_relay_delivery(item.id, now=start)
+    assert stores[0].claim_relay_delivery(item.id, now=start) is False
     row = _row(stores[0], item)
     assert (row.status, row.claimed_at, row.sent_at) == ("posting", start, None)
     platform = FakeChannel()

@@ -135,7 +135,7 @@ def test_relay_delivered_lists_sent_customer_messages_after_a_cursor(store: Stor
         )
     assert store.relay_delivered(conversation_id) == []  # nothing delivered yet
     for item in store.pending_relay("slack")[:4]:
-        assert store.claim_relay_delivery(item.id)
+        assert store.claim_relay_delivery(item.id) is False
         assert store.relay_delivered(conversation_id, after=item.id - 1) == []  # not posted yet
         store.mark_relay_sent(item.id)
     delivered = store.relay_delivered(conversation_id)

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlmodel import Session, select
 
-from bot.model import ConversationKey, Owner
+from bot.model import ConversationKey, Owner, utcnow
 from bot.storage.store import Store
 from bot.storage.tables import Handoff
 
@@ -90,13 +90,15 @@ def test_outbox_deduplicates_and_claims_once(store: Store) -> None:
     assert store.pending_relay("discord") == []
 
     first = pending[0].id
-    assert store.claim_relay_delivery(first)
-    assert not store.claim_relay_delivery(first)
+    assert store.claim_relay_delivery(first) is False  # claimed for the first time
+    assert store.claim_relay_delivery(first) is None  # taken already
     assert [item.text for item in store.pending_relay("slack")] == ["second"]
-    store.unclaim_relay_delivery(first)
+    store.relay_delivery_failed(
+        first, now=utcnow(), first_delay_s=0.0, max_delay_s=0.0, give_up_after_s=3600.0
+    )
     assert [item.text for item in store.pending_relay("slack")] == ["first", "second"]
 
-    assert store.claim_relay_delivery(first)
+    assert store.claim_relay_delivery(first) is True  # claimed before: the post failed
     items = store.relay_outbox(conversation_id)
     assert [(item.status, item.claimed_at is not None) for item in items] == [
         ("posting", True),
@@ -118,7 +120,7 @@ def test_concurrent_claims_deliver_once(store: Store) -> None:
 
     def claim() -> bool:
         barrier.wait(timeout=10)
-        return store.claim_relay_delivery(item.id)
+        return store.claim_relay_delivery(item.id) is not None
 
     with ThreadPoolExecutor(8) as pool:
         results = [f.result(timeout=60) for f in [pool.submit(claim) for _ in range(8)]]

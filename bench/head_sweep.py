@@ -25,15 +25,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from retriever_sweep import MemoEmbedder, QuerySet, build_kb, console, query_set, score
+from retriever_sweep import console, embedded_splits, held_and_test, score
 from rich.table import Table
 
-from bot.evaluate import load_queries
-from knowledge.base import UNIT_KINDS, KnowledgeBase, units_of
+from knowledge.base import UNIT_KINDS, KnowledgeBase
 from knowledge.head import EntryHead, HeadConfig
-from knowledge.ingest import load_sources
 from knowledge.retriever import RetrieverConfig
-from training.finetune import TrainConfig, split_kb
 
 
 def fit_head(kb: KnowledgeBase, c: float) -> EntryHead | None:
@@ -54,39 +51,11 @@ def main() -> None:
     options = parser.parse_args()
     kb_path = options.kb or options.data / "kb.jsonl"
     test_path = options.test or options.data / "test.jsonl"
-    train = TrainConfig()
-    entries = load_sources([kb_path])
-    kept, held_out = split_kb(entries, train.holdout, train.seed, train.max_holdout)
-    tests = [q for q in load_queries(test_path) if q.expected is not None]
-    embedder = MemoEmbedder(options.model)
-    console.print(
-        f"model {embedder.model_path}; {len(entries)} entries, {len(held_out)} held-out training "
-        f"queries (seed {train.seed}), {len(tests)} in-scope test queries"
-    )
-    embedder.prime(
-        [t for e in entries for _, t in units_of(e)]
-        + [q.text for q in held_out]
-        + [q.text for q in tests]
-    )
+    entries, kept, held_out, tests, embedder = embedded_splits(kb_path, test_path, options.model)
     base = RetrieverConfig()
     rows: list[tuple[float, float, float, float]] = []  # C, weight, held-out r@1, test r@1
     with tempfile.TemporaryDirectory(prefix="head-sweep-") as tmp:
-        sets: list[QuerySet] = [
-            query_set(
-                "held-out",
-                build_kb(Path(tmp) / "held", embedder, kept),
-                [q.text for q in held_out],
-                [q.entry_id for q in held_out],
-                base.dense_k,
-            ),
-            query_set(
-                "test",
-                build_kb(Path(tmp) / "full", embedder, entries),
-                [q.text for q in tests],
-                [str(q.expected) for q in tests],
-                base.dense_k,
-            ),
-        ]
+        sets = held_and_test(Path(tmp), embedder, (entries, kept, held_out, tests), base.dense_k)
         for c in options.c:
             started = time.perf_counter()
             heads = [fit_head(s.kb, c) for s in sets]
@@ -94,8 +63,8 @@ def main() -> None:
             if any(h is None for h in heads):
                 console.print("[yellow]this knowledge base gets no head (see HeadConfig)[/]")
                 return
-            for query_set_, head in zip(sets, heads, strict=True):
-                query_set_.kb.head = head
+            for frozen, head in zip(sets, heads, strict=True):
+                frozen.kb.head = head
             for weight in options.weights:
                 config = replace(base, head_weight=weight)
                 held, test = (score(s, config).recall_at_1 for s in sets)

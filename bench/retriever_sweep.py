@@ -172,6 +172,55 @@ def query_set(
     return QuerySet(name, kb, texts, expected, vectors)
 
 
+def embedded_splits(
+    kb_path: Path, test_path: Path, model: Path | None
+) -> tuple[list[Entry], list[Entry], list[Any], list[Any], MemoEmbedder]:
+    """The knowledge base, its entries without the held-out questions, the held-out questions
+    (`training.finetune.split_kb`, as `supportbot train` splits), the in-scope test queries,
+    and an embedder that has embedded every text of them once."""
+    train = TrainConfig()
+    entries = load_sources([kb_path])
+    kept, held_out = split_kb(entries, train.holdout, train.seed, train.max_holdout)
+    tests = [q for q in load_queries(test_path) if q.expected is not None]
+    embedder = MemoEmbedder(model)
+    console.print(
+        f"model {embedder.model_path}; {len(entries)} entries, {len(held_out)} held-out training "
+        f"queries (seed {train.seed}), {len(tests)} in-scope test queries"
+    )
+    embedder.prime(
+        [t for e in entries for _, t in units_of(e)]
+        + [q.text for q in held_out]
+        + [q.text for q in tests]
+    )
+    return entries, kept, held_out, tests, embedder
+
+
+def held_and_test(
+    folder: Path,
+    embedder: MemoEmbedder,
+    splits: tuple[list[Entry], list[Entry], list[Any], list[Any]],
+    depth: int,
+) -> tuple[QuerySet, QuerySet]:
+    """The held-out questions against a knowledge base without them, and the test queries
+    against the full one, each with its hits frozen (`query_set`)."""
+    entries, kept, held_out, tests = splits
+    held = query_set(
+        "held-out",
+        build_kb(folder / "held", embedder, kept),
+        [q.text for q in held_out],
+        [q.entry_id for q in held_out],
+        depth,
+    )
+    test = query_set(
+        "test",
+        build_kb(folder / "full", embedder, entries),
+        [q.text for q in tests],
+        [str(q.expected) for q in tests],
+        depth,
+    )
+    return held, test
+
+
 def score(queries: QuerySet, config: RetrieverConfig) -> Score:
     results = Retriever(queries.kb, config).search_many(queries.vectors, queries.texts, top=DEPTH)
     ranks: list[int | None] = []
@@ -232,41 +281,15 @@ def main() -> None:
     options = parser.parse_args()
     kb_path = options.kb or options.data / "kb.jsonl"
     test_path = options.test or options.data / "test.jsonl"
-    train = TrainConfig()
     load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     console.print(f"[dim]{load}[/]")
 
     started = time.perf_counter()
-    entries = load_sources([kb_path])
-    kept, held_out = split_kb(entries, train.holdout, train.seed, train.max_holdout)
-    tests = [q for q in load_queries(test_path) if q.expected is not None]
-    embedder = MemoEmbedder(options.model)
-    console.print(
-        f"model {embedder.model_path}; {len(entries)} entries, {len(held_out)} held-out training "
-        f"queries (seed {train.seed}), {len(tests)} in-scope test queries"
-    )
-    embedder.prime(
-        [t for e in entries for _, t in units_of(e)]
-        + [q.text for q in held_out]
-        + [q.text for q in tests]
-    )
+    entries, kept, held_out, tests, embedder = embedded_splits(kb_path, test_path, options.model)
     embedded = time.perf_counter()
     depth = RetrieverConfig().dense_k
     with tempfile.TemporaryDirectory(prefix="retriever-sweep-") as tmp:
-        held = query_set(
-            "held-out",
-            build_kb(Path(tmp) / "held", embedder, kept),
-            [q.text for q in held_out],
-            [q.entry_id for q in held_out],
-            depth,
-        )
-        test = query_set(
-            "test",
-            build_kb(Path(tmp) / "full", embedder, entries),
-            [q.text for q in tests],
-            [str(q.expected) for q in tests],
-            depth,
-        )
+        held, test = held_and_test(Path(tmp), embedder, (entries, kept, held_out, tests), depth)
         indexed = time.perf_counter()
         grid = list(configs(QUICK_GRID if options.quick else GRID))
         results: list[tuple[RetrieverConfig, Score]] = []

@@ -78,7 +78,7 @@ class RetrieverConfig:
     lexical_weight: float = 0.1
     dense_weight: float = 0.1
     #: The linear head's weight (`knowledge.head`; 0 ignores it). 2 was best on BANKING77's
-    #: held-out training questions among 0.25 to 4 (docs/benchmarks.md).
+    #: held-out training questions among 0.5 to 4 (`bench/head_sweep.py`, docs/benchmarks.md).
     head_weight: float = 2.0
     follow_up_lexical: float = 0.1
     follow_up_sharpness: float = 4.0

@@ -5,7 +5,7 @@ Where entries list many phrasings of their question (an intent with dozens of ex
 support logs and intent datasets give), a multinomial logistic regression over the units'
 embeddings learns what sets each entry's examples apart from its neighbours' as a whole, which
 the nearest units alone miss. Its probability for an entry is added to that entry's fused score
-(`RetrieverConfig.head_weight`); on BANKING77 this takes test recall@1 from 0.9256 to 0.9373
+(`RetrieverConfig.head_weight`); on BANKING77 this takes test recall@1 from 0.9256 to 0.9377
 with the untuned model (docs/benchmarks.md, "A linear head over the examples").
 
 The head is fitted at ingest from the vectors the build already has (nothing is embedded again),

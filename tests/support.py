@@ -35,6 +35,7 @@ from sqlalchemy import make_url
 from bot.handoff import HandoffSink
 from bot.service import Services, build_services
 from bot.settings import Settings
+from bot.storage.store import Store
 
 __all__ = [
     "POSTGRES_ADMIN_URL",
@@ -124,6 +125,28 @@ def shared_database(backend: str, tmp_path: Path, prefix: str) -> Iterator[str]:
         return
     with fresh_postgres_database(prefix) as url:
         yield url
+
+
+def enqueue_both_ways(
+    store: Store,
+    conversation_id: int,
+    platform: str,
+    *,
+    to_agent: tuple[str, str],
+    to_customer: tuple[str, str],
+) -> None:
+    """Queue one relay message each way on `platform`: ``(target_ref, text)`` for the agents'
+    card and for the customer's conversation, as a customer's and an agent's words would be."""
+    for direction, (target, text) in (("to_agent", to_agent), ("to_customer", to_customer)):
+        assert store.enqueue_relay(
+            conversation_id,
+            direction=direction,
+            target_platform=platform,
+            target_ref=target,
+            text=text,
+            author="someone",
+            origin_key=f"test:{direction}",
+        )
 
 
 def free_port() -> int:

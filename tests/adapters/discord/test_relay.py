@@ -18,7 +18,7 @@ from bot.service import Services
 from bot.storage.store import Store
 from tests.adapters.discord.conftest import WAIT, running, short_policies
 from tests.adapters.discord.fake_discord import FakeDiscord, user
-from tests.support import Killed, PostsThenDies, SetClock
+from tests.support import Killed, PostsThenDies, SetClock, enqueue_both_ways
 
 
 async def test_discord_desk_claim_relay_and_resolve(
@@ -92,19 +92,13 @@ async def test_a_relayed_post_that_reached_discord_before_its_process_died_is_no
     card_ref = f"{fake.agents_channel}:{fake.agents_channel}"
     try:
         conversation = stores[0].get_or_create_conversation(key, "42")
-        for direction, target, text in [
-            ("to_agent", card_ref, "my invoice is wrong"),
-            ("to_customer", str(key), "Hi, Ana here."),
-        ]:
-            assert stores[0].enqueue_relay(
-                conversation.id,
-                direction=direction,
-                target_platform="discord",
-                target_ref=target,
-                text=text,
-                author="someone",
-                origin_key=f"test:{direction}",
-            )
+        enqueue_both_ways(
+            stores[0],
+            conversation.id,
+            "discord",
+            to_agent=(card_ref, "my invoice is wrong"),
+            to_customer=(str(key), "Hi, Ana here."),
+        )
 
         def texts(channel: int) -> list[str]:
             return [m["content"] for m in fake.bot_messages(channel)]

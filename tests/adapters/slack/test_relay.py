@@ -35,7 +35,7 @@ from tests.adapters.slack.conftest import (
     short_policies,
 )
 from tests.adapters.slack.emulator import SlackEmulator
-from tests.support import Killed, PostsThenDies, SetClock
+from tests.support import Killed, PostsThenDies, SetClock, enqueue_both_ways
 
 DM = "D0DM"
 KEY = ConversationKey("slack", "T0TEST", DM, "")
@@ -229,19 +229,13 @@ async def test_a_relayed_post_that_reached_slack_before_its_process_died_is_not_
     card_ref = f"{AGENTS_CHANNEL}:1700000000.000100"
     try:
         conversation = stores[0].get_or_create_conversation(KEY, "U0CUSTOMER")
-        for direction, target, text in [
-            ("to_agent", card_ref, "my invoice is wrong"),
-            ("to_customer", str(KEY), "Hi, Ana here."),
-        ]:
-            assert stores[0].enqueue_relay(
-                conversation.id,
-                direction=direction,
-                target_platform="slack",
-                target_ref=target,
-                text=text,
-                author="someone",
-                origin_key=f"test:{direction}",
-            )
+        enqueue_both_ways(
+            stores[0],
+            conversation.id,
+            "slack",
+            to_agent=(card_ref, "my invoice is wrong"),
+            to_customer=(str(KEY), "Hi, Ana here."),
+        )
         clock = SetClock(datetime.now(UTC))
         dying = Relay(stores[0], RelayConfig(desk="slack"), clock=clock)
         dying.register_desk("slack", PostsThenDies(SlackDesk(client, AGENTS_CHANNEL)))

@@ -24,7 +24,14 @@ from bot.service import Services
 from bot.storage.store import Store
 from tests.adapters.zendesk.conftest import BOT_USER_ID, SUBDOMAIN, make_settings
 from tests.adapters.zendesk.emulator import AGENT_ID, ZendeskEmulator
-from tests.support import DATABASE_BACKENDS, Killed, PostsThenDies, SetClock, shared_database
+from tests.support import (
+    DATABASE_BACKENDS,
+    Killed,
+    PostsThenDies,
+    SetClock,
+    enqueue_both_ways,
+    shared_database,
+)
 
 DESK_TICKET = 601
 CUSTOMER_TICKET = 4242
@@ -78,19 +85,13 @@ async def adapter(services: Services, emulator: ZendeskEmulator) -> AsyncIterato
 def _enqueue_both(store: Store) -> None:
     """A customer's message for the agents' ticket and an agent's reply for the customer's."""
     conversation = store.get_or_create_conversation(CUSTOMER_KEY, str(CUSTOMER_TICKET))
-    for direction, target, text in [
-        ("to_agent", str(DESK_TICKET), TO_AGENT),
-        ("to_customer", str(CUSTOMER_KEY), TO_CUSTOMER),
-    ]:
-        assert store.enqueue_relay(
-            conversation.id,
-            direction=direction,
-            target_platform="zendesk",
-            target_ref=target,
-            text=text,
-            author="someone",
-            origin_key=f"test:{direction}",
-        )
+    enqueue_both_ways(
+        store,
+        conversation.id,
+        "zendesk",
+        to_agent=(str(DESK_TICKET), TO_AGENT),
+        to_customer=(str(CUSTOMER_KEY), TO_CUSTOMER),
+    )
 
 
 def _relayed(emulator: ZendeskEmulator, ticket_id: int, text: str) -> list[dict[str, Any]]:

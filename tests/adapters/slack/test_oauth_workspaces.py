@@ -10,7 +10,6 @@ records the token of every Web API call.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 from collections.abc import AsyncIterator, Iterator
@@ -39,7 +38,7 @@ from bot.settings import Settings
 from bot.storage.store import Store
 from tests.adapters.slack.conftest import Harness, make_settings, payload, serve
 from tests.adapters.slack.emulator import SlackEmulator
-from tests.support import fresh_postgres_database
+from tests.support import DATABASE_BACKENDS, shared_database
 
 CLIENT_ID = "1111.2222"
 TEAM_A, TOKEN_A, DM_A = "T0AAAA", "xoxb-T0AAAA-token", "D0AAAA"
@@ -506,22 +505,15 @@ async def test_every_page_of_auth_teams_list_is_read(
     assert len(emulator.calls_to("auth.teams.list")) == 3
 
 
-@pytest.fixture(
-    params=[
-        pytest.param("sqlite", id="sqlite"),
-        pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
-    ]
-)
+@pytest.fixture(params=DATABASE_BACKENDS)
 def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     """An empty, migrated store on each backend."""
-    with contextlib.ExitStack() as stack:
-        if request.param == "sqlite":
-            url = f"sqlite:///{tmp_path / 'grid.db'}"
-        else:
-            url = stack.enter_context(fresh_postgres_database("supportbot_grid"))
+    with shared_database(request.param, tmp_path, "supportbot_grid") as url:
         store = Store.from_url(url)
-        stack.callback(store.close)
-        yield store
+        try:
+            yield store
+        finally:
+            store.close()
 
 
 async def test_the_org_wide_installs_are_listed_newest_bot_per_enterprise(

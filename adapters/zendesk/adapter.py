@@ -15,6 +15,11 @@ Claims use ``store.claim_event("zendesk", "comment:{subdomain}:{message id}")``,
 delivery, or the first comment arriving both as ``ticket.created`` and ``ticket.comment_added``, is
 handled once. Database calls and the engine run in worker threads; Zendesk calls are async.
 
+A reply's comment is added once even when Zendesk's answer is lost: its update carries the reply's
+stored id as custom metadata, and a try that may have arrived is looked for in the ticket's audits
+before the next (`ZendeskClient.add_comment_once`, as relayed comments are, `relay`). The outbox's
+re-send of a reply a dead worker left (`ZendeskReplySender`) looks there first.
+
 Satisfaction ratings are polled (`sync_satisfaction`, every ``ZENDESK_SATISFACTION_POLL_S`` while
 the app runs) and become feedback on the bot's latest reply on the rated ticket.
 """
@@ -32,19 +37,15 @@ import httpx
 
 from adapters.zendesk import convert, render
 from adapters.zendesk.client import (
+    REPLY_ID_KEY,
     ZendeskClient,
     ZendeskError,
-    audit_id_of,
+    comment_id_in,
     comment_id_of,
     make_http_client,
 )
 from adapters.zendesk.convert import PLATFORM, AgentComment, Route, TicketComment
-from adapters.zendesk.payloads import (
-    SatisfactionRating,
-    TicketCreate,
-    TicketResponse,
-    TicketUpdate,
-)
+from adapters.zendesk.payloads import SatisfactionRating, TicketCreate, TicketUpdate
 from adapters.zendesk.relay import ZendeskCustomerChannel, ZendeskDesk
 from adapters.zendesk.sentiment import SentimentScorer
 from adapters.zendesk.settings import ZendeskSettings
@@ -250,36 +251,28 @@ class ZendeskAdapter:
     ) -> tuple[int | None, str]:
         """Add a reply as the bot's public comment; its comment id and platform reference.
 
+        The comment's update carries the reply's id (`REPLY_ID_KEY`), so a try that may have
+        reached Zendesk is found in the ticket's audits rather than added again
+        (`ZendeskClient.add_comment_once`); a reply without an id cannot be, and is retried
+        only through rate limits.
+
         Args:
             ticket_id: the ticket.
             reply: the reply.
-            look_first: first look for the same comment by the bot among the ticket's latest
-                comments (`ZendeskClient.find_comment`) and use it instead (the outbox's
-                re-send after a crash, `bot.outbox`).
+            look_first: an earlier process may have added it (the outbox's re-send after a
+                crash, `bot.outbox`): look in the ticket's audits before the first try too.
 
         Raises:
-            ZendeskError: Zendesk refused the comment.
+            ZendeskError: Zendesk refused the comment, or every try failed.
         """
-        comment = render.reply_comment(reply, author_id=self.bot_user_id)
-        found = None
-        if look_first:
-            html_body = str(comment.get("html_body") or comment.get("body") or "")
-            found = await self.client.find_comment(ticket_id, self.bot_user_id, html_body)
-        if found is not None:
-            response: TicketResponse | int = found
-        else:
-            update: TicketUpdate = {"comment": comment}
-            # Retried through storms and timeouts, never added twice (see `add_comment_once`).
-            response = await self.client.add_comment_once(
-                ticket_id, update, author_id=self.bot_user_id
-            )
-        if isinstance(response, int):
-            comment_id: int | None = response
-            where: int | str = response
-        else:
-            comment_id = comment_id_of(response)
-            # The comment's id; failing that (an answer without the audit's events), the audit's.
-            where = comment_id if comment_id is not None else f"audit:{audit_id_of(response)}"
+        update: TicketUpdate = {"comment": render.reply_comment(reply, author_id=self.bot_user_id)}
+        # Retried through storms and timeouts, never added twice.
+        audit = await self.client.add_comment_once(
+            ticket_id, update, key=REPLY_ID_KEY, value=reply.id, look_first=look_first
+        )
+        comment_id = comment_id_in(audit)
+        # The comment's id; failing that (an answer without the audit's events), the audit's.
+        where = comment_id if comment_id is not None else f"audit:{audit.get('id')}"
         return comment_id, f"{self.workspace}:{ticket_id}:{where}"
 
     async def _customer_asks_for_person(self, comment: TicketComment) -> None:
@@ -543,7 +536,7 @@ class ZendeskAdapter:
 
 class ZendeskReplySender:
     """Posts Zendesk replies that were stored but never posted (`bot.outbox.ReplySender`):
-    the ticket's latest comments are searched for the same comment by the bot first."""
+    the ticket's audits are searched for the comment carrying the reply's id first."""
 
     platform = PLATFORM
 

@@ -9,23 +9,24 @@ Writes are sent once: a timeout is not retried, since Zendesk may have applied t
 429 or 503 with ``Retry-After`` (Zendesk's rate limit and maintenance answers, sent before anything
 changed) is retried, at most `MAX_RETRIES` times, waiting at most `MAX_RETRY_WAIT_S` each.
 
-A public comment (a reply) is the exception: `ZendeskClient.add_comment_once` also retries server
-errors, timeouts and rate limits that outlast those retries, with backoff, and before each retry
-after an answer that may have come after the comment was added (a 5xx, no answer) it reads the
-ticket's latest comments and takes an identical comment by the same author, added since the last
-comment of anyone else, as the one it sent.
-
-An update can carry custom metadata, which Zendesk stores on the update's audit
-(``metadata.custom``, at most 1 KB, only when the update changes the ticket); `find_audit` reads
-the ticket's audits back to find the update that carried a given value.
+A comment that must be on the ticket once (a reply, a relayed message) is added by
+`ZendeskClient.add_comment_once`, in an update whose custom metadata names it (`REPLY_ID_KEY`: the
+reply's stored id; `POST_ID_KEY`: the relay's post id). Zendesk keeps an update's custom metadata
+on its audit (``metadata.custom``, at most 1 KB, only when the update changes the ticket, which a
+comment always does), so whenever a try may have reached Zendesk (a 5xx, no answer, an earlier
+process's try) the ticket's audits are read first (`find_audit`, every page) and the audit that
+carries the id is the comment's. Server errors, timeouts and rate limits that outlast the retries
+above are retried with backoff. Matching on the text instead would take two comments that say the
+same thing for one and miss a comment past the first page; the Support API's idempotency keys
+(``Idempotency-Key``) are documented for creating tickets, not for the updates that add comments.
+A reply without a stored id carries no metadata and cannot be looked for: only its rate limits
+are retried.
 """
 
 from __future__ import annotations
 
 import asyncio
-import html
 import logging
-import re
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Final, cast
 
@@ -42,6 +43,8 @@ from adapters.zendesk.settings import ZendeskSettings
 from bot.errors import SupportBotError
 
 __all__ = [
+    "POST_ID_KEY",
+    "REPLY_ID_KEY",
     "ZendeskClient",
     "ZendeskError",
     "api_auth",
@@ -67,6 +70,10 @@ COMMENT_MAX_WAIT_S: Final = 30.0
 MAX_RETRY_WAIT_S: Final = 10.0
 #: Pages read by one listing at most: a runaway `next` link cannot loop forever.
 MAX_PAGES: Final = 1000
+#: The key of a bot reply's stored id in its comment's audit's custom metadata.
+REPLY_ID_KEY: Final = "supportbot_reply_id"
+#: The key of a relayed comment's post id in its audit's custom metadata (`relay`).
+POST_ID_KEY: Final = "supportbot_post_id"
 USER_AGENT = "supportbot-zendesk/0.1"
 
 
@@ -264,74 +271,72 @@ class ZendeskClient:
                 return audit
         return None
 
-    async def latest_comments(self, ticket_id: int) -> list[dict[str, Any]]:
-        """``GET /tickets/{id}/comments.json``, newest first (the first page).
-
-        Raises:
-            ZendeskError: the comments could not be read.
-        """
-        data = await self._request(
-            "GET", f"tickets/{ticket_id}/comments.json", params={"sort_order": "desc"}
-        )
-        comments = data.get("comments") or []
-        return [c for c in comments if isinstance(c, dict)]
-
-    async def find_comment(self, ticket_id: int, author_id: int, html_body: str) -> int | None:
-        """The id of a comment by ``author_id`` with the text of ``html_body``, among those added
-        since anyone else last wrote on the ticket, or None."""
-        wanted = _text_of(html_body)
-        comments = await self.latest_comments(ticket_id)
-        comments.sort(key=lambda c: c.get("id") or 0, reverse=True)
-        for comment in comments:
-            if comment.get("author_id") != author_id:
-                return None
-            if _text_of(str(comment.get("html_body") or comment.get("body") or "")) == wanted:
-                comment_id = comment.get("id")
-                return comment_id if isinstance(comment_id, int) else None
-        return None
-
     async def add_comment_once(
-        self, ticket_id: int, ticket: TicketUpdate, *, author_id: int
-    ) -> TicketResponse | int:
+        self,
+        ticket_id: int,
+        ticket: TicketUpdate,
+        *,
+        key: str,
+        value: str,
+        look_first: bool = False,
+        attempts: int = COMMENT_ATTEMPTS,
+    ) -> Mapping[str, Any]:
         """Add the comment in ``ticket`` once, retrying what failed without adding it twice.
 
+        The update carries ``{key: value}`` as its custom metadata. Before a try that may follow
+        one that reached Zendesk, the ticket's audits are read, and the audit carrying that
+        value is returned instead of adding the comment again. A try is retried after a 429, a
+        5xx or no answer, waiting `COMMENT_BACKOFF_S` doubling; audits that cannot be read count
+        as a failed try (adding the comment blindly could add it twice).
+
+        Args:
+            ticket_id: the ticket.
+            ticket: the update, with its comment.
+            key: the metadata key (`REPLY_ID_KEY`, `POST_ID_KEY`).
+            value: the id no other update on the ticket carries; "" (a reply that was never
+                stored) sends no metadata, so there is nothing to look for: only rate limits,
+                answered before anything changed, are retried, and a 5xx or no answer raises.
+            look_first: an earlier try (another process's) may have reached Zendesk: look
+                before the first try too.
+            attempts: tries in all; 1 for a caller that retries on its own (the relay).
+
         Returns:
-            Zendesk's answer, or the id of the identical comment found after a failed try.
+            The audit of the update: Zendesk's answer's, or the one found ({} when Zendesk's
+            answer had none).
 
         Raises:
-            ZendeskError: Zendesk refused the update (a 4xx other than 429), or every try failed.
+            ZendeskError: Zendesk refused the update or the audits (a 4xx other than 429), a
+                try without ``value`` may have reached it, or every try failed.
         """
-        comment: Mapping[str, Any] = ticket.get("comment") or {}
-        html_body = str(comment.get("html_body") or comment.get("body") or "")
-        may_have_arrived = False
+        metadata = {key: value} if value else None
+        may_have_arrived = look_first
         last: ZendeskError | None = None
-        for attempt in range(COMMENT_ATTEMPTS):
-            if may_have_arrived:
-                try:
-                    found = await self.find_comment(ticket_id, author_id, html_body)
-                except ZendeskError as e:
-                    logger.warning("cannot read ticket %s's comments: %s", ticket_id, e)
-                    found = None
-                if found is not None:
-                    logger.info("ticket %s: the comment arrived before the error", ticket_id)
-                    return found
+        for attempt in range(max(1, attempts)):
             try:
-                return await self.update_ticket(ticket_id, ticket)
+                if may_have_arrived and value:
+                    found = await self.find_audit(ticket_id, key, value)
+                    if found is not None:
+                        logger.info("ticket %s: %s %s was already added", ticket_id, key, value)
+                        return found
+                response = await self.update_ticket(ticket_id, ticket, metadata=metadata)
+                return response.get("audit") or {}
             except ZendeskError as e:
-                if e.status is not None and e.status != 429 and e.status < 500:
-                    raise
+                rate_limited = e.status == 429  # answered before anything changed
+                refused = e.status is not None and e.status < 500 and not rate_limited
+                if refused or not (rate_limited or value):
+                    raise  # or it may have arrived, and without an id it cannot be found
                 last = e
-                may_have_arrived = may_have_arrived or e.status != 429
-            wait = min(COMMENT_BACKOFF_S * 2**attempt, COMMENT_MAX_WAIT_S)
-            logger.warning(
-                "ticket %s: comment failed (try %d of %d): %s; trying again in %.1fs",
-                ticket_id,
-                attempt + 1,
-                COMMENT_ATTEMPTS,
-                last,
-                wait,
-            )
-            if attempt + 1 < COMMENT_ATTEMPTS:
+                may_have_arrived = may_have_arrived or not rate_limited
+            if attempt + 1 < attempts:
+                wait = min(COMMENT_BACKOFF_S * 2**attempt, COMMENT_MAX_WAIT_S)
+                logger.warning(
+                    "ticket %s: comment failed (try %d of %d): %s; trying again in %.1fs",
+                    ticket_id,
+                    attempt + 1,
+                    attempts,
+                    last,
+                    wait,
+                )
                 await asyncio.sleep(wait)
         assert last is not None
         raise last
@@ -379,14 +384,6 @@ class ZendeskClient:
                 return
             path, query = following, None
         logger.warning("%s: stopped after %d pages", what, MAX_PAGES)
-
-
-_TAG = re.compile(r"<[^>]*>")
-
-
-def _text_of(html_body: str) -> str:
-    """The text of a comment's HTML, whitespace collapsed (Zendesk rewrites the markup)."""
-    return " ".join(html.unescape(_TAG.sub(" ", html_body)).split())
 
 
 def same_origin(url: str, base_url: str) -> bool:

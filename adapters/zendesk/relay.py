@@ -6,22 +6,20 @@ on such tickets come back through `ZendeskAdapter.on_agent_comment`, which the a
 `Relay.agent_said`. `ZendeskCustomerChannel` posts to a Zendesk customer's ticket as a public
 comment by the bot.
 
-Posting is exactly once across a crash: every relayed comment is added by a ticket update whose
-audit carries the relay post id in its custom metadata (``metadata.custom``, documented for
-ticket updates and read back by the Ticket Audits API). A message whose claim was taken again
-(its process died after posting, before recording it, or a post failed after reaching Zendesk)
-is looked for in the ticket's audits first, and the comment of the audit found is the post.
-Matching on the text instead would merge two messages that say the same thing, and the Support
-API's idempotency keys (``Idempotency-Key``) are documented for creating tickets, not for the
-ticket updates that add comments.
+Posting is exactly once across a crash, as for the bot's replies: every relayed comment is added
+by `ZendeskClient.add_comment_once` with the relay post id in its update's custom metadata
+(`POST_ID_KEY`, kept by Zendesk on the update's audit as ``metadata.custom``). A message whose
+claim was taken again (its process died after posting, before recording it, or a post failed
+after reaching Zendesk) is looked for in the ticket's audits first, and the comment of the audit
+found is the post. Each delivery round tries once: the relay itself retries a failed post, on a
+later round, as retaken.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from adapters.zendesk.client import comment_id_in
+from adapters.zendesk.client import POST_ID_KEY, comment_id_in
 from adapters.zendesk.render import markdown_html
 from bot.handoff import HandoffRequest
 from bot.model import ConversationKey
@@ -29,10 +27,7 @@ from bot.model import ConversationKey
 if TYPE_CHECKING:
     from adapters.zendesk.adapter import ZendeskAdapter
 
-__all__ = ["POST_ID_KEY", "ZendeskCustomerChannel", "ZendeskDesk"]
-
-#: The key of a relayed comment's post id in its audit's custom metadata.
-POST_ID_KEY = "supportbot_post_id"
+__all__ = ["ZendeskCustomerChannel", "ZendeskDesk"]
 
 
 async def _post_relayed(
@@ -45,24 +40,21 @@ async def _post_relayed(
     retaken: bool,
 ) -> str | None:
     """Add a relayed comment once: when an earlier try may have reached Zendesk, the comment of
-    the audit it left (found by its metadata) is the post."""
-    client = adapter.client
-    audit: Mapping[str, Any] | None = None
-    if retaken:
-        audit = await client.find_audit(ticket_id, POST_ID_KEY, post_id)
-    if audit is None:
-        response = await client.update_ticket(
-            ticket_id,
-            {
-                "comment": {
-                    "html_body": markdown_html(text),
-                    "public": public,
-                    "author_id": adapter.bot_user_id,
-                }
-            },
-            metadata={POST_ID_KEY: post_id},
-        )
-        audit = response.get("audit") or {}
+    the audit it left (found by its post id) is the post."""
+    audit = await adapter.client.add_comment_once(
+        ticket_id,
+        {
+            "comment": {
+                "html_body": markdown_html(text),
+                "public": public,
+                "author_id": adapter.bot_user_id,
+            }
+        },
+        key=POST_ID_KEY,
+        value=post_id,
+        look_first=retaken,
+        attempts=1,  # the relay retries a failed post on its next round, as retaken
+    )
     comment_id = comment_id_in(audit)
     return None if comment_id is None else str(comment_id)
 

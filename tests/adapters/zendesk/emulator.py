@@ -167,6 +167,25 @@ class ZendeskEmulator:
         self.tickets[ticket_id] = ticket
         return ticket
 
+    def add_comment(
+        self, ticket_id: int, html: str, *, author_id: int = AGENT_ID, public: bool = True
+    ) -> dict[str, Any]:
+        """A comment someone else adds to the ticket (an agent in Zendesk), with its audit."""
+        with self._lock:
+            comment = self._comment(html, public, author_id)
+            self.tickets[ticket_id]["comments"].append(comment)
+            self._audit(ticket_id, [comment], None, author_id)
+        return comment
+
+    def audit_of(self, ticket_id: int, comment: dict[str, Any]) -> dict[str, Any]:
+        """The audit of the change that added `comment`."""
+        [audit] = [a for a in self.audits.get(ticket_id, []) if comment in a["events"]]
+        return audit
+
+    def audit_reads(self) -> list[str]:
+        """The paths of the audit listings read, one per page."""
+        return [c.path for c in self.calls if c.method == "GET" and c.path.endswith("/audits.json")]
+
     def writes(self, path_prefix: str = "/api/v2/tickets") -> list[Call]:
         """The authorized PUT/POST calls under `path_prefix`."""
         return [
@@ -351,19 +370,6 @@ class ZendeskEmulator:
                 custom = data.get("metadata")
                 audit = emulator._audit(ticket_id, [first], custom, first["author_id"])
             return JSONResponse({"ticket": shown, "audit": audit}, status_code=201)
-
-        @app.get("/api/v2/tickets/{ticket_id}/comments.json")
-        async def comments(ticket_id: int) -> JSONResponse:
-            ticket = emulator.tickets.get(ticket_id)
-            if ticket is None:
-                return JSONResponse({"error": "RecordNotFound"}, status_code=404)
-            return JSONResponse(
-                {
-                    "comments": ticket["comments"],
-                    "next_page": None,
-                    "count": len(ticket["comments"]),
-                }
-            )
 
         @app.get("/api/v2/tickets/{ticket_id}/audits.json")
         async def audits(ticket_id: int, request: Request) -> JSONResponse:

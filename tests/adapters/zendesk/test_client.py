@@ -1,13 +1,16 @@
-"""The API client over httpx.MockTransport: retries, errors, pagination safety."""
+"""The API client over httpx.MockTransport: retries, errors, pagination safety, adding a comment
+once."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
 import pytest
 
 from adapters.zendesk.client import (
+    REPLY_ID_KEY,
     ZendeskClient,
     ZendeskError,
     audit_id_of,
@@ -79,3 +82,35 @@ def test_next_links() -> None:
     # Credentials never follow a link to another host.
     assert next_link({"next_page": "https://evil.example/api/v2/x.json"}, BASE) is None
     assert next_link({"next_page": "http://acme.zendesk.com/api/v2/x.json"}, BASE) is None
+
+
+async def test_a_comment_is_not_sent_again_while_the_audits_cannot_be_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After a 500 the comment may be on the ticket: a failed read of the audits is a failed
+    try, not a reason to send it again; the audit read next time is the comment's."""
+    monkeypatch.setattr("adapters.zendesk.client.COMMENT_BACKOFF_S", 0.0)
+    seen: list[str] = []
+    custom = {REPLY_ID_KEY: "r-1"}
+    audit = {"id": 8, "metadata": {"custom": custom}, "events": [{"id": 77, "type": "Comment"}]}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(f"{request.method} {request.url.path.rsplit('/', 1)[-1]}")
+        if request.method == "PUT":
+            assert json.loads(request.content)["ticket"]["metadata"] == custom
+            return httpx.Response(500, json={"error": "InternalError"})
+        if seen.count(seen[-1]) == 1:
+            return httpx.Response(502, text="Bad Gateway")
+        other = {"id": 7, "metadata": {"custom": {}}, "events": []}
+        return httpx.Response(200, json={"audits": [other, audit], "meta": {"has_more": False}})
+
+    client = _client(handler)
+    found = await client.add_comment_once(
+        1,
+        {"comment": {"html_body": "<p>hi</p>", "public": True}},
+        key=REPLY_ID_KEY,
+        value="r-1",
+    )
+    await client.aclose()
+    assert seen == ["PUT 1.json", "GET audits.json", "GET audits.json"]
+    assert found == audit

@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 
 from adapters.zendesk import ZendeskAdapter
+from adapters.zendesk.client import POST_ID_KEY
 from adapters.zendesk.convert import conversation_key
-from adapters.zendesk.relay import POST_ID_KEY, ZendeskCustomerChannel, ZendeskDesk
+from adapters.zendesk.relay import ZendeskCustomerChannel, ZendeskDesk
 from bot.relay import Relay, RelayConfig
 from bot.service import Services
 from bot.storage.store import Store
@@ -98,10 +99,6 @@ def _relayed(emulator: ZendeskEmulator, ticket_id: int, text: str) -> list[dict[
     return [c for c in emulator.bot_comments(ticket_id) if text in c["html_body"]]
 
 
-def _audit_reads(emulator: ZendeskEmulator) -> list[str]:
-    return [c.path for c in emulator.calls if c.method == "GET" and c.path.endswith("/audits.json")]
-
-
 async def _die_then_survive(
     stores: list[Store], adapter: ZendeskAdapter, dying_desk: Any, dying_channel: Any
 ) -> None:
@@ -137,7 +134,7 @@ def _assert_posted_once(emulator: ZendeskEmulator, stores: list[Store]) -> None:
         [comment] = _relayed(emulator, ticket_id, text)
         assert comment["public"] is public
         assert stores[1].has_event("zendesk", f"relay-post:{comment['id']}")
-        [audit] = [a for a in emulator.audits[ticket_id] if comment in a["events"]]
+        audit = emulator.audit_of(ticket_id, comment)
         assert audit["metadata"]["custom"] == {POST_ID_KEY: post_ids[text]}
 
 
@@ -153,7 +150,7 @@ async def test_a_relayed_post_that_reached_zendesk_before_its_process_died_is_no
     )
     # Found in the tickets' audits by their post ids: one comment each on Zendesk.
     _assert_posted_once(emulator, stores)
-    reads = _audit_reads(emulator)
+    reads = emulator.audit_reads()
     assert f"/api/v2/tickets/{DESK_TICKET}/audits.json" in reads
     assert f"/api/v2/tickets/{CUSTOMER_TICKET}/audits.json" in reads
     assert len(reads) > 2  # the audits took several pages
@@ -165,7 +162,7 @@ async def test_a_retaken_post_that_never_reached_zendesk_is_posted_once(
     _enqueue_both(stores[0])
     await _die_then_survive(stores, adapter, DiesBeforePosting(), DiesBeforePosting())
     _assert_posted_once(emulator, stores)
-    assert _audit_reads(emulator)  # looked for an earlier copy first, found none
+    assert emulator.audit_reads()  # looked for an earlier copy first, found none
 
 
 async def test_a_post_zendesk_applied_but_answered_500_to_is_not_repeated(
@@ -180,7 +177,7 @@ async def test_a_post_zendesk_applied_but_answered_500_to_is_not_repeated(
     emulator.storm(statuses=(500,), calls=2, applied_500=True)
     assert await relay.deliver_pending("zendesk") == 0
     assert emulator.storm_answers == [500, 500]
-    assert not _audit_reads(emulator)  # a first try looks for nothing
+    assert not emulator.audit_reads()  # a first try looks for nothing
     clock.now += timedelta(seconds=relay.config.retry_max_s)
     assert await relay.deliver_pending("zendesk") == 2
     _assert_posted_once(emulator, stores)

@@ -13,7 +13,7 @@ An accuracy run, not a timing one: it prints the figures and how long each step 
 
     python bench/finetune_banking77.py [--data ../shared/data/banking77] [--work /tmp/ft-b77]
         [--only 77|oos] [--epochs 1] [--cycles 1] [--batch-size 64] [--lr 5e-5] [--hard-negatives]
-        [--oos-declines] [--objective recall|accuracy|balanced]
+        [--entry-loss 1] [--oos-declines] [--objective recall|accuracy|balanced]
 """
 
 from __future__ import annotations
@@ -83,6 +83,8 @@ def train_and_eval(
             "--lr",
             str(options.lr),
             "--hard-negatives" if options.hard_negatives else "--no-hard-negatives",
+            "--entry-loss",
+            str(options.entry_loss),
             "--json",
         )
     )
@@ -159,6 +161,13 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--hard-negatives", action="store_true")
+    parser.add_argument(
+        "--entry-loss",
+        type=float,
+        default=1.0,
+        help="weight of the entry classification added to the ranking loss (`supportbot train`;"
+        " 0: the ranking loss alone, as before the fifth session)",
+    )
     parser.add_argument(
         "--oos-declines",
         action="store_true",

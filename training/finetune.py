@@ -2,17 +2,19 @@
 
 `train()` runs *cycles*. Each cycle starts from the model in service (the output folder's current
 version, or the base model), trains it with sentence-transformers' `SentenceTransformerTrainer`
-and `MultipleNegativesRankingLoss`, then evaluates it on questions kept out of training
-(`training.evaluate`). The new model is *promoted*, written as the next version, only when it
-beats the current one (recall@1, then MRR); otherwise it is thrown away and the next cycle starts
-again from the current model with half the learning rate.
+and `MultipleNegativesRankingLoss` plus a classification of each question's entry
+(`training.losses`), then evaluates it on questions kept out of training (`training.evaluate`).
+The new model is *promoted*, written as the next version, only when it beats the current one
+(recall@1, then MRR); otherwise it is thrown away and the next cycle starts again from the
+current model with half the learning rate.
 
 Training data:
 
 * the knowledge base: each example question is paired with another example question of the same
-  entry (a fresh draw every cycle; an entry that declines gives no pairs, its questions serve as
-  near misses with ``hard_negatives``), the entry's question with one of its examples, and the
-  question with the entry's answer passage. A share of every entry's examples (`holdout`) is
+  entry (a fresh draw every cycle), the entry's question with one of its examples, and the
+  question with the entry's answer passage. An entry that declines gives no pairs: with the
+  entry loss each of its questions is a row of its own (`decline_rows`), and with
+  ``hard_negatives`` they serve as near misses. A share of every entry's examples (`holdout`) is
   kept out for the promotion check, and no held-out text is trained on anywhere.
 * exported pairs JSONL (`training.export`): ``{"anchor": str, "positive": str, "negative"?: str}``,
   split by anchor so one anchor text never sits on both sides.
@@ -94,6 +96,9 @@ class TrainConfig:
             the most similar questions of *another* entry under the model being trained
             (`mine_hard_negatives`). Each batch then holds about half as many rows (two entries
             per row, none twice) and a step costs about 1.5 times as much.
+        entry_loss: weight of the entry classification added to the ranking loss
+            (`training.losses.EntryProxyLoss`, with the questions of entries that decline as
+            rows of their own, `decline_rows`); 0 trains with the ranking loss alone.
     """
 
     cycles: int = 1
@@ -107,6 +112,7 @@ class TrainConfig:
     seed: int = 42
     max_steps: int | None = None
     hard_negatives: bool = False
+    entry_loss: float = 1.0
 
     def check(self) -> None:
         """Raise `TrainingDataError` with what to change when a setting cannot work."""
@@ -125,6 +131,8 @@ class TrainConfig:
             problems.append("--max-seq-length must be at least 8")
         if self.max_steps is not None and self.max_steps < 1:
             problems.append("--max-steps must be at least 1")
+        if self.entry_loss < 0:
+            problems.append("--entry-loss must be 0 (off) or more (try 1)")
         if problems:
             raise TrainingDataError("; ".join(problems))
 
@@ -577,12 +585,36 @@ def evaluate_model(embedder: Embedder, data: TrainingData) -> Evaluation:
     return Evaluation(overall, kb, pairs)
 
 
+def decline_rows(entries: Sequence[Entry]) -> list[TrainingPair]:
+    """Rows for the questions of entries that decline, for training with the entry loss.
+
+    Each such question is its own positive: the two encodings differ by dropout, as in SimCSE,
+    so the ranking loss mostly pushes it away from the batch's other rows, while the entry loss
+    (its row is labelled with the declining entry) pulls it to that entry's proxy. What
+    customers must not get an answer to is learned as a region of its own, apart from the
+    entries they resemble. Without the entry loss these questions would only be pushed apart,
+    from each other too, so they stay out of training there (`kb_pairs`).
+    """
+    return [
+        TrainingPair(text, text)
+        for entry in entries
+        if entry.declines
+        for kind, text in units_of(entry)
+        if kind in ("question", "example")
+    ]
+
+
 def _rows(
-    data: TrainingData, seed: int, negatives: Mapping[str, str] | None = None
+    data: TrainingData,
+    seed: int,
+    negatives: Mapping[str, str] | None = None,
+    *,
+    declines: bool = False,
 ) -> dict[str, list[TrainingPair]]:
     """The cycle's training rows, grouped by column layout (with or without a negative).
 
-    `negatives` (`mine_hard_negatives`) gives the knowledge base's rows their near misses.
+    `negatives` (`mine_hard_negatives`) gives the knowledge base's rows their near misses;
+    `declines` adds the questions of entries that decline (`decline_rows`).
     """
     rows = kb_pairs(data.entries, seed)
     if negatives:
@@ -590,6 +622,8 @@ def _rows(
             replace(p, negative=negatives[_key(p.anchor)]) if _key(p.anchor) in negatives else p
             for p in rows
         ]
+    if declines:
+        rows += decline_rows(data.entries)
     rows += list(data.pairs)
     return {
         "pairs": [p for p in rows if p.negative is None],
@@ -597,16 +631,43 @@ def _rows(
     }
 
 
-def _dataset(rows: Sequence[TrainingPair]) -> Any:
+def _dataset(rows: Sequence[TrainingPair], labels: Mapping[str, int] | None = None) -> Any:
+    """The rows as a `datasets.Dataset`; with `labels` (entry index by text key), a ``label``
+    column gives each row its anchor's entry (`NO_ENTRY` for none)."""
     from datasets import Dataset
 
-    columns: dict[str, list[str]] = {
+    from training.losses import NO_ENTRY
+
+    columns: dict[str, list[Any]] = {
         "anchor": [r.anchor for r in rows],
         "positive": [r.positive for r in rows],
     }
     if rows and rows[0].negative is not None:
         columns["negative"] = [r.negative or "" for r in rows]
+    if labels is not None:
+        columns["label"] = [labels.get(_key(r.anchor), NO_ENTRY) for r in rows]
     return Dataset.from_dict(columns)
+
+
+def _entry_proxies(
+    model: SentenceTransformer, entries: Sequence[Entry], *, progress: bool
+) -> tuple[dict[str, int], Any]:
+    """Each entry's index by its texts' keys, and its starting proxy: the normalised mean of
+    its texts under `model` (`training.losses.EntryProxyLoss`)."""
+    import torch
+
+    texts = [(index, text) for index, e in enumerate(entries) for _, text in units_of(e)]
+    vectors = model.encode(
+        [text for _, text in texts],
+        batch_size=64,
+        convert_to_tensor=True,
+        normalize_embeddings=True,
+        show_progress_bar=progress,
+    )
+    owners = torch.tensor([index for index, _ in texts])
+    sums = torch.zeros(len(entries), vectors.shape[1]).index_add_(0, owners, vectors.cpu())
+    labels = {_key(t): index for index, e in enumerate(entries) for _, t in units_of(e)}
+    return labels, torch.nn.functional.normalize(sums, dim=-1)
 
 
 def _load_model(path: Path) -> SentenceTransformer:
@@ -636,6 +697,8 @@ def train_cycle(
     from sentence_transformers.base.sampler import MultiDatasetBatchSamplers
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
+    from training.losses import EntryProxyLoss
+
     transformers.set_seed(seed)
     transformers.logging.set_verbosity_error()  # type: ignore[no-untyped-call]
     model = _load_model(model_path)
@@ -647,10 +710,18 @@ def train_cycle(
     negatives = None
     if config.hard_negatives:
         negatives = mine_hard_negatives(Embedder(model_path), data.entries, seed)
-    layouts = {name: rows for name, rows in _rows(data, seed, negatives).items() if rows}
+    # Pairs alone (no knowledge base) name no entries: they only rank.
+    by_entry = config.entry_loss > 0 and any(not e.declines for e in data.entries)
+    rows_by_layout = _rows(data, seed, negatives, declines=by_entry)
+    layouts = {name: rows for name, rows in rows_by_layout.items() if rows}
     if not layouts:
         raise TrainingDataError("no training pairs left after holding out the evaluation split")
-    datasets = {name: _dataset(rows) for name, rows in layouts.items()}
+    loss: Any = MultipleNegativesRankingLoss(model)
+    labels = None
+    if by_entry:
+        labels, proxies = _entry_proxies(model, data.entries, progress=progress)
+        loss = EntryProxyLoss(model, proxies, weight=config.entry_loss)
+    datasets = {name: _dataset(rows, labels) for name, rows in layouts.items()}
     train_rows = sum(len(rows) for rows in layouts.values())
     batch_size = config.batch_size
     if negatives:
@@ -680,7 +751,7 @@ def train_cycle(
             model=model,
             args=args,
             train_dataset=datasets if len(datasets) > 1 else next(iter(datasets.values())),
-            loss=MultipleNegativesRankingLoss(model),
+            loss=loss,
         )
         state = trainer.train()
     # Texts were cut short to train fast; in service the model keeps its own limit.

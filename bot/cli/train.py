@@ -56,6 +56,14 @@ def train_model(
             help="Pair every example with a near miss from another entry (slower, sharper).",
         ),
     ] = False,
+    entry_loss: Annotated[
+        float,
+        typer.Option(
+            "--entry-loss",
+            help="Weight of learning which entry each question belongs to, beside the "
+            "ranking loss (0: the ranking loss alone).",
+        ),
+    ] = 1.0,
     base: Annotated[
         Path | None,
         typer.Option(
@@ -82,6 +90,7 @@ def train_model(
         seed=seed,
         max_steps=max_steps,
         hard_negatives=hard_negatives,
+        entry_loss=entry_loss,
     )
 
     def show(result: CycleResult) -> None:

@@ -139,11 +139,16 @@ class TrainConfig:
 
 @dataclass(frozen=True, slots=True)
 class TrainingPair:
-    """One training row: `anchor` should land nearer `positive` than anything else in its batch."""
+    """One training row: `anchor` should land nearer `positive` than anything else in its batch.
+
+    `entry` is the id of the knowledge-base entry both texts belong to (None for exported
+    pairs): the entry loss classifies them as that entry.
+    """
 
     anchor: str
     positive: str
     negative: str | None = None
+    entry: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,14 +316,14 @@ def kb_pairs(entries: Sequence[Entry], seed: int) -> list[TrainingPair]:
         for example in examples:
             others = [t for t in questions if t != example]
             if others:
-                pairs.append(TrainingPair(example, rng.choice(others)))
+                pairs.append(TrainingPair(example, rng.choice(others), entry=entry.id))
             elif passage:
-                pairs.append(TrainingPair(example, passage))
+                pairs.append(TrainingPair(example, passage, entry=entry.id))
         if entry.question and examples:
-            pairs.append(TrainingPair(_norm(entry.question), rng.choice(examples)))
+            pairs.append(TrainingPair(_norm(entry.question), rng.choice(examples), entry=entry.id))
         lead = _norm(entry.question) if entry.question else (examples[0] if examples else None)
         if lead and passage and lead != passage:
-            pairs.append(TrainingPair(lead, passage))
+            pairs.append(TrainingPair(lead, passage, entry=entry.id))
     return pairs
 
 
@@ -596,7 +601,7 @@ def decline_rows(entries: Sequence[Entry]) -> list[TrainingPair]:
     from each other too, so they stay out of training there (`kb_pairs`).
     """
     return [
-        TrainingPair(text, text)
+        TrainingPair(text, text, entry=entry.id)
         for entry in entries
         if entry.declines
         for kind, text in units_of(entry)
@@ -632,8 +637,8 @@ def _rows(
 
 
 def _dataset(rows: Sequence[TrainingPair], labels: Mapping[str, int] | None = None) -> Any:
-    """The rows as a `datasets.Dataset`; with `labels` (entry index by text key), a ``label``
-    column gives each row its anchor's entry (`NO_ENTRY` for none)."""
+    """The rows as a `datasets.Dataset`; with `labels` (index by entry id), a ``label`` column
+    gives each row its entry's index (`NO_ENTRY` for none)."""
     from datasets import Dataset
 
     from training.losses import NO_ENTRY
@@ -645,15 +650,15 @@ def _dataset(rows: Sequence[TrainingPair], labels: Mapping[str, int] | None = No
     if rows and rows[0].negative is not None:
         columns["negative"] = [r.negative or "" for r in rows]
     if labels is not None:
-        columns["label"] = [labels.get(_key(r.anchor), NO_ENTRY) for r in rows]
+        columns["label"] = [
+            NO_ENTRY if r.entry is None else labels.get(r.entry, NO_ENTRY) for r in rows
+        ]
     return Dataset.from_dict(columns)
 
 
-def _entry_proxies(
-    model: SentenceTransformer, entries: Sequence[Entry], *, progress: bool
-) -> tuple[dict[str, int], Any]:
-    """Each entry's index by its texts' keys, and its starting proxy: the normalised mean of
-    its texts under `model` (`training.losses.EntryProxyLoss`)."""
+def _entry_proxies(model: SentenceTransformer, entries: Sequence[Entry], *, progress: bool) -> Any:
+    """Each entry's starting proxy, in the entries' order: the normalised mean of its texts
+    under `model` (`training.losses.EntryProxyLoss`)."""
     import torch
 
     texts = [(index, text) for index, e in enumerate(entries) for _, text in units_of(e)]
@@ -666,8 +671,7 @@ def _entry_proxies(
     )
     owners = torch.tensor([index for index, _ in texts])
     sums = torch.zeros(len(entries), vectors.shape[1]).index_add_(0, owners, vectors.cpu())
-    labels = {_key(t): index for index, e in enumerate(entries) for _, t in units_of(e)}
-    return labels, torch.nn.functional.normalize(sums, dim=-1)
+    return torch.nn.functional.normalize(sums, dim=-1)
 
 
 def _load_model(path: Path) -> SentenceTransformer:
@@ -719,7 +723,8 @@ def train_cycle(
     loss: Any = MultipleNegativesRankingLoss(model)
     labels = None
     if by_entry:
-        labels, proxies = _entry_proxies(model, data.entries, progress=progress)
+        labels = {entry.id: index for index, entry in enumerate(data.entries)}
+        proxies = _entry_proxies(model, data.entries, progress=progress)
         loss = EntryProxyLoss(model, proxies, weight=config.entry_loss)
     datasets = {name: _dataset(rows, labels) for name, rows in layouts.items()}
     train_rows = sum(len(rows) for rows in layouts.values())

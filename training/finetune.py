@@ -682,6 +682,12 @@ def _load_model(path: Path) -> SentenceTransformer:
     return SentenceTransformer(str(path), device="cpu", local_files_only=True)
 
 
+def uses_entry_loss(config: TrainConfig, data: TrainingData) -> bool:
+    """Whether a cycle adds the entry loss: pairs alone (no knowledge base) name no entries and
+    only rank."""
+    return config.entry_loss > 0 and any(not e.declines for e in data.entries)
+
+
 def train_cycle(
     model_path: Path,
     data: TrainingData,
@@ -714,8 +720,7 @@ def train_cycle(
     negatives = None
     if config.hard_negatives:
         negatives = mine_hard_negatives(Embedder(model_path), data.entries, seed)
-    # Pairs alone (no knowledge base) name no entries: they only rank.
-    by_entry = config.entry_loss > 0 and any(not e.declines for e in data.entries)
+    by_entry = uses_entry_loss(config, data)
     rows_by_layout = _rows(data, seed, negatives, declines=by_entry)
     layouts = {name: rows for name, rows in rows_by_layout.items() if rows}
     if not layouts:
@@ -818,7 +823,11 @@ def train(
         registry.root.mkdir(parents=True, exist_ok=True)
         candidate = Path(tempfile.mkdtemp(prefix=".candidate-", dir=registry.root))
         try:
-            say(f"cycle {cycle}/{config.cycles}: training (learning rate {learning_rate:g})")
+            losses = "ranking + entry loss" if uses_entry_loss(config, data) else "ranking loss"
+            say(
+                f"cycle {cycle}/{config.cycles}: training ({losses}, "
+                f"learning rate {learning_rate:g})"
+            )
             steps, rows = train_cycle(
                 current_path,
                 data,

@@ -132,7 +132,12 @@ def test_a_fine_tune_with_the_entry_loss_trains(tmp_path: Path, with_kb: bool) -
     )
     config = TrainConfig(max_steps=2, batch_size=8, holdout=0.2, entry_loss=1.0)
     kbs = [SAMPLE_FAQ] if with_kb else []
-    report = train(kbs, [pairs], tmp_path / "models", config=config, progress=False)
+    said: list[str] = []
+    report = train(
+        kbs, [pairs], tmp_path / "models", config=config, progress=False, on_status=said.append
+    )
     (cycle,) = report.cycles
     assert cycle.steps == 2
     assert cycle.train_rows > 0
+    losses = "ranking + entry loss" if with_kb else "ranking loss,"
+    assert any(f"training ({losses}" in line for line in said), said

@@ -327,6 +327,8 @@ def test_malformed_pairs_name_their_line(tmp_path: Path, line: str, message: str
 def test_bad_settings_and_missing_data_say_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(TrainingDataError, match="--batch-size must be at least 2"):
         train([], [], tmp_path, config=TrainConfig(batch_size=1))
+    with pytest.raises(TrainingDataError, match="--entry-loss must be 0"):
+        train([], [], tmp_path, config=TrainConfig(entry_loss=-1))
     with pytest.raises(TrainingDataError, match="give --kb and/or --pairs"):
         train([], [], tmp_path)
     tiny = tmp_path / "tiny.jsonl"

@@ -25,7 +25,14 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from retriever_sweep import console, embedded_splits, held_and_test, score
+from retriever_sweep import (
+    add_data_options,
+    console,
+    data_paths,
+    embedded_splits,
+    held_and_test,
+    score,
+)
 from rich.table import Table
 
 from knowledge.base import UNIT_KINDS, KnowledgeBase
@@ -42,15 +49,11 @@ def fit_head(kb: KnowledgeBase, c: float) -> EntryHead | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path("/tmp/b77s"))
-    parser.add_argument("--kb", type=Path, help="default: DATA/kb.jsonl")
-    parser.add_argument("--test", type=Path, help="default: DATA/test.jsonl")
-    parser.add_argument("--model", type=Path, help="model folder (default: the bundled one)")
+    add_data_options(parser, Path("/tmp/b77s"))
     parser.add_argument("--c", type=float, nargs="+", default=[1.0, 10.0, 100.0])
     parser.add_argument("--weights", type=float, nargs="+", default=[0.0, 0.5, 1.0, 2.0, 4.0])
     options = parser.parse_args()
-    kb_path = options.kb or options.data / "kb.jsonl"
-    test_path = options.test or options.data / "test.jsonl"
+    kb_path, test_path = data_paths(options)
     entries, kept, held_out, tests, embedder = embedded_splits(kb_path, test_path, options.model)
     base = RetrieverConfig()
     rows: list[tuple[float, float, float, float]] = []  # C, weight, held-out r@1, test r@1

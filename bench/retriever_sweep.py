@@ -257,6 +257,20 @@ def progress_bar() -> Progress:
     )
 
 
+def add_data_options(parser: argparse.ArgumentParser, data: Path) -> None:
+    """The options naming what a sweep reads: DATA (the `import-intents` folder), the files in it
+    to use instead of its kb.jsonl and test.jsonl, and the model."""
+    parser.add_argument("--data", type=Path, default=data)
+    parser.add_argument("--kb", type=Path, help="default: DATA/kb.jsonl")
+    parser.add_argument("--test", type=Path, help="default: DATA/test.jsonl")
+    parser.add_argument("--model", type=Path, help="model folder (default: the bundled one)")
+
+
+def data_paths(options: argparse.Namespace) -> tuple[Path, Path]:
+    """The knowledge base and test queries that `add_data_options` named."""
+    return options.kb or options.data / "kb.jsonl", options.test or options.data / "test.jsonl"
+
+
 def label(config: RetrieverConfig) -> str:
     return (
         f"k={config.vote_k} τ={config.tau:g} lex={config.lexical_weight:g} "
@@ -266,10 +280,7 @@ def label(config: RetrieverConfig) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path("/tmp/b8/data"))
-    parser.add_argument("--kb", type=Path, help="default: DATA/kb.jsonl")
-    parser.add_argument("--test", type=Path, help="default: DATA/test.jsonl")
-    parser.add_argument("--model", type=Path, help="model folder (default: the bundled one)")
+    add_data_options(parser, Path("/tmp/b8/data"))
     parser.add_argument("--quick", action="store_true", help="a smaller grid around the defaults")
     parser.add_argument("--json", type=Path, help="also write every result here")
     parser.add_argument(
@@ -279,8 +290,7 @@ def main() -> None:
         "(a diagnostic only; the choice stays the held-out one)",
     )
     options = parser.parse_args()
-    kb_path = options.kb or options.data / "kb.jsonl"
-    test_path = options.test or options.data / "test.jsonl"
+    kb_path, test_path = data_paths(options)
     load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     console.print(f"[dim]{load}[/]")
 

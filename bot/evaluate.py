@@ -21,7 +21,13 @@ from typing import TYPE_CHECKING, Any
 from bot.engine import Responder
 from bot.errors import IngestError
 from bot.model import ReplyKind, Role, Turn
-from knowledge.calibration import DEFAULT_MAX_MISSED, ConfidenceModel, Sample, fit
+from knowledge.calibration import (
+    DEFAULT_MAX_MISSED,
+    DEFAULT_MIN_OOS_RECALL,
+    ConfidenceModel,
+    Sample,
+    fit,
+)
 
 if TYPE_CHECKING:
     from knowledge.feedback import FeedbackConfig
@@ -148,6 +154,7 @@ def calibrate(
     objective: str = "recall",
     max_missed: float = DEFAULT_MAX_MISSED,
     progress: Callable[[int], None] | None = None,
+    min_oos_recall: float = DEFAULT_MIN_OOS_RECALL,
 ) -> ConfidenceModel:
     """Fit the confidence model and threshold on labelled queries."""
     outcomes = run_queries(responder, queries, progress)
@@ -161,7 +168,7 @@ def calibrate(
         for o in outcomes
         if o.features is not None
     ]
-    return fit(samples, objective, max_missed)
+    return fit(samples, objective, max_missed, min_oos_recall)
 
 
 def _percentile(values: Sequence[float], q: float) -> float:

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from bot.errors import KnowledgeError
 from knowledge.base import UNIT_KINDS, KnowledgeBase, units_of
 from knowledge.retriever import FEATURES, RETRIEVAL_FEATURES, Retriever
 
@@ -150,9 +151,11 @@ class Sample:
     declined: bool = False
 
 
-OBJECTIVES = ("recall", "accuracy", "balanced")
+OBJECTIVES = ("recall", "accuracy", "balanced", "coverage")
 #: With the ``recall`` objective: how much in-scope accuracy may be given up for abstentions.
 DEFAULT_MAX_MISSED = 0.025
+#: With the ``coverage`` objective: the share of out-of-scope questions the bot must decline.
+DEFAULT_MIN_OOS_RECALL = 0.70
 #: Held-out example questions are easier than real customers' wording (they were written next to
 #: their siblings), so a derived threshold gives up a little more to stay low enough.
 DERIVED_MAX_MISSED = 0.05
@@ -163,6 +166,7 @@ def sweep(
     samples: Sequence[Sample],
     objective: str = "recall",
     max_missed: float = DEFAULT_MAX_MISSED,
+    min_oos_recall: float = DEFAULT_MIN_OOS_RECALL,
 ) -> float:
     """The threshold that best meets `objective` on the samples.
 
@@ -171,10 +175,23 @@ def sweep(
             whose in-scope accuracy stays within `max_missed` of answering everything, so it
             abstains on as many out-of-scope questions as that allows;
         ``accuracy``: right answers plus right abstentions, over all queries;
-        ``balanced``: the mean of in-scope accuracy and out-of-scope recall.
+        ``balanced``: the mean of in-scope accuracy and out-of-scope recall;
+        ``coverage``: the dual of ``recall``, for a service that must decline a given share of
+            off-topic questions: the threshold with the best in-scope accuracy among those that
+            decline at least `min_oos_recall` of the out-of-scope samples (the higher one on a
+            tie).
+
+    Raises:
+        ValueError: an unknown objective.
+        KnowledgeError: ``coverage`` without out-of-scope samples to decline.
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
+    if objective == "coverage" and all(s.in_scope for s in samples):
+        raise KnowledgeError(
+            "the coverage objective needs out-of-scope queries (no expected entry) among the "
+            "calibration queries; add some, or choose --objective recall"
+        )
     scores = np.asarray(confidences, dtype=np.float64)
     in_scope = np.asarray([s.in_scope for s in samples])
     correct = np.asarray([s.top_correct for s in samples])
@@ -191,6 +208,10 @@ def sweep(
             if in_scope_accuracy < reachable - max_missed - 1e-12:
                 continue
             value = oos_recall + 1e-6 * in_scope_accuracy
+        elif objective == "coverage":
+            if oos_recall < min_oos_recall - 1e-12:
+                continue
+            value = in_scope_accuracy + 1e-6 * oos_recall
         elif objective == "balanced":
             value = 0.5 * (in_scope_accuracy + oos_recall)
         else:
@@ -201,7 +222,10 @@ def sweep(
 
 
 def fit(
-    samples: Sequence[Sample], objective: str = "recall", max_missed: float = DEFAULT_MAX_MISSED
+    samples: Sequence[Sample],
+    objective: str = "recall",
+    max_missed: float = DEFAULT_MAX_MISSED,
+    min_oos_recall: float = DEFAULT_MIN_OOS_RECALL,
 ) -> ConfidenceModel:
     """Fit a logistic confidence model and its threshold on labelled samples.
 
@@ -217,14 +241,14 @@ def fit(
     if len(set(y.tolist())) < 2:
         # Every query right (or every one wrong): nothing to learn; keep the heuristic.
         confidences = [heuristic_confidence(s.features) for s in samples]
-        threshold = sweep(confidences, samples, objective, max_missed)
+        threshold = sweep(confidences, samples, objective, max_missed, min_oos_recall)
         return ConfidenceModel(threshold, "calibrated", None, 0.0, len(samples))
     model = LogisticRegression(C=10.0, max_iter=2000).fit(x, y)
     weights = tuple(float(w) for w in model.coef_[0])
     bias = float(model.intercept_[0])
     fitted = ConfidenceModel(0.5, "calibrated", weights, bias, len(samples))
     confidences = [fitted.confidence(s.features[:width]) for s in samples]
-    threshold = sweep(confidences, samples, objective, max_missed)
+    threshold = sweep(confidences, samples, objective, max_missed, min_oos_recall)
     return ConfidenceModel(threshold, "calibrated", weights, bias, len(samples))
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 import typer
 from rich.console import Console
@@ -40,11 +40,25 @@ app.add_typer(review_app, name="review")
 console = Console()
 err_console = Console(stderr=True)
 
+#: `knowledge.calibration.OBJECTIVES`, spelled out so `--help` need not import NumPy (a test
+#: keeps the two equal).
+Objective = Literal["recall", "accuracy", "balanced", "coverage"]
+OBJECTIVE_CHOICES: tuple[str, ...] = get_args(Objective)
 OBJECTIVE_HELP = (
     "recall: answer nearly all answerable questions, abstain on as many others as that allows; "
-    "accuracy: most right answers plus right abstentions; balanced: mean of both recalls."
+    "accuracy: most right answers plus right abstentions; balanced: mean of both recalls; "
+    "coverage: answer the most in-scope questions while declining --min-oos-recall of the others."
 )
 MAX_MISSED_HELP = "With --objective recall: in-scope accuracy that may be traded for abstentions."
+ObjectiveOption = Annotated[Objective, typer.Option(help=OBJECTIVE_HELP)]
+MinOosRecallOption = Annotated[
+    float,
+    typer.Option(
+        min=0.0,
+        max=1.0,
+        help="With --objective coverage: the share of out-of-scope queries to decline.",
+    ),
+]
 
 ModelOption = Annotated[
     Path | None,

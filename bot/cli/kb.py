@@ -12,8 +12,9 @@ from rich.table import Table
 
 from bot.cli.common import (
     MAX_MISSED_HELP,
-    OBJECTIVE_HELP,
+    MinOosRecallOption,
     ModelOption,
+    ObjectiveOption,
     app,
     cli_settings,
     console,
@@ -105,8 +106,9 @@ def kb_stats(
 @kb_app.command("calibrate")
 def kb_calibrate(
     queries: Annotated[Path, typer.Option(help="Labelled queries (JSONL).")],
-    objective: Annotated[str, typer.Option(help=OBJECTIVE_HELP)] = "recall",
+    objective: ObjectiveOption = "recall",
     max_missed: Annotated[float, typer.Option(help=MAX_MISSED_HELP)] = 0.025,
+    min_oos_recall: MinOosRecallOption = 0.70,
 ) -> None:
     """Fit the answering threshold on labelled queries and store it with the knowledge base."""
     from bot.engine import Responder
@@ -122,7 +124,14 @@ def kb_calibrate(
     responder = Responder(Retriever(kb), confidence_model(kb))
     with progress_bar() as bar:
         task = bar.add_task("Calibrating", total=len(items))
-        model = calibrate(responder, items, objective, max_missed, lambda n: bar.advance(task, n))
+        model = calibrate(
+            responder,
+            items,
+            objective,
+            max_missed,
+            lambda n: bar.advance(task, n),
+            min_oos_recall=min_oos_recall,
+        )
     data = model.to_json()
     data["queries_file"] = str(queries)
     kb.save_calibration(data)
@@ -139,8 +148,9 @@ def evaluate(
         Path | None, typer.Option("--calibrate", help="Tune the threshold on these queries first.")
     ] = None,
     model: ModelOption = None,
-    objective: Annotated[str, typer.Option(help=OBJECTIVE_HELP)] = "recall",
+    objective: ObjectiveOption = "recall",
     max_missed: Annotated[float, typer.Option(help=MAX_MISSED_HELP)] = 0.025,
+    min_oos_recall: MinOosRecallOption = 0.70,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     replay_feedback: Annotated[
         bool,
@@ -176,6 +186,7 @@ def evaluate(
                     objective,
                     max_missed,
                     lambda n: bar.advance(task, n),
+                    min_oos_recall=min_oos_recall,
                 )
             if replay_feedback:
                 # Half B twice (before, after) and half A once.

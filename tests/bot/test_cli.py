@@ -227,6 +227,42 @@ def test_eval_with_calibration(runner: CliRunner, files: dict[str, Path], tmp_pa
     assert figures["oos_recall"] == 1.0
 
 
+@pytest.mark.model
+def test_eval_calibrated_for_coverage_declines_the_share_asked(
+    runner: CliRunner, files: dict[str, Path], tmp_path: Path
+) -> None:
+    """A lower floor can only keep more answers: every threshold meeting 1.0 also meets 0.5."""
+    figures = {}
+    for floor in ("0.5", "1.0"):
+        result = runner.invoke(
+            app,
+            [
+                "eval",
+                *("--kb", str(files["kb"]), "--queries", str(files["queries"])),
+                *("--calibrate", str(files["queries"]), "--objective", "coverage"),
+                *("--min-oos-recall", floor, "--json"),
+            ],
+            env=cli_env(tmp_path),
+        )
+        assert result.exit_code == 0, result.output
+        figures[floor] = json.loads(result.stdout)
+        # Calibrated on the very queries it is measured on: the floor holds exactly.
+        assert figures[floor]["oos_recall"] >= float(floor)
+    assert figures["0.5"]["in_scope_accuracy"] >= figures["1.0"]["in_scope_accuracy"]
+    assert figures["0.5"]["threshold"] <= figures["1.0"]["threshold"]
+
+
+def test_eval_refuses_an_unknown_objective(files: dict[str, Path], tmp_path: Path) -> None:
+    result = run_script(
+        "eval", "--kb", str(files["kb"]), "--queries", str(files["queries"]),
+        "--objective", "precision",
+    )  # fmt: skip
+
+    assert result.returncode == 2
+    assert "coverage" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_eval_with_a_malformed_queries_file_exits_1(files: dict[str, Path], tmp_path: Path) -> None:
     queries = tmp_path / "queries.jsonl"
     queries.write_text('{"text": "fine", "expected": null}\n{"expected": "sign-up"}\n')

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bot.cli.common import OBJECTIVE_CHOICES
+from bot.errors import KnowledgeError
 from knowledge.base import KnowledgeBase
 from knowledge.calibration import (
     DEFAULT_FEEDBACK_GAIN,
@@ -77,6 +79,28 @@ def test_sweep_recall_gives_up_no_more_than_max_missed() -> None:
     # 20% of in-scope accuracy may go: 0.9 keeps 8 of 10 and rejects both out-of-scope ones.
     assert sweep(confidences, samples, "recall", max_missed=0.2) == pytest.approx(0.9)
     assert sweep(confidences, samples, "recall", max_missed=0.15) == pytest.approx(0.5)
+
+
+def test_sweep_coverage_answers_the_most_while_declining_the_share_asked() -> None:
+    confidences, samples = SET_A
+    # Declining 70% of five out-of-scope questions means four: any threshold above 0.6 keeps 2
+    # of 3 answers; on that tie the higher one (0.8) declines the fifth as well.
+    assert sweep(confidences, samples, "coverage") == pytest.approx(0.8)
+    # Declining one of five is enough at 0.3, which keeps all three answers.
+    assert sweep(confidences, samples, "coverage", min_oos_recall=0.2) == pytest.approx(0.3)
+    confidences, samples = SET_B
+    assert sweep(confidences, samples, "coverage", min_oos_recall=0.5) == pytest.approx(0.5)
+    assert sweep(confidences, samples, "coverage", min_oos_recall=1.0) == pytest.approx(0.9)
+
+
+def test_sweep_coverage_without_out_of_scope_samples_says_what_to_do() -> None:
+    confidences, samples = _samples(right=[0.9, 0.4], oos=[])
+    with pytest.raises(KnowledgeError, match="out-of-scope queries"):
+        sweep(confidences, samples, "coverage")
+
+
+def test_the_cli_offers_every_objective() -> None:
+    assert OBJECTIVE_CHOICES == OBJECTIVES
 
 
 def test_sweep_counts_declined_questions_as_abstentions_at_any_threshold() -> None:

@@ -13,7 +13,11 @@ An accuracy run, not a timing one: it prints the figures and how long each step 
 
     python bench/finetune_banking77.py [--data ../shared/data/banking77] [--work /tmp/ft-b77]
         [--only 77|oos] [--epochs 1] [--cycles 1] [--batch-size 64] [--lr 5e-5] [--hard-negatives]
-        [--entry-loss 1] [--oos-declines] [--objective recall|accuracy|balanced]
+        [--entry-loss 1] [--oos-declines] [--objective recall|accuracy|balanced|coverage]
+        [--min-oos-recall 0.7] [--reuse]
+
+``--reuse`` skips training and measures the models a previous run left in ``--work`` (another
+calibration objective, say, without fine-tuning again).
 """
 
 from __future__ import annotations
@@ -67,27 +71,31 @@ def train_and_eval(
     options: argparse.Namespace,
 ) -> dict[str, Any]:
     started = time.perf_counter()
-    trained = json.loads(
-        cli(
-            "train",
-            "--kb",
-            str(kb),
-            "--out",
-            str(models),
-            "--cycles",
-            str(options.cycles),
-            "--epochs",
-            str(options.epochs),
-            "--batch-size",
-            str(options.batch_size),
-            "--lr",
-            str(options.lr),
-            "--hard-negatives" if options.hard_negatives else "--no-hard-negatives",
-            "--entry-loss",
-            str(options.entry_loss),
-            "--json",
+    if options.reuse:
+        trained = json.loads((models / "last-train.json").read_text())
+    else:
+        trained = json.loads(
+            cli(
+                "train",
+                "--kb",
+                str(kb),
+                "--out",
+                str(models),
+                "--cycles",
+                str(options.cycles),
+                "--epochs",
+                str(options.epochs),
+                "--batch-size",
+                str(options.batch_size),
+                "--lr",
+                str(options.lr),
+                "--hard-negatives" if options.hard_negatives else "--no-hard-negatives",
+                "--entry-loss",
+                str(options.entry_loss),
+                "--json",
+            )
         )
-    )
+        (models / "last-train.json").write_text(json.dumps(trained))
     train_s = time.perf_counter() - started
     for cycle in trained["cycles"]:
         console.print(
@@ -101,7 +109,7 @@ def train_and_eval(
     started = time.perf_counter()
     eval_args = ["eval", "--kb", str(kb), "--queries", str(test), *model_args(models)]
     if calibrate is not None:
-        eval_args += ["--calibrate", str(calibrate), "--objective", options.objective]
+        eval_args += ["--calibrate", str(calibrate), *objective_args(options)]
     result = json.loads(cli(*eval_args, "--json"))
     return {
         "train": trained,
@@ -109,6 +117,11 @@ def train_and_eval(
         "train_s": round(train_s, 1),
         "eval_s": round(time.perf_counter() - started, 1),
     }
+
+
+def objective_args(options: argparse.Namespace) -> list[str]:
+    """The calibration options of `supportbot eval`, as this run was given them."""
+    return ["--objective", options.objective, "--min-oos-recall", str(options.min_oos_recall)]
 
 
 def restore_labels(source: Path, data: Path) -> dict[str, Path]:
@@ -175,9 +188,20 @@ def main() -> None:
     )
     parser.add_argument(
         "--objective",
-        choices=("recall", "accuracy", "balanced"),
+        choices=("recall", "accuracy", "balanced", "coverage"),
         default="recall",
         help="the calibration objective of the BANKING77-OOS evaluations (`supportbot eval`)",
+    )
+    parser.add_argument(
+        "--min-oos-recall",
+        type=float,
+        default=0.7,
+        help="with --objective coverage: the share of out-of-scope valid queries to decline",
+    )
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="do not train: measure the models an earlier run left in --work",
     )
     options = parser.parse_args()
 
@@ -199,7 +223,7 @@ def main() -> None:
         restored = restore_labels(options.data, data)
         restored_args = [
             "eval", "--kb", str(oos_kb), "--queries", str(restored["test"]),
-            "--calibrate", str(restored["valid"]), "--objective", options.objective,
+            "--calibrate", str(restored["valid"]), *objective_args(options),
             *model_args(options.work / "models-oos"),
         ]  # fmt: skip
         results["oos-restored"] = {

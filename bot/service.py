@@ -116,6 +116,7 @@ def make_embedder(settings: Settings, model: Path | None = None) -> Embedder:
         cache_size=settings.embed_cache_size,
         batch_window_ms=settings.embed_batch_window_ms,
         threads=settings.embed_threads,
+        lanes=settings.embed_lanes,
     )
 
 

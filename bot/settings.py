@@ -112,6 +112,9 @@ class Settings(BaseSettings):
     decision_batch_window_ms: float | None = Field(default=None, ge=0, le=50)
     #: ONNX Runtime threads per process (0: the machine's cores, at most 4).
     embed_threads: int = Field(default=0, ge=0)
+    #: ONNX Runtime forward passes of a batch of messages that run at once (batched
+    #: decisions); 1: one after another.
+    embed_lanes: int = Field(default=2, ge=1, le=16)
     #: Memory-map the dense index instead of reading it (shared between workers, fast start).
     index_mmap: bool = True
 

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
 
     from knowledge.batching import MicroBatcher
     from knowledge.cache import VectorCache
-    from knowledge.onnx import OnnxEncoder
+    from knowledge.onnx import OnnxEncoder, PassWork, R
 
 logger = logging.getLogger(__name__)
 
@@ -138,6 +139,9 @@ class Embedder:
         batch_window_ms: concurrent queries wait up to this long to share a forward pass
             (None: no micro-batching; 0: share only what is already waiting).
         threads: ONNX Runtime threads (0: up to 4, the machine's cores).
+        lanes: with ONNX Runtime, the forward passes of many live queries (a batch of
+            messages, `map_queries`) run this many at a time (`OnnxEncoder.map_passes`); 1
+            runs them one after another. Ingestion's larger passes always run one at a time.
     """
 
     def __init__(
@@ -151,6 +155,7 @@ class Embedder:
         cache_size: int = 0,
         batch_window_ms: float | None = None,
         threads: int = 0,
+        lanes: int = 2,
     ) -> None:
         self.model_path = resolve_model_path(model_path) if model_path else default_model_path()
         if (
@@ -171,6 +176,7 @@ class Embedder:
         self.onnx_dir = Path(onnx_dir) if onnx_dir else default_onnx_dir()
         self.quantize = quantize
         self.threads = threads
+        self.lanes = lanes
         self._model: SentenceTransformer | None = None
         self._onnx: OnnxEncoder | None = None
         self._backend: Literal["torch", "onnx"] | None = None
@@ -261,7 +267,7 @@ class Embedder:
                 if self.quantize:
                     onnx.quantize(plain, path)
             self._onnx = onnx.OnnxEncoder(
-                path, self.model_path, max_length=max_length, threads=self.threads
+                path, self.model_path, max_length=max_length, threads=self.threads, lanes=self.lanes
             )
         except Exception as e:
             if self.requested_backend == "onnx":
@@ -287,9 +293,11 @@ class Embedder:
             self.cache.clear()
 
     def close(self) -> None:
-        """Stop the micro-batcher's and the prefetcher's threads, if any."""
+        """Stop the micro-batcher's, the prefetcher's and the lanes' threads, if any."""
         if self.batcher is not None:
             self.batcher.close()
+        if self._onnx is not None:
+            self._onnx.close()
         with self._prefetch_lock:
             prefetcher, self._prefetcher = self._prefetcher, None
             self._prefetched.clear()
@@ -373,17 +381,47 @@ class Embedder:
 
         return self._encode_query(texts, run=run)
 
-    def _encode_query(
-        self,
-        texts: Sequence[str],
-        run: Callable[[Sequence[str]], Vectors] | None = None,
-    ) -> Vectors:
-        """The live-query path: cache, prefetched vectors, then `run` (default: micro-batcher
-        or one direct pass)."""
-        if run is None:
-            run = self._run_queries
-        if self.cache is None and not self._prefetched:
-            return run(texts)
+    def map_queries(self, texts: Sequence[str], work: PassWork[R]) -> list[tuple[Sequence[int], R]]:
+        """Embed live queries like `encode_queries`, handing each group of vectors to `work`
+        as soon as it exists: `work(positions in texts, their vectors, seconds it took)`.
+
+        With ONNX Runtime and more than `DIRECT_BATCH` texts, the passes run in lanes
+        (`OnnxEncoder.map_passes`), so `work` on one pass overlaps the next pass's embedding:
+        the retriever searches a batch of messages this way (`Retriever.retrieve_many`).
+        Vectors at hand (cached or prefetched) come first, in one group. Otherwise one group:
+        everything, after `encode_queries`.
+
+        Returns:
+            one (positions, `work`'s result) per group.
+        """
+        if len(texts) <= DIRECT_BATCH or self.backend != "onnx" or self.lanes < 2:
+            started = time.perf_counter()
+            vectors = self.encode_queries(texts)
+            everything = range(len(texts))
+            return [(everything, work(everything, vectors, time.perf_counter() - started))]
+        assert self._onnx is not None
+        found = self._known(texts)
+        out: list[tuple[Sequence[int], R]] = []
+        hits = [i for i, v in enumerate(found) if v is not None]
+        if hits:
+            known = np.stack([np.asarray(found[i], dtype=np.float32) for i in hits])
+            out.append((hits, work(hits, known, 0.0)))
+        missing = [i for i, v in enumerate(found) if v is None]
+        if not missing:
+            return out
+
+        def each(positions: Sequence[int], vectors: Vectors, seconds: float) -> R:
+            chosen = [missing[p] for p in positions]
+            if self.cache is not None:
+                self.cache.store([texts[i] for i in chosen], vectors)
+            return work(chosen, vectors, seconds)
+
+        parts = self._onnx.map_passes([texts[i] for i in missing], QUERY_BATCH, each)
+        out.extend(([missing[p] for p in positions], result) for positions, result in parts)
+        return out
+
+    def _known(self, texts: Sequence[str]) -> list[npt.NDArray[np.float32] | None]:
+        """Each text's vector if it is at hand (cached, or prefetched: then cached too)."""
         found: list[npt.NDArray[np.float32] | None] = (
             self.cache.lookup(texts) if self.cache is not None else [None] * len(texts)
         )
@@ -397,6 +435,20 @@ class Embedder:
                 if self.cache is not None:
                     kept = [(t, v) for t, v in zip(texts, taken, strict=True) if v is not None]
                     self.cache.store([t for t, _ in kept], np.stack([v for _, v in kept]))
+        return found
+
+    def _encode_query(
+        self,
+        texts: Sequence[str],
+        run: Callable[[Sequence[str]], Vectors] | None = None,
+    ) -> Vectors:
+        """The live-query path: cache, prefetched vectors, then `run` (default: micro-batcher
+        or one direct pass)."""
+        if run is None:
+            run = self._run_queries
+        if self.cache is None and not self._prefetched:
+            return run(texts)
+        found = self._known(texts)
         missing = [t for t, v in zip(texts, found, strict=True) if v is None]
         if missing:
             fresh = run(missing)

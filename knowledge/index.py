@@ -7,6 +7,7 @@ back to knowledge-base entries. Each index saves to and loads from a directory.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -136,6 +137,15 @@ class LexicalIndex:
         self._retriever = retriever
         self._tokenizer = tokenizer
         self._size = size
+        # PyStemmer's stemmers are not thread-safe, and the retriever's lanes and the web
+        # app's threads search at once (`Retriever.retrieve_many`).
+        self._tokenizing = threading.Lock()
+
+    def _tokenize(self, queries: Sequence[str]) -> Any:
+        with self._tokenizing:
+            return self._tokenizer.tokenize(
+                list(queries), update_vocab=False, return_as="ids", show_progress=False
+            )
 
     @staticmethod
     def _tokenizer_factory() -> Any:
@@ -161,9 +171,7 @@ class LexicalIndex:
         """BM25 score of every unit for the query (zeros when no query word is known)."""
         if self._size == 0:
             return np.zeros(0, dtype=np.float32)
-        tokens = self._tokenizer.tokenize(
-            [query], update_vocab=False, return_as="ids", show_progress=False
-        )
+        tokens = self._tokenize([query])
         # Unknown and stop words come back as the empty token, which units without any
         # indexable word also carry: drop it, or "the" would match "Is it?" perfectly.
         empty = self._tokenizer.get_vocab_dict().get("")
@@ -178,9 +186,7 @@ class LexicalIndex:
             return [np.zeros(0, dtype=np.float32) for _ in queries]
         if not queries:
             return []
-        tokens = self._tokenizer.tokenize(
-            list(queries), update_vocab=False, return_as="ids", show_progress=False
-        )
+        tokens = self._tokenize(queries)
         empty = self._tokenizer.get_vocab_dict().get("")
         out = []
         for ids in tokens:

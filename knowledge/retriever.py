@@ -130,24 +130,30 @@ class Retriever:
         """Rank entries for several messages at once, each on its own; one result per text.
 
         The same ranking as `retrieve` for each text, computed together: the texts embedded
-        together (`Embedder.encode_queries`: the cache, then length-sorted forward passes), one
-        FAISS search for all the vectors, BM25 for all the texts, then each text's fusion. A
-        process that answers many messages at once (a batched loop, or the web app's threads
-        through `Responder(batch_window_ms=...)`) spends far less per message this way.
-        Each result's ``embed_ms`` and ``search_ms`` are the batch's time divided by its size.
+        together (`Embedder.map_queries`: the cache, then length-sorted forward passes), and
+        each pass's texts searched as soon as their vectors exist (`search_many`: one FAISS
+        search, BM25, one fusion). With ONNX Runtime the passes run in two lanes, so one
+        lane's search runs while the other lane embeds. A process that answers many messages
+        at once (a batched loop, or the web app's threads through
+        `Responder(batch_window_ms=...)`) spends far less per message this way. Each result's
+        ``embed_ms`` and ``search_ms`` are its pass's times divided by the pass's size.
         """
         if not texts:
             return []
-        started = time.perf_counter()
-        vectors = self.kb.embedder.encode_queries(texts)
-        embedded = time.perf_counter()
-        results = self.search_many(vectors, texts, top=top)
-        share = (embedded - started) * 1000 / len(texts)
-        out = []
-        for vector, result in zip(vectors, results, strict=True):
-            result.timings["embed_ms"] = share
-            out.append(replace(result, vector=vector))
-        return out
+
+        def search(positions: Sequence[int], vectors: Vectors, seconds: float) -> list[Retrieval]:
+            results = self.search_many(vectors, [texts[i] for i in positions], top=top)
+            for result in results:
+                result.timings["embed_ms"] = seconds * 1000 / len(positions)
+            return [replace(r, vector=v) for r, v in zip(results, vectors, strict=True)]
+
+        out: list[Retrieval | None] = [None] * len(texts)
+        for positions, results in self.kb.embedder.map_queries(texts, search):
+            for i, result in zip(positions, results, strict=True):
+                out[i] = result
+        done = [r for r in out if r is not None]
+        assert len(done) == len(texts), "every text is in one pass"
+        return done
 
     def retrieve_follow_up(
         self,

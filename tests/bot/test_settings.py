@@ -22,6 +22,7 @@ ENVIRONMENT = (
     "SUPPORTBOT_PORT",
     "SUPPORTBOT_BOT_NAME",
     "SUPPORTBOT_MAX_MESSAGE_CHARS",
+    "SUPPORTBOT_EMBED_LANES",
 )
 
 
@@ -158,3 +159,14 @@ def test_load_settings_ignores_unset_overrides(monkeypatch: pytest.MonkeyPatch) 
 
     assert (settings.host, settings.port, settings.threshold) == ("127.0.0.1", 9000, None)
     assert load_settings(port=8123).port == 8123
+
+
+def test_embed_lanes_reach_the_embedder(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bot.service import make_embedder
+
+    assert make_embedder(Settings()).lanes == 2
+    monkeypatch.setenv("SUPPORTBOT_EMBED_LANES", "1")
+    assert make_embedder(load_settings()).lanes == 1
+    monkeypatch.setenv("SUPPORTBOT_EMBED_LANES", "0")
+    with pytest.raises(ConfigError, match="embed_lanes"):
+        load_settings()

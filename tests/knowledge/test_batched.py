@@ -131,6 +131,27 @@ def test_retrieve_many_ranks_as_retrieve_does(sample_kb: KnowledgeBase) -> None:
     assert retriever.retrieve_many([]) == []
 
 
+def test_retrieve_many_in_lanes_ranks_as_retrieve_does(tmp_path: Path, sample_kb_dir: Path) -> None:
+    """With ONNX Runtime each pass is searched in its lane as soon as it is embedded."""
+    import shutil
+
+    shutil.copytree(sample_kb_dir, tmp_path / "index")
+    embedder = Embedder(backend="onnx", onnx_dir=tmp_path / "onnx", lanes=2)
+    kb = KnowledgeBase(tmp_path / "index", embedder).load()
+    retriever = Retriever(kb)
+    texts = _queries() * 2  # 80: five passes of 16
+
+    batched = retriever.retrieve_many(texts, top=20)
+    single = [retriever.retrieve(text, top=20) for text in texts]
+
+    assert len(batched) == len(texts)
+    for one, many in zip(single, batched, strict=True):
+        assert [c.entry.id for c in many.candidates] == [c.entry.id for c in one.candidates]
+        assert many.features == pytest.approx(one.features, abs=1e-4)
+        assert many.timings["embed_ms"] > 0
+    embedder.close()
+
+
 def test_respond_many_decides_as_respond_does(sample_kb: KnowledgeBase) -> None:
     responder = Responder(Retriever(sample_kb), confidence_model(sample_kb))
     history = [

@@ -7,6 +7,7 @@ import json
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -62,6 +63,83 @@ def test_onnx_batches_with_padding_match_torch(embedder: Embedder, onnx_embedder
     assert onnx_vectors.dtype == np.float32
     assert _cosines(torch_vectors, onnx_vectors).min() >= 0.999
     np.testing.assert_allclose(np.linalg.norm(onnx_vectors, axis=1), 1.0, atol=1e-5)
+
+
+def _many() -> list[str]:
+    """Texts of many lengths, repeated with a twist so no two are equal."""
+    return [f"{text} ({i})" for i in range(12) for text in SAMPLES]
+
+
+@pytest.mark.model
+def test_lanes_embed_what_one_lane_embeds(onnx_embedder: Embedder) -> None:
+    assert onnx_embedder.lanes == 2
+    one_lane = Embedder(backend="onnx", onnx_dir=onnx_embedder.onnx_dir, lanes=1)
+    texts = _many()
+    in_lanes = np.zeros((len(texts), 384), dtype=np.float32)
+    groups = onnx_embedder.map_queries(texts, lambda positions, vectors, seconds: vectors)
+    assert len(groups) == -(-len(texts) // 16)  # one per pass of 16
+    for positions, vectors in groups:
+        in_lanes[list(positions)] = vectors
+    np.testing.assert_allclose(in_lanes, one_lane.encode_queries(texts), atol=1e-5)
+    np.testing.assert_allclose(onnx_embedder.encode(texts), one_lane.encode(texts), atol=1e-5)
+    # One lane: a single group, after `encode_queries`.
+    assert len(one_lane.map_queries(texts, lambda positions, vectors, seconds: None)) == 1
+    one_lane.close()
+
+
+@pytest.mark.model
+def test_map_passes_hands_every_text_to_work_once_across_lanes(onnx_embedder: Embedder) -> None:
+    assert onnx_embedder._onnx is not None
+    texts = _many()
+    lanes: set[str] = set()
+
+    def work(positions: Sequence[int], vectors: npt.NDArray[np.float32], seconds: float) -> int:
+        lanes.add(threading.current_thread().name)
+        assert len(vectors) == len(positions) <= 16 and seconds > 0
+        return len(positions)
+
+    parts = onnx_embedder._onnx.map_passes(texts, 16, work)
+    assert sorted(i for positions, _ in parts for i in positions) == list(range(len(texts)))
+    assert [n for _, n in parts] == [len(p) for p, _ in parts]
+    assert lanes and all(name.startswith("onnx-lane") for name in lanes)
+
+
+@pytest.mark.model
+def test_map_queries_uses_the_cache_then_the_lanes(tmp_path: Path) -> None:
+    embedder = Embedder(backend="onnx", onnx_dir=tmp_path, cache_size=256)
+    texts = _many()
+    seen: list[list[int]] = []
+
+    def work(positions: Sequence[int], vectors: npt.NDArray[np.float32], seconds: float) -> Any:
+        seen.append(list(positions))
+        return vectors
+
+    def gathered() -> npt.NDArray[np.float32]:
+        out = np.zeros((len(texts), 384), dtype=np.float32)
+        for positions, vectors in embedder.map_queries(texts, work):
+            out[list(positions)] = vectors
+        return out
+
+    first = gathered()
+    assert len(seen) == -(-len(texts) // 16)  # one group per pass of 16
+    assert embedder.cache is not None and embedder.cache.misses == len(texts)
+    np.testing.assert_allclose(first, embedder.encode_queries(texts), atol=1e-5)
+    seen.clear()
+    again = gathered()
+    assert seen == [list(range(len(texts)))]  # all cached: one group, no pass
+    np.testing.assert_array_equal(first, again)
+    embedder.close()
+
+
+@pytest.mark.model
+def test_an_error_in_a_lane_reaches_the_caller(onnx_embedder: Embedder) -> None:
+    def work(positions: Sequence[int], vectors: npt.NDArray[np.float32], seconds: float) -> None:
+        raise RuntimeError("search failed")
+
+    with pytest.raises(RuntimeError, match="search failed"):
+        onnx_embedder.map_queries(_many(), work)
+    # The lanes still work afterwards.
+    assert onnx_embedder.encode(_many()).shape == (len(_many()), 384)
 
 
 @pytest.mark.model

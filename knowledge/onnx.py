@@ -228,10 +228,10 @@ class OnnxEncoder:
         each lane a thread that takes the next pass when its own is done, then runs `work` on
         it. Small passes gain: on two cores a pass of 16 int8 texts keeps ONNX Runtime's two
         threads only partly busy, and two lanes of them embed about a fifth faster than one
-        (2,292 against 1,845–1,901 texts/s), while `work` of one lane (the retriever's search
-        of a batch of messages) runs as the other lane embeds. Passes of 64 do not gain (int8
-        1,868 against 1,928 texts/s; fp32 955 against 1,093), so `encode_many` keeps one lane
-        (docs/benchmarks.md, "Fifth round: passes in lanes").
+        (2,100 against 1,714 texts/s), while `work` of one lane (the retriever's search of a
+        batch of messages) runs as the other lane embeds. Passes of 64 do not gain (int8 1,869
+        against 1,829 texts/s; fp32 887 against 958), so `encode_many` keeps one lane
+        (docs/benchmarks.md, "Fifth round: passes in lanes"; `bench/lanes.py`).
 
         Returns:
             one (positions in `texts`, `work`'s result) per pass, shortest texts first.

@@ -134,6 +134,8 @@ def kb_calibrate(
         )
     data = model.to_json()
     data["queries_file"] = str(queries)
+    data["objective"] = objective
+    data["objective_setting"] = {"recall": max_missed, "coverage": min_oos_recall}.get(objective)
     kb.save_calibration(data)
     console.print(
         f"[green]Calibrated[/] on {model.samples} queries: threshold {model.threshold:.3f}"

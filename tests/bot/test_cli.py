@@ -379,6 +379,7 @@ def test_kb_calibrate_then_stats_reports_calibrated(
     assert "Calibrated" in result.stdout
     calibration = json.loads((data_copy / "index" / "calibration.json").read_text())
     assert calibration["queries_file"] == str(files["queries"])
+    assert (calibration["objective"], calibration["objective_setting"]) == ("recall", 0.025)
     assert calibration["origin"] == "calibrated"
     assert calibration["samples"] == len(QUERIES)
     figures = stats(runner, data_copy)

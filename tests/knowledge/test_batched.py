@@ -149,6 +149,17 @@ def test_retrieve_many_in_lanes_ranks_as_retrieve_does(tmp_path: Path, sample_kb
         assert [c.entry.id for c in many.candidates] == [c.entry.id for c in one.candidates]
         assert many.features == pytest.approx(one.features, abs=1e-4)
         assert many.timings["embed_ms"] > 0
+
+    # Several batches at once (the web app's decision batcher beside a backlog, say) share
+    # the lanes and the BM25 tokenizer, and each still gets its own rankings.
+    def ranked(start: int) -> list[list[str]]:
+        batch = texts[start : start + 40]
+        return [[c.entry.id for c in r.candidates] for r in retriever.retrieve_many(batch, top=20)]
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(ranked, (0, 10, 20, 40)))
+    for start, got in zip((0, 10, 20, 40), results, strict=True):
+        assert got == [[c.entry.id for c in r.candidates] for r in single[start : start + 40]]
     embedder.close()
 
 

@@ -224,14 +224,14 @@ class OnnxEncoder:
         fifth of the model's rate (BANKING77 test questions, int8: 850 → 1,091 texts/s over
         2,048 in passes of 64; docs/benchmarks.md, "Fourth round").
 
-        With `lanes` (default: the encoder's) above 1 the passes run that many at a time,
-        each lane a thread that takes the next pass when its own is done, then runs `work` on
-        it. Small passes gain: on two cores a pass of 16 int8 texts keeps ONNX Runtime's two
-        threads only partly busy, and two lanes of them embed about a fifth faster than one
-        (2,100 against 1,714 texts/s), while `work` of one lane (the retriever's search of a
-        batch of messages) runs as the other lane embeds. Passes of 64 do not gain (int8 1,869
-        against 1,829 texts/s; fp32 887 against 958), so `encode_many` keeps one lane
-        (docs/benchmarks.md, "Fifth round: passes in lanes"; `bench/lanes.py`).
+        With `lanes` (default: the encoder's; at most the encoder's) above 1 the passes run
+        that many at a time, each lane a thread that takes the next pass when its own is done,
+        then runs `work` on it. Small passes gain: on two cores a pass of 16 int8 texts keeps
+        ONNX Runtime's two threads only partly busy, and two lanes of them embed about a fifth
+        faster than one (2,100 against 1,714 texts/s), while `work` of one lane (the
+        retriever's search of a batch of messages) runs as the other lane embeds. Passes of 64
+        do not gain (int8 1,869 against 1,829 texts/s; fp32 887 against 958), so `encode_many`
+        keeps one lane (docs/benchmarks.md, "Fifth round: passes in lanes"; `bench/lanes.py`).
 
         Returns:
             one (positions in `texts`, `work`'s result) per pass, shortest texts first.

@@ -94,6 +94,11 @@ def kb_stats(
     model = confidence_model(kb, settings.threshold)
     stats["threshold"] = model.threshold
     stats["threshold_origin"] = model.origin
+    calibration = kb.calibration() if model.origin == "calibrated" else None
+    if calibration and calibration.get("objective"):
+        stats["threshold_objective"] = calibration["objective"]
+        if calibration.get("objective_setting") is not None:
+            stats["threshold_objective"] += f" ({calibration['objective_setting']:g})"
     if as_json:
         print(json.dumps(stats, indent=2, default=str))
         return

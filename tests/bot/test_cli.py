@@ -384,6 +384,7 @@ def test_kb_calibrate_then_stats_reports_calibrated(
     assert calibration["samples"] == len(QUERIES)
     figures = stats(runner, data_copy)
     assert figures["threshold_origin"] == "calibrated"
+    assert figures["threshold_objective"] == "recall (0.025)"
     assert figures["threshold"] == calibration["threshold"]
     assert 0.0 <= figures["threshold"] <= 1.0  # type: ignore[operator]
 

@@ -72,7 +72,10 @@ def train_and_eval(
 ) -> dict[str, Any]:
     started = time.perf_counter()
     if options.reuse:
-        trained = json.loads((models / "last-train.json").read_text())
+        last = models / "last-train.json"
+        if not last.exists():
+            raise SystemExit(f"--reuse: {last} is missing; run once without --reuse to train")
+        trained = json.loads(last.read_text())
     else:
         trained = json.loads(
             cli(

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from throughput import make_responder
 from timing import batched_rate, raw_rates
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -61,18 +62,11 @@ def _nothing(positions: Sequence[int], vectors: Any, seconds: float) -> None:
 
 
 def interleaved(args: argparse.Namespace, texts: Sequence[str]) -> None:
-    from bot.engine import Responder
-    from bot.service import confidence_model
-    from knowledge.base import KnowledgeBase
-    from knowledge.embeddings import Embedder
-    from knowledge.retriever import Retriever
-
     index = args.work / "kb10k"
     if not (index / "manifest.json").exists():
         raise SystemExit(f"no knowledge base in {index}: run bench/throughput.py first")
-    embedder = Embedder(backend="onnx", quantize=args.int8, onnx_dir=args.work / "onnx")
-    kb = KnowledgeBase(index, embedder).load()
-    responder = Responder(Retriever(kb), confidence_model(kb))
+    kb, responder = make_responder(index, args.work, backend="onnx", quantize=args.int8)
+    embedder = kb.embedder
     embedder.warm_up()
     responder.respond_many(list(texts[: args.batch]))
     engine: dict[int, list[float]] = {1: [], 2: []}

@@ -129,16 +129,25 @@ def build_100k(data: Path, directory: Path) -> None:
 # -- in-process measurements ---------------------------------------------------------------
 
 
-def make_stack(index: Path, tmp: Path, **embedder: Any) -> tuple[Any, Any, Any]:
-    from bot.engine import Engine, Responder
+def make_responder(index: Path, tmp: Path, **embedder: Any) -> tuple[Any, Any]:
+    """The knowledge base at `index` loaded with an `Embedder(**embedder)` (ONNX exports cached
+    in `tmp`/onnx) and a `Responder` over it."""
+    from bot.engine import Responder
     from bot.service import confidence_model
-    from bot.storage.store import Store
     from knowledge.base import KnowledgeBase
     from knowledge.embeddings import Embedder
     from knowledge.retriever import Retriever
 
     kb = KnowledgeBase(index, Embedder(onnx_dir=tmp / "onnx", **embedder)).load()
-    responder = Responder(Retriever(kb), confidence_model(kb))
+    return kb, Responder(Retriever(kb), confidence_model(kb))
+
+
+def make_stack(index: Path, tmp: Path, **embedder: Any) -> tuple[Any, Any, Any]:
+    """`make_responder` plus an `Engine` storing turns in a fresh SQLite file in `tmp`."""
+    from bot.engine import Engine
+    from bot.storage.store import Store
+
+    kb, responder = make_responder(index, tmp, **embedder)
     store = Store.from_url(f"sqlite:///{tmp}/bench-{uuid.uuid4().hex[:6]}.db")
     return kb, responder, Engine(store, responder)
 

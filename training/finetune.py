@@ -725,12 +725,14 @@ def train_cycle(
     layouts = {name: rows for name, rows in rows_by_layout.items() if rows}
     if not layouts:
         raise TrainingDataError("no training pairs left after holding out the evaluation split")
-    loss: Any = MultipleNegativesRankingLoss(model)
+    loss: Any
     labels = None
     if by_entry:
         labels = {entry.id: index for index, entry in enumerate(data.entries)}
         proxies = _entry_proxies(model, data.entries, progress=progress)
         loss = EntryProxyLoss(model, proxies, weight=config.entry_loss)
+    else:
+        loss = MultipleNegativesRankingLoss(model)
     datasets = {name: _dataset(rows, labels) for name, rows in layouts.items()}
     train_rows = sum(len(rows) for rows in layouts.values())
     batch_size = config.batch_size

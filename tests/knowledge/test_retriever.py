@@ -6,7 +6,10 @@ import json
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from knowledge.base import UNIT_KINDS, KnowledgeBase
 from knowledge.retriever import (
@@ -15,6 +18,8 @@ from knowledge.retriever import (
     Retrieval,
     Retriever,
     RetrieverConfig,
+    _contenders,
+    _merged_unique,
     features_of,
 )
 from knowledge.types import Entry
@@ -320,3 +325,37 @@ def test_retrieval_top_is_none_without_candidates() -> None:
 def test_config_defaults_are_sane() -> None:
     config = RetrieverConfig()
     assert config.vote_k <= config.dense_k
+
+
+@given(
+    st.lists(
+        st.lists(st.integers(0, 50), max_size=40).map(lambda xs: sorted(set(xs))),
+        min_size=1,
+        max_size=4,
+    ),
+    st.lists(st.integers(0, 50), max_size=10),
+)
+def test_merged_unique_is_numpys_unique(sorted_parts: list[list[int]], loose: list[int]) -> None:
+    parts = [np.asarray(p, dtype=np.int64) for p in [*sorted_parts, loose]]
+    assert np.array_equal(_merged_unique(parts), np.unique(np.concatenate(parts)))
+
+
+@given(
+    st.lists(st.lists(st.integers(0, 6), max_size=30), min_size=1, max_size=6),
+    st.integers(1, 8),
+)
+def test_contenders_keep_every_row_best_a_full_sort_keeps(rows: list[list[int]], top: int) -> None:
+    # Small integer scores, so ties at each row's cut are common.
+    row = np.repeat(np.arange(len(rows)), [len(r) for r in rows]).astype(np.int64)
+    score = np.asarray([s for r in rows for s in r], dtype=np.float64)
+    tiebreak = np.arange(len(score))[::-1]
+    per_row = np.bincount(row, minlength=len(rows))
+
+    def best(positions: npt.NDArray[np.int64]) -> list[int]:
+        order = positions[np.lexsort((tiebreak[positions], -score[positions], row[positions]))]
+        counts = np.bincount(row[order], minlength=len(rows))
+        starts = np.cumsum(counts) - counts
+        return order[np.arange(len(order)) - starts[row[order]] < top].tolist()
+
+    contenders = _contenders(row, per_row, score, top)
+    assert best(contenders) == best(np.arange(len(score)))

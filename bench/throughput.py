@@ -32,6 +32,7 @@ At the end it prints the issue's targets with the figures of this run, each met 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import statistics
@@ -178,6 +179,7 @@ def concurrent_rate(call: Callable[[str], object], texts: Sequence[str], workers
 
 def in_process(args: argparse.Namespace, index10: Path) -> dict[str, Any]:
     from bot.evaluate import load_queries
+    from bot.service import settle_heap
 
     texts = [q.text for q in load_queries(args.data / "test.jsonl")][: args.limit]
     results: dict[str, Any] = {"configs": {}, "queries": len(texts)}
@@ -196,6 +198,9 @@ def in_process(args: argparse.Namespace, index10: Path) -> dict[str, Any]:
         kb.embedder.warm_up()
         for text in texts[:20]:
             responder.respond(text)
+        # As a worker does once it is ready (`Services.ready`); undone when the configuration
+        # is done, so the next one's start-up garbage is collected and frozen afresh.
+        settle_heap()
         decisions = time_each(responder.respond, texts)
         # A process with a backlog takes many messages at once. The host's speed drifts over
         # minutes, so the raw rate and each batch size are measured in turns, three rounds, and
@@ -250,6 +255,7 @@ def in_process(args: argparse.Namespace, index10: Path) -> dict[str, Any]:
         results["configs"][name] = row
         print(name, json.dumps(row))
         engine.store.close()
+        gc.unfreeze()
         kb.embedder.close()
     best = "onnx-int8" if args.int8 and args.best_int8 else "onnx"
     options = {"backend": "onnx", "quantize": best == "onnx-int8"}
@@ -318,7 +324,7 @@ def child(index: Path, onnx_dir: Path, backend: str, mmap: bool, quantize: bool)
     process = psutil.Process()
     born = process.create_time()
     from bot.engine import Responder
-    from bot.service import confidence_model
+    from bot.service import confidence_model, settle_heap
     from knowledge.base import KnowledgeBase
     from knowledge.embeddings import Embedder
     from knowledge.retriever import Retriever
@@ -328,6 +334,7 @@ def child(index: Path, onnx_dir: Path, backend: str, mmap: bool, quantize: bool)
     embedder.warm_up()
     responder = Responder(Retriever(kb), confidence_model(kb))
     responder.respond("I still have not received my new card")
+    settle_heap()  # as `Services.ready` does
     ready = time.time()
     memory = process.memory_full_info()
     for text in ("how do I top up", "my card payment was declined", "exchange rate fee"):

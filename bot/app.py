@@ -139,7 +139,7 @@ def create_app_from_env() -> FastAPI:
         level=logging.getLevelNamesMapping().get(os.environ.get(LOG_LEVEL_ENV, ""), logging.INFO),
     )
     services = build_services(load_settings())
-    services.kb.embedder.warm_up()
+    services.ready()
     logger.info(
         "worker %d ready: %d entries, database %s",
         os.getpid(),

@@ -67,7 +67,7 @@ def run(
         return
     settings = cli_settings(host=host, port=port)
     services = build_services(settings, progress=True)
-    services.kb.embedder.warm_up()
+    services.ready()
     console.print(
         f"[bold green]Support bot ready[/] on http://{settings.host}:{settings.port}/ "
         f"({len(services.kb.entries)} entries, threshold "
@@ -167,7 +167,7 @@ def discord_bot(
     settings = cli_settings()  # first: it reads <NAME>_FILE secrets (DISCORD_TOKEN_FILE) too
     discord_settings = load_discord_settings()  # fail fast, before the knowledge base loads
     services = build_services(settings, progress=True)
-    services.kb.embedder.warm_up()
+    services.ready()
     run_discord(discord_settings, services.engine)
 
 
@@ -183,7 +183,7 @@ def rasa_actions(
 
     setup_logging(verbose)
     services = build_services(cli_settings(), progress=True)
-    services.kb.embedder.warm_up()
+    services.ready()
     console.print(
         f"[bold green]Rasa action server[/] on http://{host}:{port}/webhook "
         f"({len(services.kb.entries)} entries)"

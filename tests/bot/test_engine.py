@@ -7,10 +7,12 @@ conversations of its own, so they do not see each other's history.
 
 from __future__ import annotations
 
+import gc
 import logging
 import shutil
 import threading
 import uuid
+import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,7 +34,7 @@ from bot.model import (
     Role,
     Turn,
 )
-from bot.service import Services, build_services
+from bot.service import Services, build_services, settle_heap
 from bot.settings import Settings
 from bot.text import clean_text
 from tests.support import fresh_postgres_database
@@ -588,3 +590,45 @@ def test_nul_in_message_on_postgres(postgres_services: Services) -> None:
     assert replies[0].text != ERROR_TEXT
     history = postgres_services.store.history(conversation_id(postgres_services, channel))
     assert [turn.role for turn in history] == [Role.USER, Role.BOT]
+
+
+class _Node:
+    """Something a reference cycle can be made of (and a weak reference can watch)."""
+
+    def __init__(self) -> None:
+        self.other: _Node | None = None
+
+
+def test_settle_heap_collects_garbage_then_freezes_what_lives() -> None:
+    living = [_Node() for _ in range(1000)]
+    cycle = _Node()
+    cycle.other = _Node()
+    cycle.other.other = cycle
+    watched = weakref.ref(cycle.other)
+    del cycle
+    gc.disable()  # so only settle_heap can collect the cycle
+    try:
+        assert watched() is not None
+        settle_heap()
+        assert watched() is None, "garbage is collected, not frozen"
+        assert gc.get_freeze_count() >= len(living)
+        assert not any(gc.is_finalized(n) for n in living)
+    finally:
+        gc.unfreeze()
+        gc.enable()
+
+
+def test_services_ready_warms_the_model_and_settles_the_heap(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    warmed: list[int] = []
+    monkeypatch.setattr(
+        services.kb.embedder, "warm_up", lambda: warmed.append(gc.get_freeze_count())
+    )
+    try:
+        services.ready()
+        # Warmed first, so what the first pass allocates for good is frozen too.
+        assert warmed == [0]
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()

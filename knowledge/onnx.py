@@ -86,7 +86,10 @@ def export(model_path: Path, out: Path) -> Path:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     import torch
     from transformers import AutoModel
+    from transformers.utils import logging as hf_logging
 
+    logger.info("exporting %s to ONNX at %s (once)", model_path, out)
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     transformer = AutoModel.from_pretrained(str(model_path), local_files_only=True).eval()
 
     class Pooled(torch.nn.Module):
@@ -109,7 +112,6 @@ def export(model_path: Path, out: Path) -> Path:
     axes["embedding"] = {0: "batch"}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    logger.info("exporting %s to ONNX at %s (once)", model_path, out)
     # The tracer warns about shape checks it freezes (padding, causal masks): they hold for
     # every input of an encoder, and the equivalence tests compare with the torch model.
     with torch.inference_mode(), warnings.catch_warnings():

@@ -154,6 +154,9 @@ def configure_logging(
             root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    # FAISS reports at INFO each faster build it could not load ("No module named
+    # 'faiss.swigfaiss_avx512'") before the one it uses: normal, but it reads like an error.
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING if level > logging.DEBUG else 0)
     return handler
 
 

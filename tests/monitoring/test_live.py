@@ -189,7 +189,14 @@ def test_configure_logging_json_and_text(capsys: pytest.CaptureFixture[str]) -> 
         assert capsys.readouterr().out.strip().endswith("supportbot.test: plain")
         with pytest.raises(ValueError, match="text"):
             configure_logging("xml")  # type: ignore[arg-type]
+        # FAISS's loader notes, which read like errors, only when debugging.
+        logging.getLogger("faiss.loader").info("Could not load library with AVX512 support")
+        assert capsys.readouterr().out == ""
+        configure_logging("text", stream=sys.stdout, level=logging.DEBUG)
+        logging.getLogger("faiss.loader").info("Loading faiss.")
+        assert capsys.readouterr().out.strip().endswith("faiss.loader: Loading faiss.")
     finally:
+        logging.getLogger("faiss.loader").setLevel(logging.NOTSET)
         for handler in list(root.handlers):
             if handler not in handlers:
                 root.removeHandler(handler)

@@ -150,6 +150,27 @@ def test_faq_question_is_answered_with_its_entry(
     assert trace.timings["total_ms"] > 0
 
 
+def test_a_fresh_data_folder_answers_with_onnx_runtime_by_default(
+    tmp_path: Path, responder: Responder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a user who configures nothing gets: the model exported once into the data folder,
+    the bundled sample embedded and searched with ONNX Runtime, the answers torch gives."""
+    monkeypatch.delenv("SUPPORTBOT_EMBED_BACKEND", raising=False)
+    data = tmp_path / "data"
+    services = build_services(Settings(data_dir=data))
+    try:
+        assert services.kb.embedder.backend == "onnx"
+        assert [p.parent for p in data.glob("onnx/*.onnx")] == [data / "onnx"]
+        for text in ("How do I reset my password?", "Which payment methods do you accept?"):
+            reply, _ = services.engine.responder.respond(text)
+            expected, _ = responder.respond(text)  # the module's torch-embedded services
+            assert reply.kind is expected.kind is ReplyKind.ANSWER
+            assert [s.id for s in reply.sources] == [s.id for s in expected.sources]
+            assert reply.confidence == pytest.approx(expected.confidence, abs=1e-3)
+    finally:
+        services.store.close()
+
+
 @pytest.mark.parametrize(
     "text",
     [

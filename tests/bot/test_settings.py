@@ -23,6 +23,7 @@ ENVIRONMENT = (
     "SUPPORTBOT_BOT_NAME",
     "SUPPORTBOT_MAX_MESSAGE_CHARS",
     "SUPPORTBOT_EMBED_LANES",
+    "SUPPORTBOT_EMBED_BACKEND",
 )
 
 
@@ -46,6 +47,7 @@ def test_defaults(tmp_path: Path) -> None:
     assert settings.max_message_chars == 4000
     assert (settings.host, settings.port) == ("127.0.0.1", 8000)
     assert settings.bot_name == "Lumen Assistant"
+    assert settings.embed_backend == "auto"  # ONNX Runtime, torch where it cannot be used
 
 
 def test_default_database_is_an_absolute_sqlite_file_under_the_data_dir(tmp_path: Path) -> None:

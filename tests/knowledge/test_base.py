@@ -7,8 +7,10 @@ session embedder, so re-embedding counts are exact and cheap.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import shutil
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -483,3 +485,22 @@ def test_stored_entries_read_any_text_and_skip_blank_lines(tmp_path: Path) -> No
     empty = tmp_path / "empty.jsonl"
     empty.write_bytes(b"")
     assert len(StoredEntries(empty)) == 0 and list(StoredEntries(empty)) == []
+
+
+def test_a_reload_frees_the_old_indexes_without_the_garbage_collector(
+    sample_kb_dir: Path, embedder: Embedder
+) -> None:
+    """A serving process freezes what it loaded (`bot.service.settle_heap`): the collector never
+    looks at those objects again, so they must not need it to be freed after a reload."""
+    kb = KnowledgeBase(sample_kb_dir, embedder).load()
+    assert kb.lexical is not None and kb.dense is not None
+    old = [kb.entries, kb.dense, kb.lexical, kb.lexical._retriever, kb.lexical._tokenizer]
+    watched = [weakref.ref(part) for part in old]
+    del old
+    gc.collect()
+    gc.disable()
+    try:
+        kb.load()
+        assert [ref() for ref in watched] == [None] * len(watched)
+    finally:
+        gc.enable()

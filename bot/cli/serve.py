@@ -80,15 +80,19 @@ def run(
     uvicorn.run(create_app(services), host=settings.host, port=settings.port, log_level="info")
 
 
-def _prepare_shared_state(host: str | None, port: int | None) -> int:
-    """Migrate the database and make sure the knowledge base is built (from the bundled sample
-    on first start, re-embedded after a model change); returns its number of entries."""
+def _prepare_shared_state(host: str | None, port: int | None) -> tuple[int, str]:
+    """Migrate the database, make sure the knowledge base is built (from the bundled sample
+    on first start, re-embedded after a model change) and the model exported for ONNX Runtime
+    where the settings ask for it; returns the number of entries and the embedding back-end."""
     from bot.service import open_kb
     from bot.storage import db
 
     settings = cli_settings(host=host, port=port)
     db.migrate(settings.db_url)
-    return len(open_kb(settings, progress=True).entries)
+    kb = open_kb(settings, progress=True)
+    # Choosing the back-end exports the model if it is not yet: here, once, rather than in
+    # every worker at the same time (an index built before ONNX Runtime was the default).
+    return len(kb.entries), kb.embedder.backend
 
 
 def _run_workers(
@@ -116,7 +120,7 @@ def _run_workers(
     from multiprocessing import get_context
 
     with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
-        entries = pool.submit(_prepare_shared_state, host, port).result()
+        entries, backend = pool.submit(_prepare_shared_state, host, port).result()
     os.environ[LOG_FORMAT_ENV] = log_format
     os.environ[LOG_LEVEL_ENV] = "DEBUG" if verbose else "INFO"
     # /metrics sums every worker's counters (monitoring.telemetry): a fresh folder per run, as
@@ -128,7 +132,8 @@ def _run_workers(
     os.environ[MULTIPROC_DIR_ENV] = metrics_dir.name
     console.print(
         f"[bold green]Support bot starting {workers} workers[/] on "
-        f"http://{settings.host}:{settings.port}/ ({entries} entries, database "
+        f"http://{settings.host}:{settings.port}/ ({entries} entries, embedded with "
+        f"{'ONNX Runtime' if backend == 'onnx' else 'torch'}, database "
         f"{escape(db.describe_url(settings.db_url))}); each loads the model and the index"
     )
     with metrics_dir:

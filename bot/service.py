@@ -68,7 +68,7 @@ def settle_heap() -> None:
     Runtime, on the bundled sample. Each of Python's full collections walks them all, 330 and
     95 ms on a 2-core machine, and answering messages allocates enough (twenty candidates a
     question) to set one off every few thousand messages: a pause for whoever is answered
-    then, and 6–18% of a batched loop's time (docs/benchmarks.md, "Seventh round"). Frozen,
+    then, and 4–20% of a batched loop's time (docs/benchmarks.md, "Seventh round"). Frozen,
     they are left out of every collection; reference counting still frees any of them that is
     dropped, so only reference cycles among them (the knowledge base has none) would outlive
     a reload. Garbage is collected first, so none of it is frozen.

@@ -156,7 +156,9 @@ def configure_logging(
     root.setLevel(level)
     # FAISS reports at INFO each faster build it could not load ("No module named
     # 'faiss.swigfaiss_avx512'") before the one it uses: normal, but it reads like an error.
-    logging.getLogger("faiss.loader").setLevel(logging.WARNING if level > logging.DEBUG else 0)
+    logging.getLogger("faiss.loader").setLevel(
+        logging.WARNING if level > logging.DEBUG else logging.NOTSET
+    )
     return handler
 
 

@@ -6,6 +6,7 @@ back to knowledge-base entries. Each index saves to and loads from a directory.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 from collections.abc import Sequence
@@ -50,6 +51,11 @@ def lexical_top(scores: npt.NDArray[np.float32], k: int) -> npt.NDArray[np.int64
     elif k <= 0:
         return np.zeros(0, dtype=np.int64)
     return hit[np.lexsort((hit, -values))].astype(np.int64)
+
+
+def _first(mapping: dict[str, Any], n: int) -> dict[str, Any]:
+    """The first `n` items of `mapping`, in its order."""
+    return dict(itertools.islice(mapping.items(), n))
 
 
 class DenseIndex:
@@ -129,23 +135,57 @@ class DenseIndex:
 
 
 class LexicalIndex:
-    """BM25 over the same units as the dense index (English stopwords, Snowball stemming)."""
+    """BM25 over the same units as the dense index (English stopwords, Snowball stemming).
+
+    Args:
+        retriever: the bm25s index.
+        tokenizer: its tokenizer, vocabulary loaded.
+        size: the number of units.
+        memo_limit: how many words that are not in the indexed texts the tokenizer may
+            remember between queries (see `_tokenize`).
+    """
 
     DIRNAME = "bm25"
+    #: Words remembered beyond the indexed texts' own before the memo is cut back.
+    MEMO_LIMIT = 50_000
 
-    def __init__(self, retriever: Any, tokenizer: Any, size: int) -> None:
+    def __init__(
+        self, retriever: Any, tokenizer: Any, size: int, *, memo_limit: int = MEMO_LIMIT
+    ) -> None:
         self._retriever = retriever
         self._tokenizer = tokenizer
         self._size = size
+        self._memo_limit = memo_limit
+        # The memo's own words: those of the indexed texts (see `_tokenize`); an empty index
+        # has no tokenizer.
+        self._memo_base = (
+            (len(tokenizer.word_to_id), len(tokenizer.word_to_stem)) if tokenizer else (0, 0)
+        )
         # PyStemmer's stemmers are not thread-safe, and the retriever's lanes and the web
         # app's threads search at once (`Retriever.retrieve_many`).
         self._tokenizing = threading.Lock()
 
     def _tokenize(self, queries: Sequence[str]) -> Any:
+        """The queries' word ids, as bm25s's tokenizer gives them.
+
+        bm25s remembers each word it stems (`word_to_stem`), and each word whose stem is
+        indexed (`word_to_id`), even with ``update_vocab=False``: customers' messages would
+        grow those dictionaries without bound (2,000 messages of 300 made-up words: 600,000
+        entries, 90 MB in every worker). Both are memos of the stemmer over the indexed
+        vocabulary, and dictionaries keep their order, so once more than `memo_limit`
+        entries have been added the additions are dropped; the ids stay the same.
+        """
+        tokenizer = self._tokenizer
         with self._tokenizing:
-            return self._tokenizer.tokenize(
+            ids = tokenizer.tokenize(
                 list(queries), update_vocab=False, return_as="ids", show_progress=False
             )
+            words, stems = self._memo_base
+            if len(tokenizer.word_to_stem) > stems + self._memo_limit:
+                tokenizer.word_to_stem = _first(tokenizer.word_to_stem, stems)
+            if len(tokenizer.word_to_id) > words + self._memo_limit:
+                tokenizer.word_to_id = _first(tokenizer.word_to_id, words)
+            return ids
 
     @staticmethod
     def _tokenizer_factory() -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -218,3 +219,28 @@ def test_lexical_top_takes_the_best_positive_scores_with_ties_by_position() -> N
     many = rng.integers(0, 4, 5000).astype(np.float32)  # many ties, many zeros
     expected = sorted((-s, u) for u, s in enumerate(many.tolist()) if s > 0)[:100]
     assert lexical_top(many, 100).tolist() == [u for _, u in expected]
+
+
+def test_the_tokenizers_memo_of_unindexed_words_stays_bounded() -> None:
+    """bm25s remembers every word it stems; made-up words must not grow a worker for ever."""
+    index = LexicalIndex.build(UNITS)
+    tokenizer = index._tokenizer
+    fresh = list(LexicalIndex.build(UNITS)._tokenizer.word_to_stem)
+    base = len(tokenizer.word_to_stem), len(tokenizer.word_to_id)
+    small = LexicalIndex(index._retriever, tokenizer, len(index), memo_limit=50)
+    expected = small.scores("How do I reset my password?")
+    rng = np.random.default_rng(0)
+    letters = np.array(list("bcdfghjklmnpqrstvwxz"))
+    sizes = []
+    for _ in range(20):
+        junk = ["".join(rng.choice(letters, 9)) for _ in range(30)]
+        # Words whose stem is indexed ("resetting") are remembered too, in `word_to_id`.
+        small.scores_many([" ".join(junk), f"resetting {junk[0]}s"])
+        sizes.append(len(tokenizer.word_to_stem))
+        assert sizes[-1] <= base[0] + 50
+        assert len(tokenizer.word_to_id) <= base[1] + 50
+    assert any(b < a for a, b in itertools.pairwise(sizes))  # cut back, more than once
+    # Nothing the index knew was forgotten, and the same words still score the same.
+    assert list(tokenizer.word_to_stem)[: base[0]] == fresh
+    assert np.array_equal(small.scores("How do I reset my password?"), expected)
+    assert np.array_equal(small.scores("resetting"), index.scores("reset"))

@@ -42,6 +42,7 @@ from rich.table import Table
 from bot.evaluate import load_queries
 from knowledge.base import KnowledgeBase, units_of
 from knowledge.embeddings import Embedder
+from knowledge.index import lexical_top
 from knowledge.ingest import load_sources
 from knowledge.retriever import Retriever, RetrieverConfig
 from knowledge.types import Entry
@@ -129,6 +130,11 @@ class ReplayLexical:
         if list(queries) == self.queries:
             return [row.copy() for row in self.rows]
         return self.real.scores_many(queries)  # type: ignore[no-any-return]
+
+    def top_many(self, queries: Sequence[str], k: int) -> list[tuple[Any, Any]]:
+        if list(queries) == self.queries:
+            return [(top, row[top]) for row in self.rows for top in [lexical_top(row, k)]]
+        return self.real.top_many(queries, k)  # type: ignore[no-any-return]
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.real, name)

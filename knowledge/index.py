@@ -32,30 +32,64 @@ HNSW_EF_SEARCH = 128
 HNSW_EF_CONSTRUCTION = 80
 
 
-def lexical_top(scores: npt.NDArray[np.float32], k: int) -> npt.NDArray[np.int64]:
+def lexical_top(
+    scores: npt.NDArray[np.float32],
+    k: int,
+    likely: npt.NDArray[np.int64] | None = None,
+) -> npt.NDArray[np.int64]:
     """The (at most) `k` units with the highest positive BM25 scores, best first; ties go to
     the lower unit position, at the cut too, so the choice never depends on the sort.
 
     Only the units that share a word with the query are looked at, which is cheaper than
     partitioning every score (0.18 → 0.10 ms a query on 20,000 BANKING77 units, where a
     question shares a word with about half of them; far less where fewer do).
+
+    `likely`, units expected to score well (any, repeats allowed; `LexicalIndex.top_many`
+    passes those of the query's rarest words), narrows that further without changing the
+    result: when `k` or more of them score above zero, their `k`-th best score is at most the
+    `k`-th best of all, so only the units reaching it are looked at (a median of 230 instead
+    of 11,600 on the BANKING77 units).
     """
-    hit = np.flatnonzero(scores > 0)
+    if k <= 0:
+        return np.zeros(0, dtype=np.int64)
+    hit = None
+    if likely is not None and likely.size >= k:
+        distinct = np.sort(likely)
+        first = np.ones(distinct.size, dtype=bool)
+        np.not_equal(distinct[1:], distinct[:-1], out=first[1:])
+        sample = scores[distinct[first]]
+        if sample.size >= k:
+            floor = np.partition(sample, sample.size - k)[sample.size - k]
+            if floor > 0:
+                hit = np.flatnonzero(scores >= floor)
+    if hit is None:
+        hit = np.flatnonzero(scores > 0)
     values = scores[hit]
-    if hit.size > k > 0:
+    if hit.size > k:
         cut = np.partition(values, hit.size - k)[hit.size - k]  # the k-th highest score
         above = np.flatnonzero(values > cut)
         tied = np.flatnonzero(values == cut)[: k - above.size]
         chosen = np.concatenate([above, tied])
         hit, values = hit[chosen], values[chosen]
-    elif k <= 0:
-        return np.zeros(0, dtype=np.int64)
     return hit[np.lexsort((hit, -values))].astype(np.int64)
 
 
 def _first(mapping: dict[str, Any], n: int) -> dict[str, Any]:
     """The first `n` items of `mapping`, in its order."""
     return dict(itertools.islice(mapping.items(), n))
+
+
+def _rarest(postings: Sequence[npt.NDArray[np.int64]], k: int) -> npt.NDArray[np.int64]:
+    """The units of the rarest words, rarest first, until there are `k` or more (repeats
+    counted); all of them when there are fewer."""
+    taken: list[npt.NDArray[np.int64]] = []
+    total = 0
+    for units in sorted(postings, key=len):
+        taken.append(units)
+        total += units.size
+        if total >= k:
+            break
+    return np.concatenate(taken) if taken else np.zeros(0, dtype=np.int64)
 
 
 class DenseIndex:
@@ -222,8 +256,27 @@ class LexicalIndex:
         (0.102 against 0.111 ms a query, tokenizing included, on the 20,000 units of the
         10,000-entry BANKING77 base, measured interleaved), and within 2e-6 of it there.
         """
+        return [scores for scores, _ in self._scored(queries)]
+
+    def top_many(self, queries: Sequence[str], k: int) -> list[Hits]:
+        """`search` for several queries: each one's best `k` units with a positive score.
+
+        The same units as `lexical_top` of `scores_many`, found with less work: the units of
+        the query's rarest words, which have its highest scores, bound the `k`-th best score
+        from below (`lexical_top`'s `likely`).
+        """
+        out: list[Hits] = []
+        for scores, postings in self._scored(queries):
+            top = lexical_top(scores, k, _rarest(postings, k))
+            out.append((top, scores[top]))
+        return out
+
+    def _scored(
+        self, queries: Sequence[str]
+    ) -> list[tuple[npt.NDArray[np.float32], list[npt.NDArray[np.int64]]]]:
+        """Each query's `scores`, with the units of each of its known words (repeats kept)."""
         if self._size == 0:
-            return [np.zeros(0, dtype=np.float32) for _ in queries]
+            return [(np.zeros(0, dtype=np.float32), []) for _ in queries]
         if not queries:
             return []
         tokens = self._tokenize(queries)
@@ -232,27 +285,25 @@ class LexicalIndex:
         empty = self._tokenizer.get_vocab_dict().get("")
         weights = self._retriever.scores
         data, units, starts = weights["data"], weights["indices"], weights["indptr"]
-        out = []
+        out: list[tuple[npt.NDArray[np.float32], list[npt.NDArray[np.int64]]]] = []
         for ids in tokens:
             known = [t for t in ids if t != empty]
             if not known:
-                out.append(np.zeros(self._size, dtype=np.float32))
+                out.append((np.zeros(self._size, dtype=np.float32), []))
                 continue
             spans = [slice(starts[t], starts[t + 1]) for t in known]
-            out.append(
-                np.bincount(
-                    np.concatenate([units[span] for span in spans]),
-                    weights=np.concatenate([data[span] for span in spans]),
-                    minlength=self._size,
-                ).astype(np.float32)
-            )
+            postings = [units[span] for span in spans]
+            scores = np.bincount(
+                np.concatenate(postings),
+                weights=np.concatenate([data[span] for span in spans]),
+                minlength=self._size,
+            ).astype(np.float32)
+            out.append((scores, postings))
         return out
 
     def search(self, query: str, k: int) -> Hits:
         """Top-k units with a positive BM25 score, best first."""
-        scores = self.scores(query)
-        top = lexical_top(scores, k)
-        return top, scores[top]
+        return self.top_many([query], k)[0]
 
     def save(self, directory: Path) -> None:
         path = directory / self.DIRNAME

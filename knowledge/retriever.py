@@ -29,7 +29,7 @@ import numpy.typing as npt
 
 from knowledge.base import KnowledgeBase
 from knowledge.feedback import FeedbackIndex
-from knowledge.index import lexical_top
+from knowledge.index import Hits, lexical_top
 from knowledge.types import Entry
 
 Vector = npt.NDArray[np.float32]
@@ -264,14 +264,19 @@ class Retriever:
             positions = positions[0][keep][None, : cfg.dense_k]
             scores = scores[0][keep][None, : cfg.dense_k]
         t1 = time.perf_counter()
-        lex_scores = kb.lexical.scores(lexical_query)
-        if exclude_units and lex_scores.size:
-            lex_scores[list(exclude_units)] = 0
-        if exclude_entries and lex_scores.size:
-            lex_scores[np.isin(kb.unit_entry, list(exclude_entries))] = 0
+        if exclude_units or exclude_entries:
+            lex_scores = kb.lexical.scores(lexical_query)
+            if exclude_units and lex_scores.size:
+                lex_scores[list(exclude_units)] = 0
+            if exclude_entries and lex_scores.size:
+                lex_scores[np.isin(kb.unit_entry, list(exclude_entries))] = 0
+            units = lexical_top(lex_scores, cfg.dense_k)
+            lexical = (units, lex_scores[units])
+        else:
+            lexical = kb.lexical.search(lexical_query, cfg.dense_k)
         t2 = time.perf_counter()
         (result,) = self._rank(
-            vector[None, :], [lexical_query], positions, scores, [lex_scores], top, exclude_entries
+            vector[None, :], [lexical_query], positions, scores, [lexical], top, exclude_entries
         )
         result.timings.update(search_ms=(t1 - t0) * 1000, lexical_ms=(t2 - t1) * 1000)
         return result
@@ -290,7 +295,7 @@ class Retriever:
         t0 = time.perf_counter()
         positions, scores = kb.dense.search(vectors, self.config.dense_k)
         t1 = time.perf_counter()
-        lexical = kb.lexical.scores_many(lexical_queries)
+        lexical = kb.lexical.top_many(lexical_queries, self.config.dense_k)
         t2 = time.perf_counter()
         results = self._rank(vectors, lexical_queries, positions, scores, lexical, top, ())
         search_ms = (t1 - t0) * 1000 / len(vectors)
@@ -305,17 +310,18 @@ class Retriever:
         lexical_queries: Sequence[str],
         positions: npt.NDArray[np.int64],
         scores: npt.NDArray[np.float32],
-        lex_scores: Sequence[npt.NDArray[np.float32]],
+        lexical: Sequence[Hits],
         top: int,
         exclude_entries: Collection[int],
     ) -> list[Retrieval]:
-        """Fuse each query's dense hits and BM25 scores into ranked entries, all at once.
+        """Fuse each query's dense hits and BM25 hits into ranked entries, all at once.
 
         Row `i` of `positions`/`scores` holds query `i`'s dense hits, best first (position -1:
-        no hit). Every (query, entry) pair is one key, ``query * entries + entry``, so the
-        queries are scored together in flat arrays; the arithmetic (float64, and each sum in
-        the order the per-entry loop would add) is that loop's, so the scores are exactly the
-        same (tests/knowledge/test_batched.py keeps the loop as the reference).
+        no hit); `lexical[i]` its best `dense_k` BM25 units and their scores, best first.
+        Every (query, entry) pair is one key, ``query * entries + entry``, so the queries are
+        scored together in flat arrays; the arithmetic (float64, and each sum in the order the
+        per-entry loop would add) is that loop's, so the scores are exactly the same
+        (tests/knowledge/test_batched.py keeps the loop as the reference).
         """
         kb = self.kb
         cfg = self.config
@@ -344,15 +350,14 @@ class Retriever:
         total_votes = _row_sums(vote_keys // n, vote_values, first, rows)
 
         # Lexical: the best `dense_k` units with a positive BM25 score, relative to the best.
-        tops = [lexical_top(row, cfg.dense_k) for row in lex_scores]
-        lex_row = np.repeat(np.arange(rows), [len(t) for t in tops])
-        lex_units = np.concatenate(tops) if tops else np.zeros(0, dtype=np.int64)
+        lex_row = np.repeat(np.arange(rows), [len(units) for units, _ in lexical])
+        lex_units = (
+            np.concatenate([units for units, _ in lexical])
+            if lexical
+            else np.zeros(0, dtype=np.int64)
+        )
         lex_score = np.concatenate(
-            [
-                row[t].astype(np.float64) / float(row[t[0]])
-                for row, t in zip(lex_scores, tops, strict=True)
-                if t.size
-            ]
+            [values.astype(np.float64) / float(values[0]) for _, values in lexical if values.size]
             or [np.zeros(0, dtype=np.float64)]
         )
         lex_keys, first, inverse = np.unique(

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from knowledge.index import DenseIndex, LexicalIndex, lexical_top
 
@@ -244,3 +246,48 @@ def test_the_tokenizers_memo_of_unindexed_words_stays_bounded() -> None:
     assert list(tokenizer.word_to_stem)[: base[0]] == fresh
     assert np.array_equal(small.scores("How do I reset my password?"), expected)
     assert np.array_equal(small.scores("resetting"), index.scores("reset"))
+
+
+@given(
+    st.lists(st.integers(0, 5), min_size=1, max_size=300),
+    st.lists(st.integers(0, 299), max_size=120),
+    st.integers(0, 40),
+)
+def test_likely_units_never_change_lexical_top(
+    scores: list[int], likely: list[int], k: int
+) -> None:
+    # Small integer scores: many zeros and many ties at the cut.
+    values = np.asarray(scores, dtype=np.float32)
+    units = np.asarray([u for u in likely if u < len(scores)], dtype=np.int64)
+    assert np.array_equal(lexical_top(values, k, units), lexical_top(values, k))
+
+
+def test_top_many_is_lexical_top_of_the_scores() -> None:
+    """Over enough units that the rarest words' floor cuts: ties, repeats, stopwords."""
+    rng = np.random.default_rng(5)
+    words = ["card", "cards", "refund", "top", "up", "pin", "fee", "transfer", "declined"]
+    rare = ["apple", "pay", "exchange", "rate", "atm", "virtual", "lost", "stolen"]
+    texts = [
+        " ".join([*rng.choice(words, rng.integers(1, 6)), *rng.choice(rare, rng.integers(0, 2))])
+        for _ in range(1_500)
+    ]
+    index = LexicalIndex.build(texts)
+    queries = [
+        "my card was declined",
+        "apple pay top up top up",  # a repeated word counts twice
+        "lost or stolen card, what fee?",
+        "exchange rate",
+        "the of and",  # stopwords only
+        "zzzqqq",
+        "",
+        *[" ".join(rng.choice(words + rare, 4)) for _ in range(60)],
+    ]
+    for k in (1, 20, 100, 5_000):
+        got = index.top_many(queries, k)
+        for query, scores, (units, values) in zip(
+            queries, index.scores_many(queries), got, strict=True
+        ):
+            expected = lexical_top(scores, k)
+            assert np.array_equal(units, expected), (query, k)
+            assert np.array_equal(values, scores[expected])
+            assert np.array_equal(units, index.search(query, k)[0])

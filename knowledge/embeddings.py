@@ -244,8 +244,11 @@ class Embedder:
 
     def onnx_path(self) -> Path:
         """Where this model's ONNX export is (or will be) cached."""
+        from knowledge.onnx import EXPORT_VERSION
+
         suffix = "-int8" if self.quantize else ""
-        return self.onnx_dir / f"{self.model_path.name}-{self.fingerprint}{suffix}.onnx"
+        name = f"{self.model_path.name}-{self.fingerprint}-v{EXPORT_VERSION}{suffix}.onnx"
+        return self.onnx_dir / name
 
     def _resolve_backend(self) -> Literal["torch", "onnx"]:
         if self.requested_backend == "torch":
@@ -260,12 +263,16 @@ class Embedder:
                 )
             max_length = onnx.check_exportable(self.model_path)
             path = self.onnx_path()
-            if not path.exists():
-                plain = self.onnx_dir / f"{self.model_path.name}-{self.fingerprint}.onnx"
-                if not plain.exists():
-                    onnx.export(self.model_path, plain)
-                if self.quantize:
-                    onnx.quantize(plain, path)
+            if not path.exists() and self.quantize:
+                # Quantized from the plain graph: the fused one's operators are not all
+                # quantizable the same way.
+                plain = path.with_name(f".{path.stem}-plain.{os.getpid()}.onnx")
+                try:
+                    onnx.quantize(onnx.export(self.model_path, plain, fuse=False), path)
+                finally:
+                    plain.unlink(missing_ok=True)
+            elif not path.exists():
+                onnx.export(self.model_path, path)
             self._onnx = onnx.OnnxEncoder(
                 path, self.model_path, max_length=max_length, threads=self.threads, lanes=self.lanes
             )

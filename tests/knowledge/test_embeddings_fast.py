@@ -153,6 +153,58 @@ def test_the_export_is_cached_and_reused(onnx_embedder: Embedder) -> None:
     np.testing.assert_allclose(again.encode(SAMPLES[:2]), onnx_embedder.encode(SAMPLES[:2]))
 
 
+def _operators(path: Path) -> set[str]:
+    import onnx as onnx_format
+
+    return {node.op_type for node in onnx_format.load(str(path)).graph.node}
+
+
+@pytest.mark.model
+def test_the_export_fuses_the_attention(onnx_embedder: Embedder) -> None:
+    # One `Attention` operator per layer instead of the plain graph's ~500 small ones; the
+    # tests above hold its vectors to torch's.
+    assert {"Attention", "EmbedLayerNormalization"} <= _operators(onnx_embedder.onnx_path())
+    assert f"-v{onnx.EXPORT_VERSION}" in onnx_embedder.onnx_path().name
+
+
+@pytest.mark.model
+def test_int8_is_quantized_from_the_plain_graph_and_stays_close(
+    embedder: Embedder, tmp_path: Path
+) -> None:
+    int8 = Embedder(backend="onnx", quantize=True, onnx_dir=tmp_path)
+    assert int8.backend == "onnx"
+    assert [p.name for p in tmp_path.iterdir()] == [int8.onnx_path().name]  # no leftovers
+    operators = _operators(int8.onnx_path())
+    assert "MatMulInteger" in operators and "Attention" not in operators
+    # int8 moves vectors more than fp32 does (0.91 for "x" here, 0.97 for a real question);
+    # BANKING77's figures with it are in docs/benchmarks.md, "Embedding back-ends".
+    cosines = _cosines(embedder.encode(SAMPLES), int8.encode(SAMPLES))
+    assert cosines.min() >= 0.9 and cosines.mean() >= 0.94
+
+
+@pytest.mark.model
+def test_a_fused_graph_that_drifts_is_not_kept(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from knowledge.embeddings import default_model_path
+
+    model_path = default_model_path()
+    plain = onnx.export(model_path, tmp_path / "plain.onnx", fuse=False)
+    before = plain.read_bytes()
+    monkeypatch.setattr(onnx, "FUSED_TOLERANCE", -1.0)  # nothing is close enough
+    assert not onnx._fuse(plain, model_path)
+    assert plain.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["plain.onnx"]
+    monkeypatch.undo()
+    assert onnx._fuse(plain, model_path)
+    assert "Attention" in _operators(plain)
+
+
+def test_only_bert_models_are_fused(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "mpnet"}))
+    assert not onnx._fuse(tmp_path / "never-read.onnx", tmp_path)
+
+
 def test_auto_falls_back_to_torch_without_onnxruntime(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -198,8 +198,17 @@ def quantize(source: Path, out: Path) -> Path:
     """Write an int8 dynamically quantized copy of an exported model to `out`."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    def advice(record: logging.LogRecord) -> bool:
+        # ONNX Runtime suggests its pre-processing step on the root logger for every model.
+        return not record.getMessage().startswith("Please consider to run pre-processing")
+
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    quantize_dynamic(str(source), str(tmp), weight_type=QuantType.QInt8)
+    root = logging.getLogger()
+    root.addFilter(advice)
+    try:
+        quantize_dynamic(str(source), str(tmp), weight_type=QuantType.QInt8)
+    finally:
+        root.removeFilter(advice)
     tmp.replace(out)
     return out
 

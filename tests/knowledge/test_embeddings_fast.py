@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -169,10 +170,12 @@ def test_the_export_fuses_the_attention(onnx_embedder: Embedder) -> None:
 
 @pytest.mark.model
 def test_int8_is_quantized_from_the_plain_graph_and_stays_close(
-    embedder: Embedder, tmp_path: Path
+    embedder: Embedder, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     int8 = Embedder(backend="onnx", quantize=True, onnx_dir=tmp_path)
-    assert int8.backend == "onnx"
+    with caplog.at_level(logging.INFO):
+        assert int8.backend == "onnx"
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert [p.name for p in tmp_path.iterdir()] == [int8.onnx_path().name]  # no leftovers
     operators = _operators(int8.onnx_path())
     assert "MatMulInteger" in operators and "Attention" not in operators

@@ -129,6 +129,14 @@ def _json_formatter() -> logging.Formatter:
     )
 
 
+#: Libraries' loggers heard only when debugging:
+#: * FAISS reports at INFO each faster build it could not load ("No module named
+#:   'faiss.swigfaiss_avx512'") before the one it uses: normal, but it reads like an error;
+#: * ONNX Runtime's transformer optimizer, which fuses the model's export once per data folder
+#:   (`knowledge.onnx`), narrates each fusion at INFO under these top-level names.
+CHATTY_LOGGERS = ("faiss.loader", "fusion_base", "onnx_model", "onnx_model_bert")
+
+
 def configure_logging(
     log_format: LogFormat = "text", *, level: int = logging.INFO, stream: Any = None
 ) -> logging.Handler:
@@ -154,11 +162,10 @@ def configure_logging(
             root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
-    # FAISS reports at INFO each faster build it could not load ("No module named
-    # 'faiss.swigfaiss_avx512'") before the one it uses: normal, but it reads like an error.
-    logging.getLogger("faiss.loader").setLevel(
-        logging.WARNING if level > logging.DEBUG else logging.NOTSET
-    )
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(
+            logging.WARNING if level > logging.DEBUG else logging.NOTSET
+        )
     return handler
 
 

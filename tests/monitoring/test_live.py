@@ -22,7 +22,12 @@ from bot.engine import PERSON_REQUEST_TEXT
 from bot.model import ConversationKey, FeedbackReason, InboundMessage
 from bot.service import Services
 from bot.storage.tables import Feedback
-from monitoring.telemetry import ConversationFilter, _json_formatter, configure_logging
+from monitoring.telemetry import (
+    CHATTY_LOGGERS,
+    ConversationFilter,
+    _json_formatter,
+    configure_logging,
+)
 from tests.support import sample_services
 
 pytestmark = pytest.mark.model
@@ -189,14 +194,17 @@ def test_configure_logging_json_and_text(capsys: pytest.CaptureFixture[str]) -> 
         assert capsys.readouterr().out.strip().endswith("supportbot.test: plain")
         with pytest.raises(ValueError, match="text"):
             configure_logging("xml")  # type: ignore[arg-type]
-        # FAISS's loader notes, which read like errors, only when debugging.
+        # FAISS's loader notes, which read like errors, and the ONNX optimizer's narration,
+        # only when debugging.
         logging.getLogger("faiss.loader").info("Could not load library with AVX512 support")
+        logging.getLogger("fusion_base").info("Fused SkipLayerNormalization: 12")
         assert capsys.readouterr().out == ""
         configure_logging("text", stream=sys.stdout, level=logging.DEBUG)
         logging.getLogger("faiss.loader").info("Loading faiss.")
         assert capsys.readouterr().out.strip().endswith("faiss.loader: Loading faiss.")
     finally:
-        logging.getLogger("faiss.loader").setLevel(logging.NOTSET)
+        for name in CHATTY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.NOTSET)
         for handler in list(root.handlers):
             if handler not in handlers:
                 root.removeHandler(handler)

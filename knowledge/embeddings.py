@@ -250,6 +250,16 @@ class Embedder:
         name = f"{self.model_path.name}-{self.fingerprint}-v{EXPORT_VERSION}{suffix}.onnx"
         return self.onnx_dir / name
 
+    def _drop_earlier_exports(self) -> None:
+        """Delete this model's exports written by an earlier `EXPORT_VERSION` (90 MB each)."""
+        from knowledge.onnx import EXPORT_VERSION
+
+        stem = f"{self.model_path.name}-{self.fingerprint}"
+        for old in self.onnx_dir.glob(f"{stem}*.onnx"):
+            if not old.name.startswith(f"{stem}-v{EXPORT_VERSION}"):
+                logger.info("removing %s, an export by an earlier version", old.name)
+                old.unlink(missing_ok=True)
+
     def _resolve_backend(self) -> Literal["torch", "onnx"]:
         if self.requested_backend == "torch":
             return "torch"
@@ -273,6 +283,7 @@ class Embedder:
                     plain.unlink(missing_ok=True)
             elif not path.exists():
                 onnx.export(self.model_path, path)
+            self._drop_earlier_exports()
             self._onnx = onnx.OnnxEncoder(
                 path, self.model_path, max_length=max_length, threads=self.threads, lanes=self.lanes
             )

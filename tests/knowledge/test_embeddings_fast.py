@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import shutil
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -206,6 +207,20 @@ def test_a_fused_graph_that_drifts_is_not_kept(
 def test_only_bert_models_are_fused(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "mpnet"}))
     assert not onnx._fuse(tmp_path / "never-read.onnx", tmp_path)
+
+
+@pytest.mark.model
+def test_exports_by_earlier_versions_are_removed(onnx_embedder: Embedder, tmp_path: Path) -> None:
+    current = onnx_embedder.onnx_path()
+    shutil.copy(current, tmp_path / current.name)
+    stem = f"{onnx_embedder.model_path.name}-{onnx_embedder.fingerprint}"
+    for name in (f"{stem}.onnx", f"{stem}-int8.onnx", "another-model-0123.onnx"):
+        (tmp_path / name).write_bytes(b"old")
+    again = Embedder(backend="onnx", onnx_dir=tmp_path)
+    assert again.backend == "onnx"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [current.name, "another-model-0123.onnx"]
+    )
 
 
 def test_auto_falls_back_to_torch_without_onnxruntime(

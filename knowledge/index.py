@@ -211,9 +211,9 @@ class LexicalIndex:
         """
         tokenizer = self._tokenizer
         with self._tokenizing:
-            ids = tokenizer.tokenize(
-                list(queries), update_vocab=False, return_as="ids", show_progress=False
-            )
+            # What `tokenize(..., return_as="ids")` collects, without its progress bar's set-up:
+            # 10 against 36 µs for one question.
+            ids = list(tokenizer.streaming_tokenize(list(queries), update_vocab=False))
             words, stems = self._memo_base
             if len(tokenizer.word_to_stem) > stems + self._memo_limit:
                 tokenizer.word_to_stem = _first(tokenizer.word_to_stem, stems)

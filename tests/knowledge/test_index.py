@@ -291,3 +291,12 @@ def test_top_many_is_lexical_top_of_the_scores() -> None:
             assert np.array_equal(units, expected), (query, k)
             assert np.array_equal(values, scores[expected])
             assert np.array_equal(units, index.search(query, k)[0])
+
+
+def test_query_tokens_are_bm25s_tokenize_ids() -> None:
+    index = LexicalIndex.build(UNITS)
+    queries = ["How do I RESET my passwords?", "", "the and of", "🙂 zzzqqq", "pdf pdf note"]
+    expected = LexicalIndex.build(UNITS)._tokenizer.tokenize(
+        queries, update_vocab=False, return_as="ids", show_progress=False
+    )
+    assert index._tokenize(queries) == expected

@@ -138,7 +138,12 @@ def export(model_path: Path, out: Path, *, fuse: bool = True) -> Path:
             dynamo=False,
         )
     if fuse:
-        _fuse(tmp, model_path)
+        try:
+            _fuse(tmp, model_path)
+        except Exception as e:  # the plain graph embeds the same, only slower
+            logger.warning(
+                "ONNX export of %s: fusing failed (%s); kept the plain graph", model_path, e
+            )
     tmp.replace(out)
     return out
 

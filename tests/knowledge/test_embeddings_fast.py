@@ -204,6 +204,23 @@ def test_a_fused_graph_that_drifts_is_not_kept(
     assert "Attention" in _operators(plain)
 
 
+@pytest.mark.model
+def test_a_failing_fusion_keeps_the_plain_graph(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from knowledge.embeddings import default_model_path
+
+    def broken(path: Path, model_path: Path) -> bool:
+        raise RuntimeError("optimizer unavailable")
+
+    monkeypatch.setattr(onnx, "_fuse", broken)
+    with caplog.at_level(logging.WARNING):
+        out = onnx.export(default_model_path(), tmp_path / "model.onnx")
+    assert "Attention" not in _operators(out) and "MatMul" in _operators(out)
+    assert "fusing failed (optimizer unavailable); kept the plain graph" in caplog.text
+    assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]
+
+
 def test_only_bert_models_are_fused(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "mpnet"}))
     assert not onnx._fuse(tmp_path / "never-read.onnx", tmp_path)

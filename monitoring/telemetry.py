@@ -150,6 +150,8 @@ def configure_logging(
     if log_format not in ("text", "json"):
         raise ValueError(f"the log format is 'text' or 'json', not {log_format!r}")
     handler = logging.StreamHandler(stream or sys.stderr)
+    # Also below a library's own logger level: bm25s sets its logger to DEBUG when imported.
+    handler.setLevel(level)
     handler.addFilter(ConversationFilter())
     if log_format == "json":
         handler.setFormatter(_json_formatter())

@@ -198,6 +198,10 @@ def test_configure_logging_json_and_text(capsys: pytest.CaptureFixture[str]) -> 
         # only when debugging.
         logging.getLogger("faiss.loader").info("Could not load library with AVX512 support")
         logging.getLogger("fusion_base").info("Fused SkipLayerNormalization: 12")
+        # A library that sets its own logger to DEBUG (bm25s does) is still held to INFO.
+        chatty = logging.getLogger("supportbot.test.chatty")
+        chatty.setLevel(logging.DEBUG)
+        chatty.debug("Building index from token IDs")
         assert capsys.readouterr().out == ""
         configure_logging("text", stream=sys.stdout, level=logging.DEBUG)
         logging.getLogger("faiss.loader").info("Loading faiss.")

@@ -29,7 +29,7 @@ import numpy.typing as npt
 
 from knowledge.base import KnowledgeBase
 from knowledge.feedback import FeedbackIndex
-from knowledge.index import Hits, lexical_top
+from knowledge.index import Hits, lexical_top, merged_unique
 from knowledge.types import Entry
 
 Vector = npt.NDArray[np.float32]
@@ -396,7 +396,7 @@ class Retriever:
             head_keys = (np.arange(rows)[:, None] * n + likeliest).ravel().astype(np.int64)
             if exclude_entries:
                 head_keys = head_keys[~np.isin(head_keys % n, list(exclude_entries))]
-        found = _merged_unique(
+        found = merged_unique(
             [dense_keys, lex_keys, np.asarray(endorsed, dtype=np.int64), head_keys]
         )
         found_row = found // n
@@ -458,19 +458,6 @@ class Retriever:
                 )
             )
         return out
-
-
-def _merged_unique(parts: Sequence[npt.NDArray[np.int64]]) -> npt.NDArray[np.int64]:
-    """The distinct values of `parts`, sorted, as `np.unique` of their concatenation gives them.
-
-    The parts are mostly sorted already (the fusion's dense and lexical keys come out of
-    `np.unique`), and a stable sort (timsort) merges sorted runs in linear time where
-    `np.unique`'s quicksort starts over: 200 → 8 µs for the 3,600 keys of a pass of 16.
-    """
-    keys = np.sort(np.concatenate(parts), kind="stable")
-    first = np.ones(keys.size, dtype=bool)
-    np.not_equal(keys[1:], keys[:-1], out=first[1:])
-    return keys[first]
 
 
 def _contenders(

@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from knowledge.base import UNIT_KINDS, KnowledgeBase
+from knowledge.index import merged_unique
 from knowledge.retriever import (
     FEATURES,
     Candidate,
@@ -19,7 +20,6 @@ from knowledge.retriever import (
     Retriever,
     RetrieverConfig,
     _contenders,
-    _merged_unique,
     features_of,
 )
 from knowledge.types import Entry
@@ -337,7 +337,7 @@ def test_config_defaults_are_sane() -> None:
 )
 def test_merged_unique_is_numpys_unique(sorted_parts: list[list[int]], loose: list[int]) -> None:
     parts = [np.asarray(p, dtype=np.int64) for p in [*sorted_parts, loose]]
-    assert np.array_equal(_merged_unique(parts), np.unique(np.concatenate(parts)))
+    assert np.array_equal(merged_unique(parts), np.unique(np.concatenate(parts)))
 
 
 @given(

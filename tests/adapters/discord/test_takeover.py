@@ -162,8 +162,12 @@ async def test_a_billing_dispute_in_a_dm_hands_over_and_the_bot_falls_silent(
         assert engine.owner_of(key) is Owner.HUMAN
         (row,) = _handoffs(engine, key)
         assert (row.actor, row.reason) == ("bot", "topic:billing_dispute")
-        reply = engine.store.find_reply_by_platform_ref(f"{fake.dm_channel}:{handoff['id']}")
-        assert reply is not None and reply.kind.value == "handoff"
+        # The adapter records the message's id just after Discord answers the send.
+        ref = f"{fake.dm_channel}:{handoff['id']}"
+        reply = await fake.wait_for(
+            lambda: engine.store.find_reply_by_platform_ref(ref), WAIT, "the recorded message id"
+        )
+        assert reply.kind.value == "handoff"
 
         await fake.post_message(fake.dm_channel, "hello?")
         await fake.wait_for(

@@ -162,6 +162,13 @@ def _operators(path: Path) -> set[str]:
 
 
 @pytest.mark.model
+def test_fp32_keeps_one_session(onnx_embedder: Embedder) -> None:
+    # One thread is slower for fp32, and a second session would cost 96 MB.
+    encoder = onnx_embedder._onnx
+    assert encoder is not None and encoder._single is encoder._session
+
+
+@pytest.mark.model
 def test_the_export_fuses_the_attention(onnx_embedder: Embedder) -> None:
     # One `Attention` operator per layer instead of the plain graph's ~500 small ones; the
     # tests above hold its vectors to torch's.
@@ -184,6 +191,14 @@ def test_int8_is_quantized_from_the_plain_graph_and_stays_close(
     # BANKING77's figures with it are in docs/benchmarks.md, "Embedding back-ends".
     cosines = _cosines(embedder.encode(SAMPLES), int8.encode(SAMPLES))
     assert cosines.min() >= 0.9 and cosines.mean() >= 0.94
+    # One question runs on its own one-thread session, with the vectors of the main one.
+    encoder = int8._onnx
+    assert encoder is not None and encoder._single is not encoder._session
+    assert encoder._single.get_session_options().intra_op_num_threads == 1
+    for text in SAMPLES:
+        feed = encoder._feed(encoder._tokenizer.encode_batch([text]))
+        (main,) = encoder._session.run(None, feed)
+        np.testing.assert_allclose(encoder.encode([text]), main, atol=1e-6)
 
 
 @pytest.mark.model
@@ -461,6 +476,34 @@ def test_a_prefetched_query_runs_the_model_once_with_the_same_vector(embedder: E
     prefetching.encode_queries(["How much is Plus?"])  # taken once: asked again, embedded again
     assert len(passes) == 2
     prefetching.close()
+
+
+@pytest.mark.model
+def test_an_onnx_prefetch_tokenizes_in_the_caller_and_runs_only_the_pass_in_the_thread(
+    onnx_embedder: Embedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    encoder = onnx_embedder._onnx
+    assert encoder is not None
+    threads: dict[str, list[str]] = {"tokenize": [], "pass": []}
+    feed, forward = encoder._feed, encoder._forward
+
+    def fed(encodings: Any) -> Any:
+        threads["tokenize"].append(threading.current_thread().name)
+        return feed(encodings)
+
+    def passed(inputs: Any) -> npt.NDArray[np.float32]:
+        threads["pass"].append(threading.current_thread().name)
+        return forward(inputs)
+
+    monkeypatch.setattr(encoder, "_feed", fed)
+    monkeypatch.setattr(encoder, "_forward", passed)
+    expected = onnx_embedder.encode([SAMPLES[1]])
+    threads["tokenize"].clear(), threads["pass"].clear()
+    onnx_embedder.prefetch(SAMPLES[1])
+    vector = onnx_embedder.encode_queries([SAMPLES[1]])
+    np.testing.assert_array_equal(vector, expected)
+    assert threads["tokenize"] == [threading.current_thread().name]
+    assert len(threads["pass"]) == 1 and threads["pass"][0].startswith("embed-prefetch")
 
 
 def test_a_prefetch_still_queued_is_cancelled_and_embedded_by_the_caller() -> None:

@@ -351,6 +351,15 @@ class Embedder:
             while len(self._prefetched) > PREFETCH_KEEP:
                 self._prefetched.popitem(last=False)[1].cancel()
 
+    def pending(self, text: str) -> bool:
+        """Whether `text`'s vector is being computed by `prefetch` and not ready yet: a caller
+        about to wait for it may do other work first (`Retriever.retrieve_many`)."""
+        if not self._prefetched:
+            return False
+        with self._prefetch_lock:
+            future = self._prefetched.get(normalize(text))
+        return future is not None and not future.done()
+
     def _prepare_query(self, text: str) -> Callable[[], Vectors]:
         """What the prefetch thread runs for `text`. With ONNX Runtime (and no micro-batcher)
         the text is tokenized here, in the caller: the thread then needs the GIL only to start

@@ -145,15 +145,29 @@ class Retriever:
         """
         if not texts:
             return []
+        kb = self.kb
+        # One question whose vector is still being computed in the background (a live turn's
+        # `Embedder.prefetch`): its BM25 hits need no vector, so they are found meanwhile.
+        early: list[Hits] | None = None
+        early_ms = 0.0
+        if len(texts) == 1 and kb.embedder.pending(texts[0]) and kb.lexical is not None:
+            early_started = time.perf_counter()
+            early = kb.lexical.top_many(texts, self.config.dense_k)
+            early_ms = (time.perf_counter() - early_started) * 1000
 
         def search(positions: Sequence[int], vectors: Vectors, seconds: float) -> list[Retrieval]:
-            results = self.search_many(vectors, [texts[i] for i in positions], top=top)
+            queries = [texts[i] for i in positions]
+            if early is not None:
+                results = self.search_many(vectors, queries, top=top, lexical=early)
+                results[0].timings["lexical_ms"] = early_ms
+            else:
+                results = self.search_many(vectors, queries, top=top)
             for result in results:
                 result.timings["embed_ms"] = seconds * 1000 / len(positions)
             return [replace(r, vector=v) for r, v in zip(results, vectors, strict=True)]
 
         out: list[Retrieval | None] = [None] * len(texts)
-        for positions, results in self.kb.embedder.map_queries(texts, search):
+        for positions, results in kb.embedder.map_queries(texts, search):
             for i, result in zip(positions, results, strict=True):
                 out[i] = result
         done = [r for r in out if r is not None]
@@ -282,10 +296,16 @@ class Retriever:
         return result
 
     def search_many(
-        self, vectors: Vectors, lexical_queries: Sequence[str], *, top: int = 5
+        self,
+        vectors: Vectors,
+        lexical_queries: Sequence[str],
+        *,
+        top: int = 5,
+        lexical: Sequence[Hits] | None = None,
     ) -> list[Retrieval]:
         """`search` for several embedded queries at once: one FAISS call, batched BM25 and
-        one fusion for all of them."""
+        one fusion for all of them. `lexical`: the queries' BM25 hits, if found already
+        (`LexicalIndex.top_many` with `dense_k`)."""
         kb = self.kb
         assert kb.dense is not None and kb.lexical is not None, "load the knowledge base first"
         if len(vectors) != len(lexical_queries):
@@ -295,7 +315,10 @@ class Retriever:
         t0 = time.perf_counter()
         positions, scores = kb.dense.search(vectors, self.config.dense_k)
         t1 = time.perf_counter()
-        lexical = kb.lexical.top_many(lexical_queries, self.config.dense_k)
+        if lexical is None:
+            lexical = kb.lexical.top_many(lexical_queries, self.config.dense_k)
+        elif len(lexical) != len(lexical_queries):
+            raise ValueError("one set of BM25 hits per query is needed")
         t2 = time.perf_counter()
         results = self._rank(vectors, lexical_queries, positions, scores, lexical, top, ())
         search_ms = (t1 - t0) * 1000 / len(vectors)

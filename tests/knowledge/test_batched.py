@@ -11,6 +11,7 @@ import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -212,6 +213,38 @@ def test_search_many_needs_one_query_per_vector(sample_kb: KnowledgeBase) -> Non
     vectors = sample_kb.embedder.encode(["a", "b"])
     with pytest.raises(ValueError, match="one lexical query per vector"):
         retriever.search_many(vectors, ["a"])
+
+
+def test_bm25_found_while_the_vector_is_pending_ranks_the_same(
+    sample_kb: KnowledgeBase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    retriever = Retriever(sample_kb)
+    texts = _queries()[:12]
+    expected = [_summary(retriever.retrieve(text)) for text in texts]
+    lexical, embedder = sample_kb.lexical, sample_kb.embedder
+    assert lexical is not None
+    order: list[str] = []
+    top_many, map_queries = lexical.top_many, embedder.map_queries
+
+    def found(*args: Any, **kwargs: Any) -> Any:
+        order.append("bm25")
+        return top_many(*args, **kwargs)
+
+    def embedded(*args: Any, **kwargs: Any) -> Any:
+        order.append("vector")
+        return map_queries(*args, **kwargs)
+
+    monkeypatch.setattr(lexical, "top_many", found)
+    monkeypatch.setattr(embedder, "map_queries", embedded)
+    monkeypatch.setattr(embedder, "pending", lambda text: True)
+    for text, summary in zip(texts, expected, strict=True):
+        order.clear()
+        result = retriever.retrieve(text)
+        assert order == ["bm25", "vector"]  # BM25 first, then the wait for the vector
+        assert _summary(result) == summary
+        assert result.timings["lexical_ms"] > 0
+    with pytest.raises(ValueError, match="one set of BM25 hits per query"):
+        retriever.search_many(embedder.encode(["a"]), ["a"], lexical=[])
 
 
 def test_concurrent_responds_share_batches_and_decide_the_same(sample_kb: KnowledgeBase) -> None:

@@ -520,6 +520,20 @@ def test_a_prefetch_still_queued_is_cancelled_and_embedded_by_the_caller() -> No
     assert ran == ["second", "first"]
 
 
+def test_pending_tells_a_vector_still_being_computed() -> None:
+    prefetching = Embedder()
+    gate = threading.Event()
+    _counting(prefetching, gate)
+    assert not prefetching.pending("first")  # nothing prefetched
+    prefetching.prefetch("first")
+    assert prefetching.pending("  FIRST")  # case and spacing aside, as prefetch keys it
+    assert not prefetching.pending("second")
+    gate.set()
+    prefetching.encode_queries(["first"])
+    assert not prefetching.pending("first")  # taken
+    prefetching.close()
+
+
 def test_close_forgets_prefetches_and_a_failed_prefetch_is_redone_by_the_caller() -> None:
     from knowledge.embeddings import PREFETCH_KEEP
 

@@ -157,11 +157,9 @@ class Retriever:
 
         def search(positions: Sequence[int], vectors: Vectors, seconds: float) -> list[Retrieval]:
             queries = [texts[i] for i in positions]
+            results = self.search_many(vectors, queries, top=top, lexical=early)
             if early is not None:
-                results = self.search_many(vectors, queries, top=top, lexical=early)
                 results[0].timings["lexical_ms"] = early_ms
-            else:
-                results = self.search_many(vectors, queries, top=top)
             for result in results:
                 result.timings["embed_ms"] = seconds * 1000 / len(positions)
             return [replace(r, vector=v) for r, v in zip(results, vectors, strict=True)]

@@ -71,7 +71,7 @@ from bot.storage.store import (
 from bot.text import clean_text
 from knowledge.batching import Batcher
 from knowledge.calibration import ConfidenceModel
-from knowledge.retriever import Candidate, Retrieval, Retriever
+from knowledge.retriever import FOLLOW_UP_DEPTH, Candidate, Retrieval, Retriever
 from monitoring.telemetry import conversation_scope, set_conversation_id
 from policies.config import PolicyConfig, load_policy_config
 from policies.decision import Decision, DecisionConfig, decide
@@ -290,11 +290,16 @@ class Responder:
         cleaned = [clean_text(text) for text in texts]
         results: list[tuple[Reply, Trace] | None] = [self._without_search(t) for t in cleaned]
         pending = [i for i, result in enumerate(results) if result is None]
+        # A message with a history may be searched again with its context (`_decide`): ranked
+        # as deep as that search needs, it is not searched again alone.
+        depth = FOLLOW_UP_DEPTH if any(histories[i] for i in pending) else 0
         if len(pending) == 1:
-            retrievals = [self.retriever.retrieve(cleaned[pending[0]], top=TOP_CANDIDATES)]
+            retrievals = [
+                self.retriever.retrieve(cleaned[pending[0]], top=TOP_CANDIDATES, depth=depth)
+            ]
         else:
             retrievals = self.retriever.retrieve_many(
-                [cleaned[i] for i in pending], top=TOP_CANDIDATES
+                [cleaned[i] for i in pending], top=TOP_CANDIDATES, depth=depth
             )
         for i, retrieval in zip(pending, retrievals, strict=True):
             results[i] = self._decide(cleaned[i], histories[i], retrieval)
@@ -338,7 +343,7 @@ class Responder:
                     context,
                     previous=self._last_answered(history),
                     top=TOP_CANDIDATES,
-                    text_vector=retrieval.vector,
+                    searched=retrieval,
                 )
                 contextual_confidence = self.confidence.confidence(contextual.features)
                 # Not a follow-up by its look: use the context only if it makes an answer.

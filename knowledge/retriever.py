@@ -69,10 +69,19 @@ class Retrieval:
     timings: dict[str, float] = field(default_factory=dict)
     #: The query's embedding, when this retrieval embedded one: a follow-up search reuses it.
     vector: Vector | None = field(default=None, repr=False, compare=False)
+    #: The candidates ranked after `candidates`, when the search was asked to rank deeper than
+    #: it keeps (`retrieve_many(..., depth=...)`): a follow-up search reuses them.
+    deeper: tuple[Candidate, ...] = field(default=(), repr=False, compare=False)
+    #: How deep `candidates` and `deeper` together rank: every entry found, up to this rank.
+    depth: int = field(default=0, repr=False, compare=False)
 
     @property
     def top(self) -> Candidate | None:
         return self.candidates[0] if self.candidates else None
+
+
+#: How deep a follow-up ranks the message and its context (`Retriever.retrieve_follow_up`).
+FOLLOW_UP_DEPTH = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,11 +136,13 @@ class Retriever:
         vector: Vector = self.kb.embedder.encode([text])[0]
         return vector
 
-    def retrieve(self, text: str, *, top: int = 5) -> Retrieval:
+    def retrieve(self, text: str, *, top: int = 5, depth: int = 0) -> Retrieval:
         """Rank entries for one message on its own (follow-ups: `retrieve_follow_up`)."""
-        return self.retrieve_many([text], top=top)[0]
+        return self.retrieve_many([text], top=top, depth=depth)[0]
 
-    def retrieve_many(self, texts: Sequence[str], *, top: int = 5) -> list[Retrieval]:
+    def retrieve_many(
+        self, texts: Sequence[str], *, top: int = 5, depth: int = 0
+    ) -> list[Retrieval]:
         """Rank entries for several messages at once, each on its own; one result per text.
 
         The same ranking as `retrieve` for each text, computed together: the texts embedded
@@ -142,6 +153,11 @@ class Retriever:
         at once (a batched loop, or the web app's threads through
         `Responder(batch_window_ms=...)`) spends far less per message this way. Each result's
         ``embed_ms`` and ``search_ms`` are its pass's times divided by the pass's size.
+
+        `depth`: rank this deep, keeping the candidates past `top` in each result's
+        ``deeper``, for a message that may be searched again as a follow-up
+        (`retrieve_follow_up(..., own=...)` then reuses the ranking). The first `top` and the
+        features are the same as without it.
         """
         if not texts:
             return []
@@ -157,7 +173,7 @@ class Retriever:
 
         def search(positions: Sequence[int], vectors: Vectors, seconds: float) -> list[Retrieval]:
             queries = [texts[i] for i in positions]
-            results = self.search_many(vectors, queries, top=top, lexical=early)
+            results = self.search_many(vectors, queries, top=top, lexical=early, depth=depth)
             if early is not None:
                 results[0].timings["lexical_ms"] = early_ms
             for result in results:
@@ -179,7 +195,7 @@ class Retriever:
         *,
         previous: str | None = None,
         top: int = 5,
-        text_vector: Vector | None = None,
+        searched: Retrieval | None = None,
     ) -> Retrieval:
         """Rank entries for a follow-up: those that fit both the new words and the topic.
 
@@ -189,17 +205,22 @@ class Retriever:
         lowest seen) plus a bonus for the message's own words (BM25), so an entry has to fit
         both. `previous`, the entry the bot just answered with, goes last: a follow-up asks
         for something new, and the context alone would otherwise pull that entry back first.
-        `text_vector`, the message's embedding from an earlier `retrieve`, spares embedding it
-        again.
+        `searched`, the message's own earlier `retrieve`, spares embedding it again (its
+        ``vector``) and, when it ranked `FOLLOW_UP_DEPTH` deep (``depth``), searching it again.
         """
         started = time.perf_counter()
+        text_vector = searched.vector if searched is not None else None
         if text_vector is None:
             text_vector, context_vector = self.kb.embedder.encode([text, context])
         else:
             context_vector = self.kb.embedder.encode([context])[0]
         embedded = time.perf_counter()
-        depth = max(top, 50)
-        alone = self.search(text_vector, text, top=depth)
+        depth = max(top, FOLLOW_UP_DEPTH)
+        if searched is not None and searched.vector is not None and searched.depth >= depth:
+            ranking = (searched.candidates + searched.deeper)[:depth]
+            alone = Retrieval(text, ranking, (), {"search_ms": 0.0, "lexical_ms": 0.0})
+        else:
+            alone = self.search(text_vector, text, top=depth)
         topic = self.search(context_vector, context, top=depth)
         own = {c.entry.id: c for c in alone.candidates}
         around = {c.entry.id: c for c in topic.candidates}
@@ -300,10 +321,11 @@ class Retriever:
         *,
         top: int = 5,
         lexical: Sequence[Hits] | None = None,
+        depth: int = 0,
     ) -> list[Retrieval]:
         """`search` for several embedded queries at once: one FAISS call, batched BM25 and
         one fusion for all of them. `lexical`: the queries' BM25 hits, if found already
-        (`LexicalIndex.top_many` with `dense_k`)."""
+        (`LexicalIndex.top_many` with `dense_k`). `depth`: as in `retrieve_many`."""
         kb = self.kb
         assert kb.dense is not None and kb.lexical is not None, "load the knowledge base first"
         if len(vectors) != len(lexical_queries):
@@ -318,7 +340,9 @@ class Retriever:
         elif len(lexical) != len(lexical_queries):
             raise ValueError("one set of BM25 hits per query is needed")
         t2 = time.perf_counter()
-        results = self._rank(vectors, lexical_queries, positions, scores, lexical, top, ())
+        results = self._rank(
+            vectors, lexical_queries, positions, scores, lexical, top, (), depth=depth
+        )
         search_ms = (t1 - t0) * 1000 / len(vectors)
         lexical_ms = (t2 - t1) * 1000 / len(vectors)
         for result in results:
@@ -334,8 +358,13 @@ class Retriever:
         lexical: Sequence[Hits],
         top: int,
         exclude_entries: Collection[int],
+        *,
+        depth: int = 0,
     ) -> list[Retrieval]:
         """Fuse each query's dense hits and BM25 hits into ranked entries, all at once.
+
+        Each result keeps its best `top`; with a larger `depth`, the ones after them down to
+        that rank go in its ``deeper``.
 
         Row `i` of `positions`/`scores` holds query `i`'s dense hits, best first (position -1:
         no hit); `lexical[i]` its best `dense_k` BM25 units and their scores, best first.
@@ -443,14 +472,16 @@ class Retriever:
         score = score + boost
 
         # Per query: best first, ties by entry id; Candidates only for the `top` kept.
+        top = max(top, 1)
+        depth = max(depth, top)
         per_row = np.bincount(found_row, minlength=rows)
-        order = _contenders(found_row, per_row, score, max(top, 1))
+        order = _contenders(found_row, per_row, score, depth)
         order = order[
             np.lexsort((self._id_rank()[found_entry[order]], -score[order], found_row[order]))
         ]
         counts = np.bincount(found_row[order], minlength=rows)
         starts = np.cumsum(counts) - counts
-        kept = order[np.arange(len(order)) - starts[found_row[order]] < max(top, 1)]
+        kept = order[np.arange(len(order)) - starts[found_row[order]] < depth]
         columns = zip(
             kb.entries_at(found_entry[kept].tolist()),
             score[kept].tolist(),
@@ -466,8 +497,10 @@ class Retriever:
         scale = feedback.config.max_boost if feedback is not None else 0.0
         out = []
         end = 0
-        for row, count in enumerate(np.minimum(per_row, max(top, 1)).tolist()):
-            ranked = tuple(candidates[end : end + count])
+        for row, count in enumerate(np.minimum(per_row, depth).tolist()):
+            kept_here = min(top, count)
+            ranked = tuple(candidates[end : end + kept_here])
+            deeper = tuple(candidates[end + kept_here : end + count])
             end += count
             bound = scale if boosted_rows[row] else 0.0
             out.append(
@@ -476,6 +509,8 @@ class Retriever:
                     ranked,
                     features_of(ranked, cfg.vote_k, bound),
                     {"fusion_ms": fusion_ms},
+                    deeper=deeper,
+                    depth=depth,
                 )
             )
         return out

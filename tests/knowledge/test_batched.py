@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from knowledge.base import KnowledgeBase
 from knowledge.batching import Batcher
 from knowledge.embeddings import Embedder
 from knowledge.feedback import FeedbackIndex
-from knowledge.retriever import Candidate, Retrieval, Retriever
+from knowledge.retriever import FOLLOW_UP_DEPTH, Candidate, Retrieval, Retriever
 
 pytestmark = pytest.mark.model
 
@@ -245,6 +246,54 @@ def test_bm25_found_while_the_vector_is_pending_ranks_the_same(
         assert result.timings["lexical_ms"] > 0
     with pytest.raises(ValueError, match="one set of BM25 hits per query"):
         retriever.search_many(embedder.encode(["a"]), ["a"], lexical=[])
+
+
+def test_a_deeper_ranking_keeps_the_same_candidates_and_features(sample_kb: KnowledgeBase) -> None:
+    retriever = Retriever(sample_kb)
+    texts = _queries()[:20]
+    plain = retriever.retrieve_many(texts, top=5)
+    deep = retriever.retrieve_many(texts, top=5, depth=30)
+    for shallow, ranked in zip(plain, deep, strict=True):
+        assert _summary(ranked) == _summary(shallow)
+        assert ranked.features == shallow.features
+        assert (shallow.deeper, shallow.depth, ranked.depth) == ((), 5, 30)
+        # `deeper` goes on where `candidates` stop, as a search for the 30 best ranks them.
+        assert ranked.vector is not None
+        whole = retriever.search(ranked.vector, ranked.query, top=30)
+        assert _summary(replace(ranked, candidates=ranked.candidates + ranked.deeper)) == (
+            _summary(whole)
+        )
+        assert len(ranked.deeper) == len(whole.candidates) - 5 > 0
+
+
+def test_a_follow_up_reuses_the_message_s_deeper_ranking(
+    sample_kb: KnowledgeBase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    retriever = Retriever(sample_kb)
+    text, context = "and for business?", "How much does the Plus plan cost?"
+    shallow = retriever.retrieve(text, top=20)
+    expected = retriever.retrieve_follow_up(
+        text, context, previous="pricing-plus", top=20, searched=shallow
+    )
+    searched: list[str] = []
+    search = retriever.search
+
+    def counted(vector: Any, query: str, **kwargs: Any) -> Retrieval:
+        searched.append(query)
+        return search(vector, query, **kwargs)
+
+    monkeypatch.setattr(retriever, "search", counted)
+    deep = retriever.retrieve(text, top=20, depth=FOLLOW_UP_DEPTH)
+    got = retriever.retrieve_follow_up(
+        text, context, previous="pricing-plus", top=20, searched=deep
+    )
+    assert searched == [context]  # the message itself is not searched again
+    assert _summary(got) == _summary(expected)
+    assert got.features == expected.features
+    assert got.candidates[0].entry.id == "pricing-business"
+    searched.clear()
+    retriever.retrieve_follow_up(text, context, top=20, searched=shallow)
+    assert searched == [text, context]  # ranked only 20 deep: searched again, 50 deep
 
 
 def test_concurrent_responds_share_batches_and_decide_the_same(sample_kb: KnowledgeBase) -> None:

@@ -12,7 +12,10 @@ Everything in one run, on one machine, so the figures compare:
   (`Responder.respond_many`; each size given, 64 and 256 by default, the best one counting for
   the target), next to the raw batch-embedding rate of the same back-end; and the whole turn of
   a conversation's **second message** (``--second-turns`` of them, each after another question),
-  which reads a history and may search again with the conversation's context;
+  which reads a history and may search again with the conversation's context; and both again
+  with a pause of ``--pause-ms`` before every message, as real customers leave a worker idle
+  between messages (every turn then starts cold, and the engine embeds the next message's
+  context in the pause);
 * the query cache on a stream where every question is asked twice;
 * micro-batching: messages per second with several threads asking at once, without and with the
   embedding batcher, and with the decision batcher (`Responder(batch_window_ms=...)`);
@@ -223,6 +226,11 @@ def in_process(args: argparse.Namespace, index10: Path) -> dict[str, Any]:
         ratios = [max(sizes.values()) / raw_now for raw_now, sizes in rounds]
         turns, turn_rate = time_turns(engine, texts)
         seconds, _ = time_turns(engine, texts[: args.second_turns], second=True)
+        pause_s = args.pause_ms / 1000
+        paused, _ = time_turns(engine, texts[: args.second_turns], pause_s=pause_s)
+        paused_seconds, _ = time_turns(
+            engine, texts[: args.second_turns], second=True, pause_s=pause_s
+        )
         rate = statistics.median(r[0] for r in rounds)
         row = {
             "decision_p50": statistics.median(decisions),
@@ -232,6 +240,9 @@ def in_process(args: argparse.Namespace, index10: Path) -> dict[str, Any]:
             "turn_rate": turn_rate,
             "second_turn_p50": statistics.median(seconds),
             "second_turn_p95": pct(seconds, 95),
+            "paused_turn_p50": statistics.median(paused),
+            "paused_second_turn_p50": statistics.median(paused_seconds),
+            "paused_second_turn_p95": pct(paused_seconds, 95),
             "decision_rate": 1000 / statistics.mean(decisions),
             "batched_rate": by_size[best_size],
             "batched_size": best_size,
@@ -418,6 +429,16 @@ def targets(report: dict[str, Any]) -> list[tuple[str, str, bool]]:
                     second <= TARGET_TURN_MS,
                 )
             )
+        if "paused_turn_p50" in row:
+            first, second = row["paused_turn_p50"], row["paused_second_turn_p50"]
+            rows.append(
+                (
+                    f"engine p50 <= {TARGET_TURN_MS:g} ms, after a pause",
+                    f"{name}: first messages p50 {first:.2f} ms, second {second:.2f} ms, "
+                    "each after an idle pause",
+                    max(first, second) <= TARGET_TURN_MS,
+                )
+            )
     for name, row in configs.items():
         ratio = row["batched_ratio"]
         others = ", ".join(
@@ -468,6 +489,12 @@ def main() -> None:
         type=int,
         default=500,
         help="Timed second messages of conversations (after another question each).",
+    )
+    parser.add_argument(
+        "--pause-ms",
+        type=float,
+        default=50.0,
+        help="The idle pause before each message of the paused turns.",
     )
     parser.add_argument("--int8", action="store_true", help="Also measure the int8 ONNX model.")
     parser.add_argument("--best-int8", action="store_true", help="Cache/batching with int8.")

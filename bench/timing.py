@@ -43,7 +43,7 @@ def batched_rate(
 
 
 def time_turns(
-    engine: Any, texts: Sequence[str], *, second: bool = False
+    engine: Any, texts: Sequence[str], *, second: bool = False, pause_s: float = 0.0
 ) -> tuple[list[float], float]:
     """Milliseconds of each live turn (`Engine.handle`) and the turns per second of the loop.
 
@@ -55,6 +55,12 @@ def time_turns(
     and a message the knowledge base does not answer confidently on its own is searched again
     with the conversation's context (`Responder._decide`), which embeds that context too. The
     loop's rate then counts only the timed turns' time.
+
+    `pause_s`: wait this long before each message, as a customer takes time to write (and
+    reads the answer first): the process is idle in between, as a quiet worker is. Every turn
+    then starts cold (on a 2-core VM the model's weights are read from memory again), and the
+    engine embeds the next message's context in that pause (`Responder.anticipate`). The rate
+    counts only the turns' time.
     """
     from bot.model import InboundMessage
 
@@ -65,6 +71,8 @@ def time_turns(
     for i, text in enumerate(texts):
         asked = [texts[(i + 1) % len(texts)], text] if second else [text]
         for n, question in enumerate(asked):
+            if pause_s:
+                time.sleep(pause_s)
             message = InboundMessage(
                 platform="bench",
                 workspace="",
@@ -78,7 +86,7 @@ def time_turns(
             if n == len(asked) - 1:
                 out.append((time.perf_counter() - started) * 1000)
                 spent += out[-1] / 1000
-    elapsed = spent if second else time.perf_counter() - begin
+    elapsed = spent if second or pause_s else time.perf_counter() - begin
     return out, len(texts) / elapsed
 
 

@@ -260,6 +260,15 @@ class Responder:
         if self._without_search(cleaned) is None:
             self.retriever.kb.embedder.prefetch(cleaned)
 
+    def anticipate(self, history: Sequence[Turn]) -> None:
+        """Have the context that the conversation's next message would be read in embedded
+        while the customer writes it (`Embedder.anticipate`, only while the process is idle):
+        if that message is a follow-up, or unclear alone, its search with the context
+        (`_decide`) finds the vector ready."""
+        context = context_for(history, self._topic_of)
+        if context:
+            self.retriever.kb.embedder.anticipate(context)
+
     def _respond_batch(self, items: list[tuple[str, Sequence[Turn]]]) -> list[tuple[Reply, Trace]]:
         return self.respond_many([text for text, _ in items], [h for _, h in items])
 
@@ -655,9 +664,22 @@ class Engine:
         traces: list[Trace] = []
         result = pipeline.run(turn, state, lambda: self._knowledge(text, plain, traces))
         result, composition = self._compose_answer(result, key, text, plain, traces)
-        return self._act(
+        replies = self._act(
             result, conversation, state, rows[-1], started, composition, answering=unanswered[-1]
         )
+        if replies and result.decision.outcome is not Outcome.HANDOFF:
+            self._anticipate(unanswered[-1], replies[0])
+        return replies
+
+    def _anticipate(self, message: InboundMessage, reply: Reply) -> None:
+        """Start on the context of the conversation's next message (`Responder.anticipate`),
+        built from this turn as the next one will read it back from storage."""
+        stored = redact_text(message.text) if self.redact_transcripts else message.text
+        said = HistoryTurn(Role.BOT, reply.text, reply.kind, reply.sources)
+        try:
+            self.responder.anticipate([Turn(Role.USER, stored), self._plain_turn(said)])
+        except Exception:  # only a head start: the next turn embeds the context itself
+            logger.warning("anticipating the next message's context failed", exc_info=True)
 
     def _plain_turn(self, turn: HistoryTurn) -> Turn:
         """A history line as the knowledge path reads it.

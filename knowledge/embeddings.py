@@ -9,7 +9,8 @@ asked for: ``backend="onnx"`` runs the same model exported to ONNX Runtime (`kno
 ``batch_window_ms`` lets concurrent queries share one forward pass (`knowledge.batching`).
 `Embedder.encode_queries` embeds many live queries at once (`Retriever.retrieve_many`), and
 `Embedder.prefetch` starts embedding a query in the background while the caller does other work
-(the engine stores the turn meanwhile).
+(the engine stores the turn meanwhile); `Embedder.anticipate` embeds, while the process is idle, a
+text a later query will probably need (a conversation's context, for its next message).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from bot.errors import KnowledgeError
+from knowledge.anticipation import Anticipator
 from knowledge.cache import normalize
 
 if TYPE_CHECKING:
@@ -53,6 +55,14 @@ DIRECT_BATCH = 8
 QUERY_BATCH = 16
 #: Prefetched query vectors not asked for yet (`Embedder.prefetch`): the oldest beyond these go.
 PREFETCH_KEEP = 64
+#: Anticipated vectors not asked for yet (`Embedder.anticipate`): the oldest beyond these go
+#: (1.5 KB each). More than prefetches: the next message of a conversation comes seconds later.
+ANTICIPATE_KEEP = 1024
+#: `Embedder.anticipate` runs the model only once no live query has come for this long, so a
+#: process with messages waiting spends nothing on it.
+ANTICIPATE_IDLE_S = 0.02
+#: Texts waiting for a quiet moment to be anticipated; the oldest beyond these go.
+ANTICIPATE_QUEUE = 16
 
 Backend = Literal["torch", "onnx", "auto"]
 
@@ -198,6 +208,14 @@ class Embedder:
         self._prefetched: OrderedDict[str, Future[Vectors]] = OrderedDict()
         self._prefetch_lock = threading.Lock()
         self._prefetcher: ThreadPoolExecutor | None = None
+        # Texts embedded ahead of their query in quiet moments (`anticipate`), by normalised
+        # text; every live query call `touch`es it.
+        self._ahead = Anticipator(
+            self._run_queries,
+            idle_s=ANTICIPATE_IDLE_S,
+            queue=ANTICIPATE_QUEUE,
+            keep=ANTICIPATE_KEEP,
+        )
 
     @property
     def fingerprint(self) -> str:
@@ -317,6 +335,7 @@ class Embedder:
         """Drop cached query vectors (a knowledge base using this embedder was reloaded)."""
         if self.cache is not None:
             self.cache.clear()
+        self._ahead.clear()
 
     def close(self) -> None:
         """Stop the micro-batcher's, the prefetcher's and the lanes' threads, if any."""
@@ -324,6 +343,7 @@ class Embedder:
             self.batcher.close()
         if self._onnx is not None:
             self._onnx.close()
+        self._ahead.close()
         with self._prefetch_lock:
             prefetcher, self._prefetcher = self._prefetcher, None
             self._prefetched.clear()
@@ -339,6 +359,7 @@ class Embedder:
         stores the turn, so the forward pass (which releases the GIL) overlaps the database
         round trips. A text never asked for is dropped after `PREFETCH_KEEP` newer ones.
         """
+        self._ahead.touch()
         key = normalize(text)
         if not key or (self.cache is not None and text in self.cache):
             return
@@ -350,6 +371,34 @@ class Embedder:
             self._prefetched[key] = self._prefetcher.submit(self._prepare_query(text))
             while len(self._prefetched) > PREFETCH_KEEP:
                 self._prefetched.popitem(last=False)[1].cancel()
+
+    def anticipate(self, text: str) -> None:
+        """Embed `text` in the background in a quiet moment, for a later query of it.
+
+        The engine anticipates, after each reply, the context a conversation's next message
+        would be searched with if it is a follow-up (`Responder.anticipate`): the customer
+        takes seconds to write it, and the turn then finds that vector ready
+        (`encode_queries` takes it, as it does a prefetched one). The model runs only once no
+        live query has come for `ANTICIPATE_IDLE_S` (`knowledge.anticipation`), so a busy
+        process spends nothing on it. The vector is the one that query would compute (the same
+        one-text pass).
+        """
+        key = normalize(text)
+        if not key or (self.cache is not None and text in self.cache):
+            return
+        with self._prefetch_lock:
+            if key in self._prefetched:
+                return
+        self._ahead.ask(key, text)
+
+    def settle(self) -> None:
+        """Wait until the texts given to `anticipate` so far are embedded (or given up):
+        tests and benchmarks use it to know where things stand."""
+        self._ahead.settle()
+
+    def anticipated(self, text: str) -> bool:
+        """Whether `text`'s vector is ready from `anticipate` and not asked for yet."""
+        return self._ahead.has(normalize(text))
 
     def pending(self, text: str) -> bool:
         """Whether `text`'s vector is being computed by `prefetch` and not ready yet: a caller
@@ -370,11 +419,17 @@ class Embedder:
             return self._onnx.prepare([text])
         return functools.partial(self._run_queries, [text])
 
-    def _take_prefetched(self, text: str) -> npt.NDArray[np.float32] | None:
-        """The prefetched vector of `text`, or None (none started, or not started yet: then
-        the caller's own pass is as fast, so the queued one is cancelled)."""
+    def _take_ready(self, text: str) -> npt.NDArray[np.float32] | None:
+        """The anticipated or prefetched vector of `text`, or None (none started, or not
+        started yet: then the caller's own pass is as fast, so the queued one is cancelled)."""
+        key = normalize(text)
+        anticipated = self._ahead.take(key)
         with self._prefetch_lock:
-            future = self._prefetched.pop(normalize(text), None)
+            future = self._prefetched.pop(key, None)
+        if anticipated is not None:
+            if future is not None:
+                future.cancel()
+            return anticipated
         if future is None or future.cancel():
             return None
         try:
@@ -395,6 +450,7 @@ class Embedder:
     def _encode_many(self, texts: Sequence[str], batch: int | None = None) -> Vectors:
         """Many texts in batches of `batch` (default `batch_size`), sorted by length so that
         each forward pass pads little."""
+        self._ahead.touch()
         if self.backend == "onnx":
             return self._encode_onnx_many(texts, batch or self.batch_size)
         vectors = self.model.encode(
@@ -445,6 +501,7 @@ class Embedder:
             everything = range(len(texts))
             return [(everything, work(everything, vectors, time.perf_counter() - started))]
         assert self._onnx is not None
+        self._ahead.touch()
         found = self._known(texts)
         out: list[tuple[Sequence[int], R]] = []
         hits = [i for i, v in enumerate(found) if v is not None]
@@ -466,13 +523,14 @@ class Embedder:
         return out
 
     def _known(self, texts: Sequence[str]) -> list[npt.NDArray[np.float32] | None]:
-        """Each text's vector if it is at hand (cached, or prefetched: then cached too)."""
+        """Each text's vector if it is at hand (cached, or prefetched or anticipated: then
+        cached too)."""
         found: list[npt.NDArray[np.float32] | None] = (
             self.cache.lookup(texts) if self.cache is not None else [None] * len(texts)
         )
-        if self._prefetched:
+        if self._prefetched or self._ahead.ready:
             taken = [
-                self._take_prefetched(t) if v is None else None
+                self._take_ready(t) if v is None else None
                 for t, v in zip(texts, found, strict=True)
             ]
             if any(v is not None for v in taken):
@@ -491,7 +549,8 @@ class Embedder:
         or one direct pass)."""
         if run is None:
             run = self._run_queries
-        if self.cache is None and not self._prefetched:
+        self._ahead.touch()
+        if self.cache is None and not self._prefetched and not self._ahead.ready:
             return run(texts)
         found = self._known(texts)
         missing = [t for t, v in zip(texts, found, strict=True) if v is None]

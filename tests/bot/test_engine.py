@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from sqlalchemy import make_url
 
+from bot.context import context_for
 from bot.engine import ERROR_TEXT, FALLBACK_TEXT, Responder
 from bot.errors import StorageError
 from bot.model import (
@@ -350,6 +351,8 @@ def test_a_turn_embeds_its_question_while_it_stores_the_turn(
     prefetching = threading.Event()
 
     def counted(texts: Sequence[str]) -> object:
+        if threading.current_thread().name.startswith("embed-anticipate"):
+            return real(texts)  # the next message's context, after the reply
         passes.append(threading.current_thread().name)
         if passes[-1].startswith("embed-prefetch"):
             prefetching.set()
@@ -374,6 +377,38 @@ def test_a_turn_embeds_its_question_while_it_stores_the_turn(
     monkeypatch.setattr(services.store, "open_turn", open_turn)
     services.engine.handle(message(new_channel(), "How do I reset my password?", addressed=False))
     assert all(not name.startswith("embed-prefetch") for name in passes)
+
+
+def test_the_next_message_s_context_is_embedded_while_the_customer_writes(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a reply, once the process is idle, the engine embeds the context the next message
+    would be searched with (`Responder.anticipate`): a follow-up then runs no pass for it and
+    gets the answer it got without."""
+    embedder = services.kb.embedder
+    channel = new_channel()
+    question = "How much storage do I get on the free plan?"
+    first = services.engine.handle(message(channel, question))
+    embedder.settle()
+    context = context_for(
+        [Turn(Role.USER, question), Turn(Role.BOT, first[0].text)],
+        services.engine.responder._topic_of,
+    )
+    assert context is not None and context.startswith(question)
+    assert embedder.anticipated(context)
+
+    embedded: list[str] = []
+    real = embedder._encode_small
+
+    def counted(texts: Sequence[str]) -> object:
+        embedded.extend(texts)
+        return real(texts)
+
+    monkeypatch.setattr(embedder, "_encode_small", counted)
+    follow_up = services.engine.handle(message(channel, "and if we're on Business?"))
+    assert follow_up[0].sources[0].id == "storage-limit-business"
+    assert context not in embedded  # taken as anticipated
+    assert not embedder.anticipated(context)
 
 
 def test_same_message_id_twice_is_answered_once(services: Services) -> None:

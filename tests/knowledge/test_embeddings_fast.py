@@ -7,6 +7,7 @@ import json
 import logging
 import shutil
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -590,3 +591,132 @@ def test_a_prefetched_vector_joins_the_cache_and_a_cached_text_is_not_prefetched
     prefetching.close()
     assert ran == ["How much is Plus?"]
     assert prefetching.cache.hits == 1
+
+
+# --- anticipating ----------------------------------------------------------------------------
+
+
+def test_an_anticipated_text_is_embedded_once_idle_and_taken_once() -> None:
+    anticipating = Embedder()
+    ran = _counting(anticipating)
+    anticipating.anticipate("How much is Plus? Pricing of Plus")
+    anticipating.settle()
+    assert ran == ["How much is Plus? Pricing of Plus"]
+    assert anticipating.anticipated("how much is plus?  pricing of plus")  # as queries key it
+    vector = anticipating.encode_queries(["how much is plus?  pricing of plus"])
+    assert ran == ["How much is Plus? Pricing of Plus"]  # ready: no pass for the query
+    assert vector[0][0] == len("How much is Plus? Pricing of Plus")
+    assert not anticipating.anticipated("How much is Plus? Pricing of Plus")  # taken once
+    anticipating.encode_queries(["How much is Plus? Pricing of Plus"])
+    assert len(ran) == 2
+    anticipating.anticipate("")  # nothing to embed
+    anticipating.settle()
+    assert len(ran) == 2
+    anticipating.close()
+
+
+def test_an_anticipation_waits_for_a_quiet_moment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from knowledge import embeddings
+
+    monkeypatch.setattr(embeddings, "ANTICIPATE_IDLE_S", 0.3)
+    anticipating = Embedder()
+    ran = _counting(anticipating)
+    ran_at: dict[str, float] = {}
+    counted = anticipating._encode_small
+
+    def timed(texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        ran_at.update((t, time.monotonic()) for t in texts)
+        return counted(texts)
+
+    anticipating._encode_small = timed  # type: ignore[method-assign]
+    anticipating.encode_queries(["a live question"])
+    anticipating.anticipate("the context")
+    time.sleep(0.1)
+    anticipating.encode_queries(["another live question"])  # still busy: it waits longer
+    last_live = time.monotonic()
+    anticipating.settle()
+    assert ran == ["a live question", "another live question", "the context"]
+    assert ran_at["the context"] >= last_live + 0.25
+    assert anticipating.anticipated("the context")
+    anticipating.close()
+
+
+def test_only_the_newest_texts_wait_for_a_quiet_moment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from knowledge import embeddings
+
+    monkeypatch.setattr(embeddings, "ANTICIPATE_IDLE_S", 0.3)
+    anticipating = Embedder()
+    ran = _counting(anticipating)
+    anticipating.encode_queries(["a live question"])
+    texts = [f"context {i}" for i in range(embeddings.ANTICIPATE_QUEUE + 3)]
+    for text in texts:
+        anticipating.anticipate(text)
+    anticipating.settle()
+    assert ran == ["a live question", *texts[3:]]  # the three oldest were dropped
+    anticipating.close()
+
+
+def test_anticipated_vectors_go_with_a_reload_a_close_or_a_failure() -> None:
+    anticipating = Embedder(cache_size=8)
+    assert anticipating.cache is not None
+    ran = _counting(anticipating)
+    anticipating.anticipate("one")
+    anticipating.settle()
+    anticipating.invalidate_cache()  # a knowledge base was reloaded
+    assert not anticipating.anticipated("one")
+    anticipating.encode_queries(["two"])  # cached now: not anticipated again
+    anticipating.anticipate("two")
+    anticipating.settle()
+    assert ran == ["one", "two"]
+    anticipating.anticipate("three")
+    anticipating.settle()
+    anticipating.close()
+    assert not anticipating.anticipated("three")
+
+    failing = Embedder()
+
+    def broken(texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        if threading.current_thread().name.startswith("embed-anticipate"):
+            raise RuntimeError("out of memory")
+        return np.ones((len(texts), 2), dtype=np.float32)
+
+    failing._encode_small = broken  # type: ignore[method-assign]
+    failing.anticipate("hello there")
+    failing.settle()
+    assert not failing.anticipated("hello there")
+    np.testing.assert_array_equal(failing.encode_queries(["hello there"]), np.ones((1, 2)))
+    failing.close()
+
+
+@pytest.mark.model
+def test_an_anticipated_vector_is_the_one_the_query_would_compute(
+    onnx_embedder: Embedder,
+) -> None:
+    text = "How much is Plus? Pricing of the Plus plan"
+    expected = onnx_embedder.encode([text])
+    onnx_embedder.anticipate(text)
+    onnx_embedder.settle()
+    assert onnx_embedder.anticipated(text)
+    np.testing.assert_array_equal(onnx_embedder.encode([text]), expected)
+    assert not onnx_embedder.anticipated(text)
+
+
+def test_an_idle_anticipating_thread_ends_and_a_later_text_starts_another(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from knowledge import anticipation
+
+    monkeypatch.setattr(anticipation, "LINGER_S", 0.2)
+    monkeypatch.setattr(anticipation, "POLL_S", 0.05)
+    anticipating = Embedder()
+    ran = _counting(anticipating)
+    anticipating.anticipate("one")
+    anticipating.settle()
+    thread = anticipating._ahead._thread
+    assert thread is not None and thread.name == "embed-anticipate" and not thread.daemon
+    thread.join(5)  # it lets go of the embedder once it has had nothing to do for a while
+    assert not thread.is_alive() and anticipating._ahead._thread is None
+    anticipating.anticipate("two")
+    anticipating.settle()
+    assert ran == ["one", "two"] and anticipating.anticipated("two")
+    anticipating.close()

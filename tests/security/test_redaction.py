@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 from sqlmodel import Session, select
 
+from bot.context import context_for
 from bot.engine import Engine, Responder
-from bot.model import InboundMessage, Role
+from bot.model import InboundMessage, Role, Turn
 from bot.service import confidence_model
 from bot.storage.store import Store
 from bot.storage.tables import Message
@@ -47,7 +48,14 @@ def test_stored_messages_are_redacted_only_when_asked(
         # The reply is what the real text gets: redaction changes the record, not the answer.
         assert replies and replies[0].text == plain.text
         (text,) = stored_texts(store)
+        # The next message's context is anticipated as that turn will read this one back.
+        kb.embedder.settle()
+        context = context_for(
+            [Turn(Role.USER, text), Turn(Role.BOT, replies[0].text)], engine.responder._topic_of
+        )
+        assert context is not None and kb.embedder.anticipated(context)
         if redact:
+            assert not kb.embedder.anticipated(context.replace(text, TEXT))
             assert "ann.lee@example.com" not in text and "7946" not in text
             assert "[EMAIL]" in text and "[PHONE]" in text
             assert text.startswith("How do I export my notes?")

@@ -338,7 +338,8 @@ class Embedder:
         self._ahead.clear()
 
     def close(self) -> None:
-        """Stop the micro-batcher's, the prefetcher's and the lanes' threads, if any."""
+        """Stop the micro-batcher's, the prefetcher's, the anticipator's and the lanes'
+        threads, if any."""
         if self.batcher is not None:
             self.batcher.close()
         if self._onnx is not None:

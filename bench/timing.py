@@ -56,11 +56,12 @@ def time_turns(
     with the conversation's context (`Responder._decide`), which embeds that context too. The
     loop's rate then counts only the timed turns' time.
 
-    `pause_s`: wait this long before each message, as a customer takes time to write (and
-    reads the answer first): the process is idle in between, as a quiet worker is. Every turn
-    then starts cold (on a 2-core VM the model's weights are read from memory again), and the
-    engine embeds the next message's context in that pause (`Responder.anticipate`). The rate
-    counts only the turns' time.
+    `pause_s`: wait this long before each timed message, as a customer takes time to write
+    (and reads the answer first): the process is idle in between, as a quiet worker is. Every
+    timed turn then starts cold (on a 2-core VM the model's weights are read from memory
+    again), and with `second` the engine embeds the second message's context in that pause
+    (`Responder.anticipate`: it waits for 0.1 s of quiet first). The rate counts only the timed
+    turns' time.
     """
     from bot.model import InboundMessage
 
@@ -71,7 +72,7 @@ def time_turns(
     for i, text in enumerate(texts):
         asked = [texts[(i + 1) % len(texts)], text] if second else [text]
         for n, question in enumerate(asked):
-            if pause_s:
+            if pause_s and n == len(asked) - 1:
                 time.sleep(pause_s)
             message = InboundMessage(
                 platform="bench",

@@ -3,9 +3,11 @@
 After each reply the engine knows the context the conversation's next message would be searched
 with if it turns out to be a follow-up (`Responder.anticipate`). The customer takes seconds to
 write that message; a worker is idle most of that time. `Anticipator` embeds such texts in a
-background thread, only once no live query has come for `idle_s`, and keeps each vector until a
-query asks for it. Under load there is no quiet moment, so it spends nothing; waiting texts are
-bounded, the oldest dropped first.
+background thread in quiet moments only, and keeps each vector until a query asks for it. A
+quiet moment is `idle_s` without a live query in this process *and* with most of the CPUs this
+process may use idle (`CpuMeter`): one worker idle beside busy ones, or beside other programs,
+does not take their cores. Under load there is no quiet moment, so it spends nothing; waiting
+texts are bounded, the oldest dropped first.
 
 The thread is not a daemon: it ends with the `close` of its embedder, once the main thread has
 finished (within `POLL_S`), so the interpreter never exits in the middle of a forward pass, or
@@ -16,10 +18,12 @@ any more is not kept alive by it.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -32,6 +36,75 @@ Vectors = npt.NDArray[np.float32]
 POLL_S = 0.25
 #: An anticipating thread with nothing to do for this long ends.
 LINGER_S = 30.0
+#: A quiet moment needs at least this share of the CPUs this process may use to have been idle
+#: over it.
+MIN_IDLE_SHARE = 0.5
+
+
+class CpuMeter:
+    """How much of the CPUs this process may use stayed idle between two readings.
+
+    Inside a cgroup v2 with a CPU limit (``/sys/fs/cgroup/cpu.max``, a container's
+    ``--cpus``), the group's own usage against its quota; otherwise the busy time of the CPUs
+    this process may run on (`os.sched_getaffinity`), from /proc/stat (through psutil), which
+    counts every process on them and the time the hypervisor kept for others (steal).
+    """
+
+    def __init__(self, cgroup: Path = Path("/sys/fs/cgroup")) -> None:
+        self._usage = cgroup / "cpu.stat"
+        self._quota = _cgroup_quota(cgroup / "cpu.max") if self._usage.exists() else None
+        affinity = getattr(os, "sched_getaffinity", None)
+        self._cpus = sorted(affinity(0)) if affinity is not None else None
+
+    @property
+    def capacity(self) -> float:
+        """The CPUs measured against."""
+        if self._quota is not None:
+            return self._quota
+        return float(len(self._cpus) if self._cpus else (os.cpu_count() or 1))
+
+    def reading(self) -> tuple[float, float]:
+        """(a monotonic time, CPU-seconds busy so far): two of them give `idle_share`."""
+        now = time.monotonic()
+        if self._quota is not None:
+            for line in self._usage.read_text().splitlines():
+                name, _, value = line.partition(" ")
+                if name == "usage_usec":
+                    return now, int(value) / 1e6
+            raise OSError(f"no usage_usec in {self._usage}")
+        import psutil
+
+        times = psutil.cpu_times(percpu=True)
+        if self._cpus:
+            times = [times[i] for i in self._cpus if i < len(times)]
+        # guest time is counted in user time already; iowait is idle.
+        busy = sum(
+            sum(t)
+            - t.idle
+            - getattr(t, "iowait", 0.0)
+            - getattr(t, "guest", 0.0)
+            - getattr(t, "guest_nice", 0.0)
+            for t in times
+        )
+        return now, busy
+
+    def idle_share(self, before: tuple[float, float], after: tuple[float, float]) -> float:
+        """The idle share of `capacity` between two `reading`s, from 0 to 1."""
+        elapsed = after[0] - before[0]
+        if elapsed <= 0:
+            return 0.0
+        return min(1.0, max(0.0, 1.0 - (after[1] - before[1]) / (elapsed * self.capacity)))
+
+
+def _cgroup_quota(path: Path) -> float | None:
+    """The CPUs a cgroup v2 ``cpu.max`` allows ("200000 100000": 2.0), None without a limit."""
+    try:
+        quota, _, period = path.read_text().strip().partition(" ")
+    except OSError:
+        return None
+    if quota == "max" or not period:
+        return None
+    return int(quota) / int(period)
 
 
 class Anticipator:
@@ -42,6 +115,7 @@ class Anticipator:
         idle_s: embed only once no live query has come for this long (`touch`).
         queue: texts waiting at most; the oldest go first.
         keep: vectors kept for a query at most; the oldest go first.
+        meter: how idle the CPUs were (`CpuMeter`); None: this process's own quiet alone.
 
     Keys are the callers' (`knowledge.cache.normalize` of the text, for `Embedder`).
     """
@@ -53,8 +127,10 @@ class Anticipator:
         idle_s: float,
         queue: int,
         keep: int,
+        meter: CpuMeter | None = None,
     ) -> None:
         self._embed = embed
+        self._meter = meter
         self.idle_s = idle_s
         self.queue = queue
         self.keep = keep
@@ -132,6 +208,31 @@ class Anticipator:
             self._generation += 1
             self._cond.notify_all()
 
+    def _wait_for_quiet(self) -> None:
+        """Return at a quiet moment (or on `close`): a window of `idle_s` without a live query
+        here, over which at least `MIN_IDLE_SHARE` of the CPUs were idle."""
+        main = threading.main_thread()
+        while not self._closing and main.is_alive():
+            before = self._read()
+            time.sleep(self.idle_s)
+            if time.monotonic() - self._last_live < self.idle_s:
+                continue  # this process had a live query in the window
+            if before is None or (after := self._read()) is None:
+                return
+            if self._meter is not None and self._meter.idle_share(before, after) >= MIN_IDLE_SHARE:
+                return
+
+    def _read(self) -> tuple[float, float] | None:
+        """A `CpuMeter` reading; None without a meter, or when it cannot be read (then the
+        process's own quiet decides)."""
+        if self._meter is None:
+            return None
+        try:
+            return self._meter.reading()
+        except Exception:
+            logger.debug("reading the CPU meter failed", exc_info=True)
+            return None
+
     def _work(self) -> None:
         main = threading.main_thread()
         while True:
@@ -144,28 +245,30 @@ class Anticipator:
                     self._cond.wait(POLL_S)
                 if self._closing or not main.is_alive():
                     return
-            # A quiet moment: no live query for `idle_s` (each one pushes it further away).
-            while not self._closing:
-                delay = self._last_live + self.idle_s - time.monotonic()
-                if delay <= 0:
-                    break
-                time.sleep(min(delay, POLL_S))
-            with self._cond:
-                if self._closing:
-                    return
-                if not self._waiting:
-                    continue
-                key, text = self._waiting.popitem(last=False)
-                generation, self._running = self._generation, True
-            vector: Vectors | None = None
-            try:
-                vector = self._embed([text])[0]
-            except Exception:  # only a head start: the query embeds the text itself
-                logger.debug("anticipating a query vector failed", exc_info=True)
-            with self._cond:
-                self._running = False
-                if vector is not None and generation == self._generation:
-                    self._ready[key] = vector
-                    while len(self._ready) > self.keep:
-                        self._ready.popitem(last=False)
-                self._cond.notify_all()
+            self._wait_for_quiet()
+            # The quiet lasts until the next live query: embed the waiting texts, newest first
+            # (the latest reply's customer is the one reading it now).
+            quiet = self._last_live
+            while self._last_live == quiet:
+                with self._cond:
+                    if self._closing or not main.is_alive():
+                        return
+                    if not self._waiting:
+                        break
+                    key, text = self._waiting.popitem(last=True)
+                    generation, self._running = self._generation, True
+                self._embed_one(key, text, generation)
+
+    def _embed_one(self, key: str, text: str, generation: int) -> None:
+        vector: Vectors | None = None
+        try:
+            vector = self._embed([text])[0]
+        except Exception:  # only a head start: the query embeds the text itself
+            logger.debug("anticipating a query vector failed", exc_info=True)
+        with self._cond:
+            self._running = False
+            if vector is not None and generation == self._generation:
+                self._ready[key] = vector
+                while len(self._ready) > self.keep:
+                    self._ready.popitem(last=False)
+            self._cond.notify_all()

@@ -32,7 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from bot.errors import KnowledgeError
-from knowledge.anticipation import Anticipator
+from knowledge.anticipation import Anticipator, CpuMeter
 from knowledge.cache import normalize
 
 if TYPE_CHECKING:
@@ -58,9 +58,10 @@ PREFETCH_KEEP = 64
 #: Anticipated vectors not asked for yet (`Embedder.anticipate`): the oldest beyond these go
 #: (1.5 KB each). More than prefetches: the next message of a conversation comes seconds later.
 ANTICIPATE_KEEP = 1024
-#: `Embedder.anticipate` runs the model only once no live query has come for this long, so a
-#: process with messages waiting spends nothing on it.
-ANTICIPATE_IDLE_S = 0.02
+#: `Embedder.anticipate` runs the model only once no live query has come for this long and the
+#: machine's CPUs were mostly idle meanwhile (`knowledge.anticipation`): a process with
+#: messages waiting, or beside busy ones, spends nothing on it.
+ANTICIPATE_IDLE_S = 0.1
 #: Texts waiting for a quiet moment to be anticipated; the oldest beyond these go.
 ANTICIPATE_QUEUE = 16
 
@@ -215,6 +216,7 @@ class Embedder:
             idle_s=ANTICIPATE_IDLE_S,
             queue=ANTICIPATE_QUEUE,
             keep=ANTICIPATE_KEEP,
+            meter=CpuMeter(),
         )
 
     @property

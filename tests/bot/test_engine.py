@@ -386,6 +386,9 @@ def test_the_next_message_s_context_is_embedded_while_the_customer_writes(
     would be searched with (`Responder.anticipate`): a follow-up then runs no pass for it and
     gets the answer it got without."""
     embedder = services.kb.embedder
+    # This process's own quiet decides (the CPU meter has its own tests): the machine running
+    # the suite may be busy with other work.
+    monkeypatch.setattr(embedder._ahead, "_meter", None)
     channel = new_channel()
     question = "How much storage do I get on the free plan?"
     first = services.engine.handle(message(channel, question))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import shutil
 import threading
 import time
@@ -596,7 +597,32 @@ def test_a_prefetched_vector_joins_the_cache_and_a_cached_text_is_not_prefetched
 # --- anticipating ----------------------------------------------------------------------------
 
 
-def test_an_anticipated_text_is_embedded_once_idle_and_taken_once() -> None:
+class _Machine:
+    """A stand-in `CpuMeter`: the machine's CPUs as idle as the test says."""
+
+    capacity = 2.0
+
+    def __init__(self) -> None:
+        self.idle = 1.0
+
+    def reading(self) -> tuple[float, float]:
+        return time.monotonic(), 0.0
+
+    def idle_share(self, before: tuple[float, float], after: tuple[float, float]) -> float:
+        return self.idle
+
+
+@pytest.fixture
+def machine(monkeypatch: pytest.MonkeyPatch) -> _Machine:
+    """Embedders made in the test see this machine's CPUs instead of the real ones."""
+    from knowledge import embeddings
+
+    fake = _Machine()
+    monkeypatch.setattr(embeddings, "CpuMeter", lambda: fake)
+    return fake
+
+
+def test_an_anticipated_text_is_embedded_once_idle_and_taken_once(machine: _Machine) -> None:
     anticipating = Embedder()
     ran = _counting(anticipating)
     anticipating.anticipate("How much is Plus? Pricing of Plus")
@@ -615,7 +641,9 @@ def test_an_anticipated_text_is_embedded_once_idle_and_taken_once() -> None:
     anticipating.close()
 
 
-def test_an_anticipation_waits_for_a_quiet_moment(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_anticipation_waits_for_a_quiet_moment(
+    machine: _Machine, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from knowledge import embeddings
 
     monkeypatch.setattr(embeddings, "ANTICIPATE_IDLE_S", 0.3)
@@ -641,7 +669,9 @@ def test_an_anticipation_waits_for_a_quiet_moment(monkeypatch: pytest.MonkeyPatc
     anticipating.close()
 
 
-def test_only_the_newest_texts_wait_for_a_quiet_moment(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_only_the_newest_texts_wait_and_go_first(
+    machine: _Machine, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from knowledge import embeddings
 
     monkeypatch.setattr(embeddings, "ANTICIPATE_IDLE_S", 0.3)
@@ -652,11 +682,38 @@ def test_only_the_newest_texts_wait_for_a_quiet_moment(monkeypatch: pytest.Monke
     for text in texts:
         anticipating.anticipate(text)
     anticipating.settle()
-    assert ran == ["a live question", *texts[3:]]  # the three oldest were dropped
+    # The three oldest were dropped; in the quiet moment the newest go first, back to back.
+    assert ran == ["a live question", *reversed(texts[3:])]
     anticipating.close()
 
 
-def test_anticipated_vectors_go_with_a_reload_a_close_or_a_failure() -> None:
+def test_a_live_query_during_a_quiet_moment_ends_it(
+    machine: _Machine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from knowledge import embeddings
+
+    monkeypatch.setattr(embeddings, "ANTICIPATE_IDLE_S", 0.2)
+    anticipating = Embedder()
+    ran: list[tuple[str, float]] = []
+
+    def encode(texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        ran.extend((t, time.monotonic()) for t in texts)
+        if texts == ["second"]:
+            anticipating.encode_queries(["a live question"])  # arrives meanwhile
+        return np.ones((len(texts), 2), dtype=np.float32)
+
+    anticipating._encode_small = encode  # type: ignore[method-assign]
+    for text in ("first", "second", "third"):
+        anticipating.anticipate(text)
+    anticipating.settle()
+    names = [t for t, _ in ran]
+    assert names == ["third", "second", "a live question", "first"]
+    # "first" waited for a quiet moment of its own after the live question.
+    assert ran[3][1] - ran[2][1] >= 0.15
+    anticipating.close()
+
+
+def test_anticipated_vectors_go_with_a_reload_a_close_or_a_failure(machine: _Machine) -> None:
     anticipating = Embedder(cache_size=8)
     assert anticipating.cache is not None
     ran = _counting(anticipating)
@@ -690,8 +747,9 @@ def test_anticipated_vectors_go_with_a_reload_a_close_or_a_failure() -> None:
 
 @pytest.mark.model
 def test_an_anticipated_vector_is_the_one_the_query_would_compute(
-    onnx_embedder: Embedder,
+    onnx_embedder: Embedder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(onnx_embedder._ahead, "_meter", None)  # this process's quiet alone
     text = "How much is Plus? Pricing of the Plus plan"
     expected = onnx_embedder.encode([text])
     onnx_embedder.anticipate(text)
@@ -702,7 +760,7 @@ def test_an_anticipated_vector_is_the_one_the_query_would_compute(
 
 
 def test_an_idle_anticipating_thread_ends_and_a_later_text_starts_another(
-    monkeypatch: pytest.MonkeyPatch,
+    machine: _Machine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from knowledge import anticipation
 
@@ -720,3 +778,71 @@ def test_an_idle_anticipating_thread_ends_and_a_later_text_starts_another(
     anticipating.settle()
     assert ran == ["one", "two"] and anticipating.anticipated("two")
     anticipating.close()
+
+
+def test_an_anticipation_waits_while_the_machine_is_busy(
+    machine: _Machine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """This process is quiet, but others (other workers) keep the CPUs busy: it waits."""
+    from knowledge import embeddings
+
+    monkeypatch.setattr(embeddings, "ANTICIPATE_IDLE_S", 0.05)
+    anticipating = Embedder()
+    ran = _counting(anticipating)
+    machine.idle = 0.2
+    anticipating.anticipate("the context")
+    time.sleep(0.5)
+    assert ran == [] and not anticipating.anticipated("the context")
+    machine.idle = 0.9
+    anticipating.settle()
+    assert ran == ["the context"] and anticipating.anticipated("the context")
+    anticipating.close()
+
+
+def _spin(seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
+
+
+def test_the_cpu_meter_sees_other_processes_keep_the_cpus_busy() -> None:
+    import multiprocessing
+
+    from knowledge.anticipation import CpuMeter
+
+    meter = CpuMeter()
+    assert meter.capacity >= 1
+    quiet = meter.reading()
+    time.sleep(0.2)
+    assert 0.0 <= meter.idle_share(quiet, meter.reading()) <= 1.0
+    spinners = [
+        multiprocessing.Process(target=_spin, args=(1.5,))
+        for _ in range(max(1, round(meter.capacity)))
+    ]
+    for spinner in spinners:
+        spinner.start()
+    try:
+        time.sleep(0.3)  # started and spinning
+        before = meter.reading()
+        time.sleep(0.5)
+        assert meter.idle_share(before, meter.reading()) < 0.5
+    finally:
+        for spinner in spinners:
+            spinner.join(5)
+
+
+def test_a_cgroup_cpu_limit_is_measured_against_its_quota(tmp_path: Path) -> None:
+    from knowledge.anticipation import CpuMeter
+
+    (tmp_path / "cpu.max").write_text("150000 100000\n")
+    (tmp_path / "cpu.stat").write_text("usage_usec 2500000\nuser_usec 2000000\n")
+    meter = CpuMeter(tmp_path)
+    assert meter.capacity == 1.5
+    _, busy = meter.reading()
+    assert busy == 2.5
+    # 0.75 CPU-seconds busy over one second, of 1.5 CPUs: half idle.
+    assert meter.idle_share((0.0, 2.5), (1.0, 3.25)) == pytest.approx(0.5)
+    assert meter.idle_share((0.0, 2.5), (1.0, 5.0)) == 0.0
+    assert meter.idle_share((1.0, 2.5), (1.0, 2.5)) == 0.0  # no time passed
+    (tmp_path / "cpu.max").write_text("max 100000\n")  # no limit: the CPUs themselves
+    assert CpuMeter(tmp_path).capacity == len(os.sched_getaffinity(0))

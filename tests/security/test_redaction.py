@@ -35,8 +35,9 @@ def kb(sample_kb_dir: Path, embedder: Any) -> KnowledgeBase:
 
 @pytest.mark.parametrize("redact", [True, False])
 def test_stored_messages_are_redacted_only_when_asked(
-    tmp_path: Path, kb: KnowledgeBase, redact: bool
+    tmp_path: Path, kb: KnowledgeBase, redact: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(kb.embedder._ahead, "_meter", None)  # this process's quiet alone
     store = Store.from_url(f"sqlite:///{tmp_path / 'redact.db'}")
     engine = Engine(
         store, Responder(Retriever(kb), confidence_model(kb)), redact_transcripts=redact

@@ -363,11 +363,9 @@ class Embedder:
         round trips. A text never asked for is dropped after `PREFETCH_KEEP` newer ones.
         """
         self._ahead.touch()
-        key = normalize(text)
-        if not key or (self.cache is not None and text in self.cache):
-            return
+        key = self._ahead_key(text)
         with self._prefetch_lock:
-            if key in self._prefetched:
+            if key is None or key in self._prefetched:
                 return
             if self._prefetcher is None:
                 self._prefetcher = ThreadPoolExecutor(1, thread_name_prefix="embed-prefetch")
@@ -382,17 +380,24 @@ class Embedder:
         would be searched with if it is a follow-up (`Responder.anticipate`): the customer
         takes seconds to write it, and the turn then finds that vector ready
         (`encode_queries` takes it, as it does a prefetched one). The model runs only once no
-        live query has come for `ANTICIPATE_IDLE_S` (`knowledge.anticipation`), so a busy
-        process spends nothing on it. The vector is the one that query would compute (the same
+        live query has come for `ANTICIPATE_IDLE_S` and most of the machine's CPUs were idle
+        meanwhile (`knowledge.anticipation`), so a busy process, or one beside busy ones,
+        spends nothing on it. The vector is the one that query would compute (the same
         one-text pass).
         """
-        key = normalize(text)
-        if not key or (self.cache is not None and text in self.cache):
-            return
+        key = self._ahead_key(text)
         with self._prefetch_lock:
-            if key in self._prefetched:
+            if key is None or key in self._prefetched:
                 return
         self._ahead.ask(key, text)
+
+    def _ahead_key(self, text: str) -> str | None:
+        """The key of `text` if embedding it ahead of its query can help: not empty, not
+        cached."""
+        key = normalize(text)
+        if not key or (self.cache is not None and text in self.cache):
+            return None
+        return key
 
     def settle(self) -> None:
         """Wait until the texts given to `anticipate` so far are embedded (or given up):

@@ -113,8 +113,9 @@ class Anticipator:
     Args:
         embed: the pass a live query of one text runs (so the vector is the one it would get).
         idle_s: embed only once no live query has come for this long (`touch`).
-        queue: texts waiting at most; the oldest go first.
-        keep: vectors kept for a query at most; the oldest go first.
+        queue: texts waiting at most, the oldest dropped beyond it (the newest are embedded
+            first).
+        keep: vectors kept for a query at most, the oldest dropped beyond it.
         meter: how idle the CPUs were (`CpuMeter`); None: this process's own quiet alone.
 
     Keys are the callers' (`knowledge.cache.normalize` of the text, for `Embedder`).

@@ -846,3 +846,19 @@ def test_a_cgroup_cpu_limit_is_measured_against_its_quota(tmp_path: Path) -> Non
     assert meter.idle_share((1.0, 2.5), (1.0, 2.5)) == 0.0  # no time passed
     (tmp_path / "cpu.max").write_text("max 100000\n")  # no limit: the CPUs themselves
     assert CpuMeter(tmp_path).capacity == len(os.sched_getaffinity(0))
+
+
+def test_anticipated_vectors_not_asked_for_are_bounded(
+    machine: _Machine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from knowledge import embeddings
+
+    monkeypatch.setattr(embeddings, "ANTICIPATE_KEEP", 3)
+    anticipating = Embedder()
+    _counting(anticipating)
+    texts = [f"context {i}" for i in range(5)]
+    for text in texts:
+        anticipating.anticipate(text)
+        anticipating.settle()
+    assert [anticipating.anticipated(t) for t in texts] == [False, False, True, True, True]
+    anticipating.close()

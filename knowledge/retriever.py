@@ -156,7 +156,7 @@ class Retriever:
 
         `depth`: rank this deep, keeping the candidates past `top` in each result's
         ``deeper``, for a message that may be searched again as a follow-up
-        (`retrieve_follow_up(..., own=...)` then reuses the ranking). The first `top` and the
+        (`retrieve_follow_up(..., searched=...)` then reuses the ranking). The first `top` and the
         features are the same as without it.
         """
         if not texts:
@@ -471,7 +471,7 @@ class Retriever:
             boost[np.searchsorted(found, keys[present])] = np.asarray(boost_values)[present]
         score = score + boost
 
-        # Per query: best first, ties by entry id; Candidates only for the `top` kept.
+        # Per query: best first, ties by entry id; Candidates only for the `depth` kept.
         top = max(top, 1)
         depth = max(depth, top)
         per_row = np.bincount(found_row, minlength=rows)

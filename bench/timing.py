@@ -57,11 +57,11 @@ def time_turns(
     loop's rate then counts only the timed turns' time.
 
     `pause_s`: wait this long before each timed message, as a customer takes time to write
-    (and reads the answer first): the process is idle in between, as a quiet worker is. Every
-    timed turn then starts cold (on a 2-core VM the model's weights are read from memory
-    again), and with `second` the engine embeds the second message's context in that pause
-    (`Responder.anticipate`: it waits for 0.1 s of quiet first). The rate counts only the timed
-    turns' time.
+    (and reads the answer first): the process is idle in between, as a quiet worker is. With
+    `second` the engine embeds the second message's context in that pause
+    (`Responder.anticipate`: it waits for 0.1 s of quiet first). On a sandboxed, nested VM every
+    timed turn also starts cold, whatever the code (docs/benchmarks.md, "Tenth round"). The rate
+    counts only the timed turns' time.
     """
     from bot.model import InboundMessage
 

@@ -220,7 +220,8 @@ class Anticipator:
                 continue  # this process had a live query in the window
             if before is None or (after := self._read()) is None:
                 return
-            if self._meter is not None and self._meter.idle_share(before, after) >= MIN_IDLE_SHARE:
+            assert self._meter is not None  # it gave `before`
+            if self._meter.idle_share(before, after) >= MIN_IDLE_SHARE:
                 return
 
     def _read(self) -> tuple[float, float] | None:

@@ -63,8 +63,6 @@ def time_turns(
     timed turn also starts cold, whatever the code (docs/benchmarks.md, "Tenth round"). The rate
     counts only the timed turns' time.
     """
-    from bot.model import InboundMessage
-
     run = uuid.uuid4().hex[:8]
     out = []
     spent = 0.0
@@ -74,21 +72,28 @@ def time_turns(
         for n, question in enumerate(asked):
             if pause_s and n == len(asked) - 1:
                 time.sleep(pause_s)
-            message = InboundMessage(
-                platform="bench",
-                workspace="",
-                channel=f"{run}-{i}",
-                user=f"u{i % 50}",
-                message_id=f"{run}-{i}-{n}",
-                text=question,
-            )
             started = time.perf_counter()
-            engine.handle(message)
+            engine.handle(bench_message(run, i, n, question))
             if n == len(asked) - 1:
                 out.append((time.perf_counter() - started) * 1000)
                 spent += out[-1] / 1000
     elapsed = spent if second or pause_s else time.perf_counter() - begin
     return out, len(texts) / elapsed
+
+
+def bench_message(run: str, conversation: int, n: int, text: str) -> Any:
+    """The `n`-th message of a benchmark's `conversation` (a channel of its own in `run`), from
+    one of 50 customers."""
+    from bot.model import InboundMessage
+
+    return InboundMessage(
+        platform="bench",
+        workspace="",
+        channel=f"{run}-{conversation}",
+        user=f"u{conversation % 50}",
+        message_id=f"{run}-{conversation}-{n}",
+        text=text,
+    )
 
 
 def raw_rate(embedder: Any, texts: Sequence[str], total: int = 2048) -> float:

@@ -16,6 +16,7 @@ the answering decision that live turns use.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import weakref
@@ -63,6 +64,7 @@ from bot.relay import Relay
 from bot.storage.store import (
     SILENT_TURN_PLATFORM,
     ConversationInfo,
+    KeptContext,
     ReplyInfo,
     Store,
     TurnMessage,
@@ -260,14 +262,24 @@ class Responder:
         if self._without_search(cleaned) is None:
             self.retriever.kb.embedder.prefetch(cleaned)
 
-    def anticipate(self, history: Sequence[Turn]) -> None:
+    def anticipate(
+        self, history: Sequence[Turn], keep: Callable[[str, bytes], None] | None = None
+    ) -> None:
         """Have the context that the conversation's next message would be read in embedded
         while the customer writes it (`Embedder.anticipate`, only while the process is idle):
         if that message is a follow-up, or unclear alone, its search with the context
-        (`_decide`) finds the vector ready."""
+        (`_decide`) finds the vector ready. `keep(key, data)` is told the vector, for another
+        process's `offer`."""
         context = context_for(history, self._topic_of)
         if context:
-            self.retriever.kb.embedder.anticipate(context)
+            self.retriever.kb.embedder.anticipate(context, keep)
+
+    def offer(self, history: Sequence[Turn], key: str, data: bytes) -> bool:
+        """Take the next message's context vector as another process anticipated it
+        (`anticipate`'s `keep`): if `history` gives the context it was embedded for, by this
+        model, a search with that context finds it ready (`Embedder.offer`)."""
+        context = context_for(history, self._topic_of)
+        return context is not None and self.retriever.kb.embedder.offer(context, key, data)
 
     def _respond_batch(self, items: list[tuple[str, Sequence[Turn]]]) -> list[tuple[Reply, Trace]]:
         return self.respond_many([text for text, _ in items], [h for _, h in items])
@@ -661,6 +673,8 @@ class Engine:
             messages=len(unanswered),
         )
         plain = [self._plain_turn(t) for t in history[-self.config.history_turns :]]
+        if plain and conversation.context is not None:
+            self._offer_context(plain, conversation.context)
         traces: list[Trace] = []
         result = pipeline.run(turn, state, lambda: self._knowledge(text, plain, traces))
         result, composition = self._compose_answer(result, key, text, plain, traces)
@@ -668,18 +682,36 @@ class Engine:
             result, conversation, state, rows[-1], started, composition, answering=unanswered[-1]
         )
         if replies and result.decision.outcome is not Outcome.HANDOFF:
-            self._anticipate(unanswered[-1], replies[0])
+            self._anticipate(conversation.id, rows[-1], unanswered[-1], replies[0])
         return replies
 
-    def _anticipate(self, message: InboundMessage, reply: Reply) -> None:
+    def _anticipate(
+        self, conversation_id: str, row: int, message: InboundMessage, reply: Reply
+    ) -> None:
         """Start on the context of the conversation's next message (`Responder.anticipate`),
-        built from this turn as the next one will read it back from storage."""
+        built from this turn as the next one will read it back from storage. Once embedded,
+        the vector is kept with the conversation (`Store.keep_context`), so the worker that
+        gets the next message finds it too (`_offer_context`)."""
         stored = redact_text(message.text) if self.redact_transcripts else message.text
         said = HistoryTurn(Role.BOT, reply.text, reply.kind, reply.sources)
+        keep = functools.partial(self._keep_context, conversation_id, row)
         try:
-            self.responder.anticipate([Turn(Role.USER, stored), self._plain_turn(said)])
+            self.responder.anticipate([Turn(Role.USER, stored), self._plain_turn(said)], keep)
         except Exception:  # only a head start: the next turn embeds the context itself
             logger.warning("anticipating the next message's context failed", exc_info=True)
+
+    def _keep_context(self, conversation_id: str, row: int, key: str, vector: bytes) -> None:
+        """Store an anticipated context vector with its conversation (the anticipating
+        thread calls it, in a quiet moment)."""
+        self.store.keep_context(conversation_id, row, key, vector)
+
+    def _offer_context(self, history: Sequence[Turn], kept: KeptContext) -> None:
+        """Hand the responder the context vector another worker (or this one) kept with the
+        conversation, if it is the context of this turn's history (`Responder.offer`)."""
+        try:
+            self.responder.offer(history, kept.key, kept.vector)
+        except Exception:  # only a head start: the turn embeds the context itself
+            logger.warning("taking a kept context vector failed", exc_info=True)
 
     def _plain_turn(self, turn: HistoryTurn) -> Turn:
         """A history line as the knowledge path reads it.

@@ -9,6 +9,9 @@ process may use idle (`CpuMeter`): one worker idle beside busy ones, or beside o
 does not take their cores. Under load there is no quiet moment, so it spends nothing; waiting
 texts are bounded, the oldest dropped first.
 
+Whoever asks may also pass `done`, called with the vector once it is embedded (the engine keeps
+it with the conversation, so that whichever worker answers the next message finds it: `offer`).
+
 The thread is not a daemon: it ends with the `close` of its embedder, once the main thread has
 finished (within `POLL_S`), so the interpreter never exits in the middle of a forward pass, or
 after `LINGER_S` with nothing to do (a later text starts another), so an embedder nobody uses
@@ -31,6 +34,9 @@ import numpy.typing as npt
 logger = logging.getLogger(__name__)
 
 Vectors = npt.NDArray[np.float32]
+Vector = npt.NDArray[np.float32]
+#: Called with a text's vector once it is embedded (`Anticipator.ask`).
+Done = Callable[[Vector], None]
 
 #: How often an idle anticipating thread checks that the main thread still runs.
 POLL_S = 0.25
@@ -136,8 +142,9 @@ class Anticipator:
         self.queue = queue
         self.keep = keep
         self._cond = threading.Condition()
-        self._waiting: OrderedDict[str, str] = OrderedDict()
-        self._ready: OrderedDict[str, Vectors] = OrderedDict()
+        # key -> (text, whoever is told the vector once it is embedded)
+        self._waiting: OrderedDict[str, tuple[str, list[Done]]] = OrderedDict()
+        self._ready: OrderedDict[str, Vector] = OrderedDict()
         self._thread: threading.Thread | None = None
         self._running = False
         self._closing = False
@@ -153,12 +160,22 @@ class Anticipator:
         """Whether any vector is waiting for its query (cheap: no lock)."""
         return bool(self._ready)
 
-    def ask(self, key: str, text: str) -> None:
-        """Embed `text` in the next quiet moment, unless it is waiting or ready already."""
+    def ask(self, key: str, text: str, done: Done | None = None) -> None:
+        """Embed `text` in the next quiet moment, unless it is waiting or ready already.
+
+        `done` is called with the vector once it is embedded, from the anticipating thread (a
+        failing one is logged); not when the vector was ready already, nor when the text is
+        dropped or forgotten first.
+        """
         with self._cond:
-            if self._closing or key in self._ready or key in self._waiting:
+            if self._closing or key in self._ready:
                 return
-            self._waiting[key] = text
+            waiting = self._waiting.get(key)
+            if waiting is not None:
+                if done is not None:
+                    waiting[1].append(done)
+                return
+            self._waiting[key] = (text, [done] if done is not None else [])
             while len(self._waiting) > self.queue:
                 self._waiting.popitem(last=False)
             if self._thread is None:
@@ -166,7 +183,17 @@ class Anticipator:
                 self._thread.start()
             self._cond.notify_all()
 
-    def take(self, key: str) -> Vectors | None:
+    def offer(self, key: str, vector: Vector) -> None:
+        """Keep a vector embedded elsewhere (another worker's anticipation) for `key`'s query,
+        as if it had been embedded here."""
+        with self._cond:
+            if self._closing:
+                return
+            self._ready[key] = vector
+            while len(self._ready) > self.keep:
+                self._ready.popitem(last=False)
+
+    def take(self, key: str) -> Vector | None:
         """The vector embedded for `key`, once (None: not embedded, or taken already)."""
         if not self._ready:
             return None
@@ -257,20 +284,36 @@ class Anticipator:
                         return
                     if not self._waiting:
                         break
-                    key, text = self._waiting.popitem(last=True)
+                    key, (text, done) = self._waiting.popitem(last=True)
                     generation, self._running = self._generation, True
-                self._embed_one(key, text, generation)
+                self._embed_one(key, text, done, generation)
 
-    def _embed_one(self, key: str, text: str, generation: int) -> None:
-        vector: Vectors | None = None
+    def _embed_one(self, key: str, text: str, done: list[Done], generation: int) -> None:
+        vector: Vector | None = None
         try:
             vector = self._embed([text])[0]
         except Exception:  # only a head start: the query embeds the text itself
             logger.debug("anticipating a query vector failed", exc_info=True)
         with self._cond:
-            self._running = False
-            if vector is not None and generation == self._generation:
+            if generation != self._generation:
+                vector = None  # forgotten meanwhile (`clear`, `close`)
+            if vector is not None:
                 self._ready[key] = vector
                 while len(self._ready) > self.keep:
                     self._ready.popitem(last=False)
-            self._cond.notify_all()
+        try:
+            if vector is not None:
+                _tell(done, vector)
+        finally:
+            with self._cond:
+                self._running = False
+                self._cond.notify_all()
+
+
+def _tell(done: Sequence[Done], vector: Vector) -> None:
+    """Hand `vector` to each of `done`; one that fails is logged and the others still hear."""
+    for tell in done:
+        try:
+            tell(vector)
+        except Exception:  # only a head start elsewhere: the query embeds it there
+            logger.warning("passing on an anticipated vector failed", exc_info=True)

@@ -45,6 +45,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 Vectors = npt.NDArray[np.float32]
+#: How a vector leaves the process (`Embedder.anticipate`'s `keep`, `Embedder.offer`):
+#: little-endian float32, 4 bytes a dimension (1,536 bytes for all-MiniLM-L6-v2).
+VECTOR_DTYPE = np.dtype("<f4")
 
 #: Up to this many texts go through one direct forward pass (see `Embedder._encode_direct`).
 DIRECT_BATCH = 8
@@ -225,8 +228,9 @@ class Embedder:
             self._fingerprint = model_fingerprint(self.model_path)
         return self._fingerprint
 
-    @property
+    @functools.cached_property
     def dimension(self) -> int:
+        """The vectors' length (read once: the model folder does not change)."""
         config = self.model_path / "config.json"
         if config.exists():
             data: dict[str, Any] = json.loads(config.read_text())
@@ -373,7 +377,7 @@ class Embedder:
             while len(self._prefetched) > PREFETCH_KEEP:
                 self._prefetched.popitem(last=False)[1].cancel()
 
-    def anticipate(self, text: str) -> None:
+    def anticipate(self, text: str, keep: Callable[[str, bytes], None] | None = None) -> None:
         """Embed `text` in the background in a quiet moment, for a later query of it.
 
         The engine anticipates, after each reply, the context a conversation's next message
@@ -384,12 +388,42 @@ class Embedder:
         meanwhile (`knowledge.anticipation`), so a busy process, or one beside busy ones,
         spends nothing on it. The vector is the one that query would compute (the same
         one-text pass).
+
+        `keep(key, data)` is told the vector once embedded, from the background thread, for
+        another process to `offer`: `data` is its bytes (`VECTOR_DTYPE`), `key` names the
+        text and this model (`vector_key`). Not told when no pass runs for it here (the text
+        cached, being embedded for a query, or ready already).
         """
         key = self._ahead_key(text)
         with self._prefetch_lock:
             if key is None or key in self._prefetched:
                 return
-        self._ahead.ask(key, text)
+        done = None
+        if keep is not None:
+            done = functools.partial(_pass_on, keep, self.vector_key(text))
+        self._ahead.ask(key, text, done)
+
+    def offer(self, text: str, key: str, data: bytes) -> bool:
+        """Take `text`'s vector as another process embedded it ahead (`anticipate`'s `keep`),
+        for a later query of it, as if it had been anticipated here.
+
+        Refused (False) unless `key` is `text`'s under this model (`vector_key`) and `data`
+        holds one vector of this model's dimension.
+        """
+        ahead = self._ahead_key(text)
+        if ahead is None or key != self.vector_key(text):
+            return False
+        if len(data) != self.dimension * VECTOR_DTYPE.itemsize:
+            return False
+        if not self._ahead.has(ahead):
+            self._ahead.offer(ahead, np.frombuffer(data, dtype=VECTOR_DTYPE).astype(np.float32))
+        return True
+
+    def vector_key(self, text: str) -> str:
+        """A short digest naming `text`'s vector from this model (its weights, and int8 or
+        not): a vector kept under it elsewhere can stand in for this embedder's own."""
+        identity = f"{self.fingerprint}:{'int8' if self.quantize else 'fp32'}:{normalize(text)}"
+        return hashlib.sha256(identity.encode()).hexdigest()[:32]
 
     def _ahead_key(self, text: str) -> str | None:
         """The key of `text` if embedding it ahead of its query can help: not empty, not
@@ -630,3 +664,8 @@ class Embedder:
         if not parts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         return np.concatenate(parts)
+
+
+def _pass_on(keep: Callable[[str, bytes], None], key: str, vector: Vectors) -> None:
+    """Hand an anticipated vector to `keep` as bytes (`Embedder.anticipate`)."""
+    keep(key, np.asarray(vector, dtype=VECTOR_DTYPE).tobytes())

@@ -152,6 +152,8 @@ class ConversationInfo:
         status: "open" or "closed".
         customer: the platform user id of whoever started it.
         created_at: when it was first seen (aware UTC).
+        context: the next message's context, embedded ahead by the worker that answered the
+            last one (`Store.keep_context`); None when none was kept.
     """
 
     id: str
@@ -160,6 +162,20 @@ class ConversationInfo:
     status: str
     customer: str
     created_at: datetime
+    context: KeptContext | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KeptContext:
+    """A conversation's next-message context vector, as a worker kept it (`Store.keep_context`).
+
+    Attributes:
+        key: names the context's text and the model (`Embedder.vector_key`).
+        vector: the vector's bytes (`knowledge.embeddings.VECTOR_DTYPE`).
+    """
+
+    key: str
+    vector: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,6 +334,11 @@ def _conversation_info(row: Conversation) -> ConversationInfo:
         status=row.status,
         customer=row.customer,
         created_at=row.created_at,
+        context=(
+            KeptContext(row.context_key, bytes(row.context_vector))
+            if row.context_key is not None and row.context_vector is not None
+            else None
+        ),
     )
 
 
@@ -702,6 +723,10 @@ class Store:
         self._held = threading.local()
         self._lock_engine: Engine | None = None
         self._lock_engine_guard = threading.Lock()
+        # `keep_context` writes from a background thread, which may finish after `close`:
+        # then it writes nothing rather than reconnect a store its owner has closed.
+        self._background = threading.Lock()
+        self._closed = False
 
     @classmethod
     def from_url(cls, url: str, *, migrate: bool = True) -> Store:
@@ -725,7 +750,10 @@ class Store:
         return self._engine
 
     def close(self) -> None:
-        """Close the pooled connections; the store reconnects if used again."""
+        """Close the pooled connections; the store reconnects if used again (except for
+        `keep_context`, a background thread's write, which then writes nothing)."""
+        with self._background:
+            self._closed = True
         self._engine.dispose()
         if self._lock_engine is not None:
             self._lock_engine.dispose()
@@ -979,6 +1007,30 @@ class Store:
             if result.rowcount != 1:
                 raise StorageError(f"no conversation {conversation_id!r}")
             session.commit()
+
+    def keep_context(self, conversation_id: str, row: int, key: str, vector: bytes) -> bool:
+        """Keep the context vector that the conversation's next message would be searched
+        with, as embedded after the turn of message `row` (`Responder.anticipate`): the next
+        turn, on whichever worker, reads it with the conversation (`ConversationInfo.context`).
+
+        A context kept after a later message stays: a worker that anticipated late never
+        overwrites a newer one. Returns whether this one was kept (False also when the
+        conversation is gone, or the store closed: the anticipating thread may finish after
+        its owner is done with the store).
+        """
+        kept = col(Conversation.context_row)
+        with self._background:
+            if self._closed:
+                return False
+            with self._session("keep a conversation's next context") as session:
+                result = session.exec(
+                    update(Conversation)
+                    .where(col(Conversation.id) == conversation_id)
+                    .where(kept.is_(None) | (kept <= row))
+                    .values(context_row=row, context_key=key, context_vector=vector)
+                )
+                session.commit()
+                return bool(result.rowcount == 1)
 
     # Messages and replies --------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from sqlalchemy import (
     DateTime,
     Dialect,
     Index,
+    LargeBinary,
     MetaData,
     Text,
     TypeDecorator,
@@ -129,6 +130,12 @@ class Conversation(StorageModel, table=True):
     status: str = Field(default="open")
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    # The embedded context the next message would be searched with, kept by the worker that
+    # answered the last one (`Store.keep_context`) for whichever worker answers the next: the
+    # last customer message it follows (a row id), its key (text and model) and the vector.
+    context_row: int | None = None
+    context_key: str | None = None
+    context_vector: bytes | None = Field(default=None, sa_type=LargeBinary)
 
 
 class Message(StorageModel, table=True):

@@ -109,6 +109,19 @@ def conversation_id(services: Services, channel: str) -> str:
     return info.id
 
 
+def recording(embedder: Any, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The texts `embedder` runs its model on from now on (the model still runs)."""
+    embedded: list[str] = []
+    real = embedder._encode_small
+
+    def counted(texts: Sequence[str]) -> object:
+        embedded.extend(texts)
+        return real(texts)
+
+    monkeypatch.setattr(embedder, "_encode_small", counted)
+    return embedded
+
+
 def table_growth(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
     return {
         name: after[name] - before.get(name, 0)
@@ -400,18 +413,48 @@ def test_the_next_message_s_context_is_embedded_while_the_customer_writes(
     assert context is not None and context.startswith(question)
     assert embedder.anticipated(context)
 
-    embedded: list[str] = []
-    real = embedder._encode_small
-
-    def counted(texts: Sequence[str]) -> object:
-        embedded.extend(texts)
-        return real(texts)
-
-    monkeypatch.setattr(embedder, "_encode_small", counted)
+    embedded = recording(embedder, monkeypatch)
     follow_up = services.engine.handle(message(channel, "and if we're on Business?"))
     assert follow_up[0].sources[0].id == "storage-limit-business"
     assert context not in embedded  # taken as anticipated
     assert not embedder.anticipated(context)
+
+
+def test_the_next_message_s_context_reaches_whichever_worker_answers_it(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The anticipated context is kept with the conversation (`Store.keep_context`): another
+    worker on the same database, with a model of its own, answers the follow-up without
+    embedding the context, as it would have answered it by itself."""
+    from knowledge.embeddings import Embedder
+
+    here = services.kb.embedder
+    monkeypatch.setattr(here._ahead, "_meter", None)  # this process's own quiet decides
+    there = Embedder()
+    other = _build(services.settings.data_dir, there)
+    try:
+        channel = new_channel()
+        question = "How much storage do I get on the free plan?"
+        first = services.engine.handle(message(channel, question))
+        here.settle()
+        context = context_for(
+            [Turn(Role.USER, question), Turn(Role.BOT, first[0].text)],
+            services.engine.responder._topic_of,
+        )
+        assert context is not None
+        kept = services.store.get_or_create_conversation(ConversationKey("web", "", channel), "?")
+        assert kept.context is not None
+        assert kept.context.key == there.vector_key(context)
+        assert len(kept.context.vector) == there.dimension * 4
+
+        embedded = recording(there, monkeypatch)
+        follow_up = other.engine.handle(message(channel, "and if we're on Business?"))
+        assert follow_up[0].sources[0].id == "storage-limit-business"
+        assert "and if we're on Business?" in embedded  # its own question, embedded there
+        assert context not in embedded  # the context came with the conversation
+    finally:
+        there.close()
+        other.store.close()
 
 
 def test_same_message_id_twice_is_answered_once(services: Services) -> None:

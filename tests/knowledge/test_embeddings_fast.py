@@ -862,3 +862,72 @@ def test_anticipated_vectors_not_asked_for_are_bounded(
         anticipating.settle()
     assert [anticipating.anticipated(t) for t in texts] == [False, False, True, True, True]
     anticipating.close()
+
+
+def test_an_anticipated_vector_is_passed_on_and_taken_by_another_process(
+    machine: _Machine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`anticipate(..., keep)` hands the vector on as bytes under a key naming the text and the
+    model; another embedder of the same model `offer`s it and its query runs no pass."""
+    here, there = Embedder(), Embedder()
+    ran_here, ran_there = _counting(here), _counting(there)
+    here.dimension = there.dimension = 2  # type: ignore[misc]  # the fake pass's vectors
+    kept: list[tuple[str, bytes]] = []
+    text = "How much is Plus? Pricing of Plus"
+    here.anticipate(text, lambda key, data: kept.append((key, data)))
+    here.settle()
+    assert ran_here == [text] and here.anticipated(text)  # kept here too
+    ((key, data),) = kept
+    assert key == here.vector_key(text) == there.vector_key("how much is plus?  pricing of plus")
+    assert len(data) == 2 * 4  # little-endian float32
+
+    assert there.offer(text, key, data)
+    assert there.anticipated(text)
+    np.testing.assert_array_equal(there.encode_queries([text]), [[len(text), 1.0]])
+    assert ran_there == []  # no pass: the vector came from the other process
+
+    # Refused: another text's key, another model's (int8 against fp32), a wrong length, no text.
+    assert not there.offer("something else", key, data)
+    assert not Embedder(quantize=True).offer(text, key, data)
+    assert not there.offer(text, key, data[:-1])
+    assert not there.offer("", there.vector_key(""), data)
+    assert not there.anticipated("something else")
+
+    # A failing `keep` is logged; the vector is still kept here, and later ones still go.
+    def broken(key: str, data: bytes) -> None:
+        raise RuntimeError("the database is down")
+
+    with caplog.at_level(logging.WARNING, logger="knowledge.anticipation"):
+        here.anticipate("another context", broken)
+        here.settle()
+    assert "passing on an anticipated vector failed" in caplog.text
+    assert here.anticipated("another context")
+    here.anticipate("a third context", lambda key, data: kept.append((key, data)))
+    here.settle()
+    assert len(kept) == 2
+    here.close()
+    there.close()
+
+
+def test_a_text_asked_twice_while_waiting_tells_both_and_a_forgotten_one_none(
+    machine: _Machine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from knowledge import embeddings
+
+    monkeypatch.setattr(embeddings, "ANTICIPATE_IDLE_S", 0.3)
+    anticipating = Embedder()
+    ran = _counting(anticipating)
+    told: list[str] = []
+    anticipating.encode_queries(["a live question"])  # not quiet for 0.3 s
+    anticipating.anticipate("the context", lambda key, data: told.append("first"))
+    anticipating.anticipate("the context", lambda key, data: told.append("second"))
+    anticipating.settle()
+    assert ran == ["a live question", "the context"]  # one pass
+    assert told == ["first", "second"]
+
+    anticipating.encode_queries(["another live question"])
+    anticipating.anticipate("forgotten", lambda key, data: told.append("forgotten"))
+    anticipating.invalidate_cache()  # a reload forgets what waits
+    anticipating.settle()
+    assert "forgotten" not in told
+    anticipating.close()

@@ -174,3 +174,40 @@ def test_a_redelivery_answers_what_a_dead_turn_left_and_skips_what_it_finished(
     lost = store.open_turn("slack", KEY, "U1", [_message(4)], 40, redelivered=True)
     assert lost.status == ("recorded",)
     assert len(lost.rows) == 1 and lost.rows[0] > died.rows[-1]
+
+
+def test_a_kept_context_comes_back_with_the_next_turn_and_never_goes_back(store: Store) -> None:
+    """`keep_context`: the vector the next message's context was embedded into comes back with
+    the conversation when the next turn opens, on whichever worker; a worker that anticipated
+    an earlier turn late does not overwrite it."""
+    first = store.open_turn("slack", KEY, "U1", [_message(1)], 40)
+    assert first.conversation is not None and first.conversation.context is None
+    conversation_id, row = first.conversation.id, first.rows[-1]
+    vector = bytes(range(256)) * 6  # 1,536 bytes, every byte value: stored as they are
+
+    assert store.keep_context(conversation_id, row, "key-1", vector)
+    second = store.open_turn("slack", KEY, "U1", [_message(2, "and for business?")], 40)
+    assert second.conversation is not None and second.conversation.context is not None
+    assert second.conversation.context.key == "key-1"
+    assert second.conversation.context.vector == vector
+
+    later = second.rows[-1]
+    assert store.keep_context(conversation_id, later, "key-2", b"\x00" * 1536)
+    assert not store.keep_context(conversation_id, row, "key-1", vector)  # late: refused
+    assert store.keep_context(conversation_id, later, "key-3", b"\x01" * 1536)  # same turn again
+    third = store.open_turn("slack", KEY, "U1", [_message(3, "thanks")], 40)
+    assert third.conversation is not None and third.conversation.context is not None
+    assert third.conversation.context.key == "key-3"
+    assert third.conversation.context.vector == b"\x01" * 1536
+    assert not store.keep_context("no-such-conversation", later, "key", vector)
+
+
+def test_a_closed_store_keeps_no_context(store: Store) -> None:
+    """The anticipating thread may finish after the store's owner closed it: nothing is
+    written then, and no connection is opened again behind the owner's back."""
+    opening = store.open_turn("slack", KEY, "U1", [_message(1)], 40)
+    assert opening.conversation is not None
+    store.close()
+    assert not store.keep_context(opening.conversation.id, opening.rows[-1], "key", b"\x00" * 8)
+    later = store.open_turn("slack", KEY, "U1", [_message(2)], 40)  # others reconnect
+    assert later.conversation is not None and later.conversation.context is None

@@ -22,7 +22,9 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Engine,
+    bindparam,
     delete,
+    exists,
     func,
     insert,
     literal,
@@ -467,48 +469,62 @@ def _turn_statements(session: Session) -> _TurnStatements:
     return statements
 
 
+#: `_recent_turns`' two reads, built once: only the columns a history needs, and each reply's
+#: downvote in the same statement. Against three statements of whole ORM rows, paired, for
+#: conversations of 1 to 4 turns: 0.73 → 0.25 ms on SQLite, 1.77 → 0.99 ms on PostgreSQL.
+_RECENT_MESSAGES: Final = (
+    select(col(Message.role), col(Message.text))
+    .where(col(Message.conversation_id) == bindparam("conversation_id"))
+    .order_by(col(Message.id).desc())
+    .limit(bindparam("limit"))
+)
+_RECENT_MESSAGES_BEFORE: Final = _RECENT_MESSAGES.where(col(Message.id) < bindparam("before"))
+_RECENT_REPLIES: Final = (
+    select(
+        col(ReplyRecord.text),
+        col(ReplyRecord.kind),
+        col(ReplyRecord.sources),
+        exists()
+        .where(col(Feedback.reply_id) == col(ReplyRecord.id))
+        .where(col(Feedback.value) == FeedbackValue.DOWN.value)
+        .label("downvoted"),
+    )
+    .where(col(ReplyRecord.conversation_id) == bindparam("conversation_id"))
+    .order_by(col(ReplyRecord.created_at).desc(), col(ReplyRecord.id).desc())
+    .limit(bindparam("limit"))
+)
+
+
 def _recent_turns(
     session: Session, conversation_id: str, limit: int, before: int | None = None
 ) -> list[HistoryTurn]:
     """`Store.recent_turns` inside an open session; with `before`, only older messages."""
-    messages_query = select(Message).where(Message.conversation_id == conversation_id)
-    if before is not None:
-        messages_query = messages_query.where(col(Message.id) < before)
-    messages_query = messages_query.order_by(col(Message.id).desc()).limit(limit)
-    replies_query = (
-        select(ReplyRecord)
-        .where(ReplyRecord.conversation_id == conversation_id)
-        .order_by(col(ReplyRecord.created_at).desc(), col(ReplyRecord.id).desc())
-        .limit(limit)
-    )
-    messages = list(session.exec(messages_query).all())  # newest first
-    replies = list(session.exec(replies_query).all())  # newest first
-    downvoted: set[str] = set()
-    if replies:
-        rated = select(Feedback.reply_id).where(
-            col(Feedback.reply_id).in_([r.id for r in replies]),
-            Feedback.value == FeedbackValue.DOWN.value,
-        )
-        downvoted = set(session.exec(rated).all())
+    messages = session.execute(
+        _RECENT_MESSAGES if before is None else _RECENT_MESSAGES_BEFORE,
+        {"conversation_id": conversation_id, "before": before, "limit": limit},
+    ).all()  # newest first
+    replies = session.execute(
+        _RECENT_REPLIES, {"conversation_id": conversation_id, "limit": limit}
+    ).all()  # newest first
 
     unmatched = replies
     turns: list[HistoryTurn] = []
     for message in messages:
         role = Role(message.role)
-        match = None
+        found = None
         if role is Role.BOT:
-            match = next((r for r in unmatched if r.text == message.text), None)
-        if match is None:
+            found = next((i for i, r in enumerate(unmatched) if r.text == message.text), None)
+        if found is None:
             turns.append(HistoryTurn(role, message.text))
             continue
-        unmatched = unmatched[unmatched.index(match) + 1 :]
+        match, unmatched = unmatched[found], unmatched[found + 1 :]
         turns.append(
             HistoryTurn(
                 role,
                 message.text,
                 reply_kind=ReplyKind(match.kind),
                 sources=tuple(_source_from_json(item) for item in match.sources),
-                downvoted=match.id in downvoted,
+                downvoted=bool(match.downvoted),
             )
         )
     turns.reverse()

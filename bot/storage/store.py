@@ -495,6 +495,15 @@ _RECENT_REPLIES: Final = (
 )
 
 
+#: A turn's lock on its conversation, in one round trip: lock_timeout bounds the wait for an
+#: advisory lock too (`set_config(..., true)`: this transaction only, the turn's), and a CTE
+#: that calls a volatile function is run once, before the query that reads it.
+_ADVISORY_LOCK: Final = text(
+    "WITH timeout AS (SELECT set_config('lock_timeout', :timeout, true)) "
+    "SELECT pg_advisory_xact_lock(:namespace, hashtext(:key)) FROM timeout"
+)
+
+
 def _recent_turns(
     session: Session, conversation_id: str, limit: int, before: int | None = None
 ) -> list[HistoryTurn]:
@@ -872,14 +881,13 @@ class Store:
             raise db.storage_error(exc, self._engine.url, action) from exc
         try:
             transaction = connection.begin()
-            # lock_timeout bounds the wait for an advisory lock too (SET LOCAL: this turn only).
             connection.execute(
-                text("SELECT set_config('lock_timeout', :timeout, true)"),
-                {"timeout": f"{max(int(timeout_s * 1000), 1)}ms"},
-            )
-            connection.execute(
-                text("SELECT pg_advisory_xact_lock(:namespace, hashtext(:key))"),
-                {"namespace": TURN_LOCK_NAMESPACE, "key": key},
+                _ADVISORY_LOCK,
+                {
+                    "timeout": f"{max(int(timeout_s * 1000), 1)}ms",
+                    "namespace": TURN_LOCK_NAMESPACE,
+                    "key": key,
+                },
             )
         except SQLAlchemyError as exc:
             connection.close()

@@ -274,6 +274,21 @@ class Responder:
         if context:
             self.retriever.kb.embedder.anticipate(context, keep)
 
+    def prefetch_context(self, text: str, history: Sequence[Turn]) -> None:
+        """Start embedding the context `text` will be searched with, if it certainly will be:
+        a message that looks like a follow-up always is (`_decide`). Its context's forward pass
+        then runs while the message itself is searched, instead of after (`Embedder.prefetch`);
+        nothing when the vector is ready already (anticipated, or kept by another worker)."""
+        cleaned = clean_text(text)
+        if not history or not looks_like_follow_up(cleaned):
+            return
+        if self._without_search(cleaned) is not None:
+            return
+        context = context_for(history, self._topic_of)
+        embedder = self.retriever.kb.embedder
+        if context and not embedder.anticipated(context):
+            embedder.prefetch(context)
+
     def offer(self, history: Sequence[Turn], key: str, data: bytes) -> bool:
         """Take the next message's context vector as another process anticipated it
         (`anticipate`'s `keep`): if `history` gives the context it was embedded for, by this
@@ -675,6 +690,8 @@ class Engine:
         plain = [self._plain_turn(t) for t in history[-self.config.history_turns :]]
         if plain and conversation.context is not None:
             self._offer_context(plain, conversation.context)
+        if plain:
+            self._prefetch_context(text, plain)
         traces: list[Trace] = []
         result = pipeline.run(turn, state, lambda: self._knowledge(text, plain, traces))
         result, composition = self._compose_answer(result, key, text, plain, traces)
@@ -712,6 +729,14 @@ class Engine:
             self.responder.offer(history, kept.key, kept.vector)
         except Exception:  # only a head start: the turn embeds the context itself
             logger.warning("taking a kept context vector failed", exc_info=True)
+
+    def _prefetch_context(self, text: str, history: Sequence[Turn]) -> None:
+        """Have a follow-up's context embedded while the message is searched
+        (`Responder.prefetch_context`)."""
+        try:
+            self.responder.prefetch_context(text, history)
+        except Exception:  # only a head start: the turn embeds the context itself
+            logger.warning("prefetching a follow-up's context failed", exc_info=True)
 
     def _plain_turn(self, turn: HistoryTurn) -> Turn:
         """A history line as the knowledge path reads it.

@@ -420,6 +420,48 @@ def test_the_next_message_s_context_is_embedded_while_the_customer_writes(
     assert not embedder.anticipated(context)
 
 
+def test_a_follow_up_s_context_is_embedded_while_the_message_is_searched(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With nothing embedded ahead (no quiet moment came), a message that looks like a
+    follow-up has its context embedded by the prefetch thread, beside its own search
+    (`Responder.prefetch_context`), and gets the answer it got without."""
+    embedder = services.kb.embedder
+    monkeypatch.setattr(services.engine.responder, "anticipate", lambda *args: None)
+    channel = new_channel()
+    question = "How much storage do I get on the free plan?"
+    first = services.engine.handle(message(channel, question))
+    context = context_for(
+        [Turn(Role.USER, question), Turn(Role.BOT, first[0].text)],
+        services.engine.responder._topic_of,
+    )
+    assert context is not None and not embedder.anticipated(context)
+
+    ran: list[str] = []
+    started = threading.Event()
+    real = embedder._encode_small
+
+    def counted(texts: Sequence[str]) -> object:
+        if context in texts:
+            ran.append(threading.current_thread().name)
+            started.set()
+        return real(texts)
+
+    # The follow-up search takes the context's vector from the prefetch thread once that pass
+    # has started; on a busy machine the thread may start late, so the search waits for it.
+    follow_up_search = services.retriever.retrieve_follow_up
+
+    def once_started(*args: Any, **kwargs: Any) -> object:
+        started.wait(10)
+        return follow_up_search(*args, **kwargs)
+
+    monkeypatch.setattr(embedder, "_encode_small", counted)
+    monkeypatch.setattr(services.retriever, "retrieve_follow_up", once_started)
+    follow_up = services.engine.handle(message(channel, "and if we're on Business?"))
+    assert follow_up[0].sources[0].id == "storage-limit-business"
+    assert len(ran) == 1 and ran[0].startswith("embed-prefetch")
+
+
 def test_the_next_message_s_context_reaches_whichever_worker_answers_it(
     services: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:

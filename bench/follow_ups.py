@@ -1,0 +1,92 @@
+"""Follow-ups sent right after the answer, with and without their context prefetched.
+
+A message that looks like a follow-up ("and for a business account?") is always searched with
+its conversation's context (`Responder._decide`), which costs that context a forward pass of
+its own. When the customer pauses first, the engine embeds it in the pause
+(`Responder.anticipate`); when the message comes at once, the turn starts the context's pass on
+the prefetch thread as soon as it has read the history, so it runs while the message itself is
+searched (`Responder.prefetch_context`).
+
+Each conversation: a BANKING77 test question, then at once one of a few generic follow-ups, on
+the 10,000-entry knowledge base of `bench/throughput.py` and a SQLite file. The prefetch is on
+and off in alternating blocks in one process, so the host's drift falls on both; printed: the
+follow-ups' whole turns, p50 and p95.
+
+    python bench/follow_ups.py --data /tmp/b77s --work /tmp/supportbot-throughput [--int8]
+        [--conversations 600] [--block 25]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+import uuid
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import track
+from rich.table import Table
+from throughput import build_10k, make_stack
+from timing import bench_message, pct
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+FOLLOW_UPS = (
+    "and for a business account?",
+    "what about in euros?",
+    "and how long does that take?",
+    "is there a fee for that?",
+    "what if I'm abroad?",
+    "and on the app?",
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data", type=Path, required=True, help="`supportbot data` output")
+    parser.add_argument("--work", type=Path, required=True, help="index and databases go here")
+    parser.add_argument("--int8", action="store_true", help="the int8 model (default fp32)")
+    parser.add_argument("--conversations", type=int, default=600)
+    parser.add_argument("--block", type=int, default=25, help="conversations per arm in turn")
+    args = parser.parse_args()
+
+    from bot.context import looks_like_follow_up
+    from bot.evaluate import load_queries
+
+    assert all(looks_like_follow_up(text) for text in FOLLOW_UPS)
+    index = args.work / "kb10k"  # as `bench/throughput.py` builds it
+    build_10k(args.data, index)
+    kb, responder, engine = make_stack(index, args.work, backend="onnx", quantize=args.int8)
+    kb.embedder.warm_up()
+    prefetch = responder.prefetch_context
+    texts = [q.text for q in load_queries(args.data / "test.jsonl")]
+    run = uuid.uuid4().hex[:8]
+    times: dict[bool, list[float]] = {False: [], True: []}
+    for i in track(range(args.conversations), description="conversations"):
+        on = (i // args.block) % 2 == 1
+        responder.prefetch_context = prefetch if on else (lambda *given: None)
+        engine.handle(bench_message(run, i, 0, texts[i % len(texts)]))
+        started = time.perf_counter()
+        engine.handle(bench_message(run, i, 1, FOLLOW_UPS[i % len(FOLLOW_UPS)]))
+        if i % args.block:  # the first of each block warms its arm up
+            times[on].append((time.perf_counter() - started) * 1000)
+    table = Table(title=f"Follow-ups right after the answer ({'int8' if args.int8 else 'fp32'})")
+    for column in ("context prefetched", "n", "p50 ms", "p95 ms"):
+        table.add_column(column)
+    for on in (False, True):
+        values = times[on]
+        table.add_row(
+            "yes" if on else "no",
+            str(len(values)),
+            f"{statistics.median(values):.2f}",
+            f"{pct(values, 95):.2f}",
+        )
+    Console().print(table)
+    kb.embedder.close()
+    engine.store.close()
+
+
+if __name__ == "__main__":
+    main()

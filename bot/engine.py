@@ -262,6 +262,11 @@ class Responder:
         if self._without_search(cleaned) is None:
             self.retriever.kb.embedder.prefetch(cleaned)
 
+    def context_of(self, history: Sequence[Turn]) -> str | None:
+        """The context a message after `history` is searched with, if it needs one (`_decide`):
+        the last question and the topic of the answer (`bot.context.context_for`)."""
+        return context_for(history, self._topic_of) if history else None
+
     def anticipate(
         self, history: Sequence[Turn], keep: Callable[[str, bytes], None] | None = None
     ) -> None:
@@ -270,31 +275,28 @@ class Responder:
         if that message is a follow-up, or unclear alone, its search with the context
         (`_decide`) finds the vector ready. `keep(key, data)` is told the vector, for another
         process's `offer`."""
-        context = context_for(history, self._topic_of)
+        context = self.context_of(history)
         if context:
             self.retriever.kb.embedder.anticipate(context, keep)
 
-    def prefetch_context(self, text: str, history: Sequence[Turn]) -> None:
-        """Start embedding the context `text` will be searched with, if it certainly will be:
-        a message that looks like a follow-up always is (`_decide`). Its context's forward pass
-        then runs while the message itself is searched, instead of after (`Embedder.prefetch`);
-        nothing when the vector is ready already (anticipated, or kept by another worker)."""
+    def prefetch_context(self, text: str, context: str) -> None:
+        """Start embedding `context` (`context_of` the history before `text`) if `text` will
+        certainly be searched with it: a message that looks like a follow-up always is
+        (`_decide`). The context's forward pass then runs while the message itself is searched,
+        instead of after (`Embedder.prefetch`); nothing when the vector is ready already
+        (anticipated, or kept by another worker)."""
         cleaned = clean_text(text)
-        if not history or not looks_like_follow_up(cleaned):
+        if not looks_like_follow_up(cleaned) or self._without_search(cleaned) is not None:
             return
-        if self._without_search(cleaned) is not None:
-            return
-        context = context_for(history, self._topic_of)
         embedder = self.retriever.kb.embedder
-        if context and not embedder.anticipated(context):
+        if not embedder.anticipated(context):
             embedder.prefetch(context)
 
-    def offer(self, history: Sequence[Turn], key: str, data: bytes) -> bool:
-        """Take the next message's context vector as another process anticipated it
-        (`anticipate`'s `keep`): if `history` gives the context it was embedded for, by this
-        model, a search with that context finds it ready (`Embedder.offer`)."""
-        context = context_for(history, self._topic_of)
-        return context is not None and self.retriever.kb.embedder.offer(context, key, data)
+    def offer(self, context: str, key: str, data: bytes) -> bool:
+        """Take a context vector as another process anticipated it (`anticipate`'s `keep`):
+        if it was embedded for `context` (`context_of` this turn's history), by this model, a
+        search with that context finds it ready (`Embedder.offer`)."""
+        return self.retriever.kb.embedder.offer(context, key, data)
 
     def _respond_batch(self, items: list[tuple[str, Sequence[Turn]]]) -> list[tuple[Reply, Trace]]:
         return self.respond_many([text for text, _ in items], [h for _, h in items])
@@ -368,7 +370,7 @@ class Responder:
         self, text: str, history: Sequence[Turn], retrieval: Retrieval
     ) -> tuple[Reply, Trace]:
         """The answering decision for a retrieved message, reading follow-ups in context."""
-        context = context_for(history, self._topic_of) if history else None
+        context = self.context_of(history)
         confidence = self.confidence.confidence(retrieval.features)
         used_context = False
         if context:
@@ -688,10 +690,8 @@ class Engine:
             messages=len(unanswered),
         )
         plain = [self._plain_turn(t) for t in history[-self.config.history_turns :]]
-        if plain and conversation.context is not None:
-            self._offer_context(plain, conversation.context)
         if plain:
-            self._prefetch_context(text, plain)
+            self._prepare_context(text, plain, conversation.context)
         traces: list[Trace] = []
         result = pipeline.run(turn, state, lambda: self._knowledge(text, plain, traces))
         result, composition = self._compose_answer(result, key, text, plain, traces)
@@ -708,7 +708,7 @@ class Engine:
         """Start on the context of the conversation's next message (`Responder.anticipate`),
         built from this turn as the next one will read it back from storage. Once embedded,
         the vector is kept with the conversation (`Store.keep_context`), so the worker that
-        gets the next message finds it too (`_offer_context`)."""
+        gets the next message finds it too (`_prepare_context`)."""
         stored = redact_text(message.text) if self.redact_transcripts else message.text
         said = HistoryTurn(Role.BOT, reply.text, reply.kind, reply.sources)
         keep = functools.partial(self._keep_context, conversation_id, row)
@@ -722,21 +722,22 @@ class Engine:
         thread calls it, in a quiet moment)."""
         self.store.keep_context(conversation_id, row, key, vector)
 
-    def _offer_context(self, history: Sequence[Turn], kept: KeptContext) -> None:
-        """Hand the responder the context vector another worker (or this one) kept with the
-        conversation, if it is the context of this turn's history (`Responder.offer`)."""
-        try:
-            self.responder.offer(history, kept.key, kept.vector)
-        except Exception:  # only a head start: the turn embeds the context itself
-            logger.warning("taking a kept context vector failed", exc_info=True)
-
-    def _prefetch_context(self, text: str, history: Sequence[Turn]) -> None:
-        """Have a follow-up's context embedded while the message is searched
+    def _prepare_context(
+        self, text: str, history: Sequence[Turn], kept: KeptContext | None
+    ) -> None:
+        """Have the vector of the context `text` may be searched with ready before the search
+        needs it: the one kept with the conversation by another worker (or this one), if it
+        fits (`Responder.offer`); for a follow-up, one started on the prefetch thread now
         (`Responder.prefetch_context`)."""
         try:
-            self.responder.prefetch_context(text, history)
+            context = self.responder.context_of(history)
+            if context is None:
+                return
+            if kept is not None:
+                self.responder.offer(context, kept.key, kept.vector)
+            self.responder.prefetch_context(text, context)
         except Exception:  # only a head start: the turn embeds the context itself
-            logger.warning("prefetching a follow-up's context failed", exc_info=True)
+            logger.warning("getting a turn's context vector ready failed", exc_info=True)
 
     def _plain_turn(self, turn: HistoryTurn) -> Turn:
         """A history line as the knowledge path reads it.

@@ -400,7 +400,7 @@ class Embedder:
                 return
         done = None
         if keep is not None:
-            done = functools.partial(_pass_on, keep, self.vector_key(text))
+            done = functools.partial(_pass_on, keep, self._digest(key))
         self._ahead.ask(key, text, done)
 
     def offer(self, text: str, key: str, data: bytes) -> bool:
@@ -411,7 +411,7 @@ class Embedder:
         holds one vector of this model's dimension.
         """
         ahead = self._ahead_key(text)
-        if ahead is None or key != self.vector_key(text):
+        if ahead is None or key != self._digest(ahead):
             return False
         if len(data) != self.dimension * VECTOR_DTYPE.itemsize:
             return False
@@ -422,7 +422,11 @@ class Embedder:
     def vector_key(self, text: str) -> str:
         """A short digest naming `text`'s vector from this model (its weights, and int8 or
         not): a vector kept under it elsewhere can stand in for this embedder's own."""
-        identity = f"{self.fingerprint}:{'int8' if self.quantize else 'fp32'}:{normalize(text)}"
+        return self._digest(normalize(text))
+
+    def _digest(self, key: str) -> str:
+        """`vector_key` of a text already normalised (`_ahead_key`)."""
+        identity = f"{self.fingerprint}:{'int8' if self.quantize else 'fp32'}:{key}"
         return hashlib.sha256(identity.encode()).hexdigest()[:32]
 
     def _ahead_key(self, text: str) -> str | None:

@@ -18,17 +18,15 @@ follow-ups' whole turns, p50 and p95.
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import time
 import uuid
-from pathlib import Path
 
 from rich.console import Console
 from rich.progress import track
 from rich.table import Table
-from throughput import build_10k, make_stack
+from throughput import make_stack, paired_parser, paired_setup
 from timing import bench_message, pct
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -44,24 +42,15 @@ FOLLOW_UPS = (
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--data", type=Path, required=True, help="`supportbot data` output")
-    parser.add_argument("--work", type=Path, required=True, help="index and databases go here")
-    parser.add_argument("--int8", action="store_true", help="the int8 model (default fp32)")
-    parser.add_argument("--conversations", type=int, default=600)
-    parser.add_argument("--block", type=int, default=25, help="conversations per arm in turn")
-    args = parser.parse_args()
+    args = paired_parser(__doc__, conversations=600).parse_args()
 
     from bot.context import looks_like_follow_up
-    from bot.evaluate import load_queries
 
     assert all(looks_like_follow_up(text) for text in FOLLOW_UPS)
-    index = args.work / "kb10k"  # as `bench/throughput.py` builds it
-    build_10k(args.data, index)
+    index, texts = paired_setup(args)
     kb, responder, engine = make_stack(index, args.work, backend="onnx", quantize=args.int8)
     kb.embedder.warm_up()
     prefetch = responder.prefetch_context
-    texts = [q.text for q in load_queries(args.data / "test.jsonl")]
     run = uuid.uuid4().hex[:8]
     times: dict[bool, list[float]] = {False: [], True: []}
     for i in track(range(args.conversations), description="conversations"):

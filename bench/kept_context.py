@@ -20,7 +20,6 @@ VM such turns start cold (docs/benchmarks.md, "Tenth round"), in both arms alike
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import time
@@ -31,7 +30,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import track
 from rich.table import Table
-from throughput import build_10k, make_responder
+from throughput import make_responder, paired_parser, paired_setup
 from timing import bench_message, pct
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -51,19 +50,10 @@ def worker(index: Path, work: Path, url: str, quantize: bool) -> Any:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--data", type=Path, required=True, help="`supportbot data` output")
-    parser.add_argument("--work", type=Path, required=True, help="index and databases go here")
-    parser.add_argument("--int8", action="store_true", help="the int8 model (default fp32)")
-    parser.add_argument("--conversations", type=int, default=800)
-    parser.add_argument("--block", type=int, default=25, help="conversations per arm in turn")
+    parser = paired_parser(__doc__, conversations=800)
     parser.add_argument("--postgres-url", help="default: a SQLite file in --work")
     args = parser.parse_args()
-
-    from bot.evaluate import load_queries
-
-    index = args.work / "kb10k"  # as `bench/throughput.py` builds it
-    build_10k(args.data, index)
+    index, texts = paired_setup(args)
     url = args.postgres_url or f"sqlite:///{args.work}/kept-{uuid.uuid4().hex[:6]}.db"
     a = worker(index, args.work, url, args.int8)
     b = worker(index, args.work, url, args.int8)
@@ -74,7 +64,6 @@ def main() -> None:
         offered.append(offer(*given))
         return offered[-1]
 
-    texts = [q.text for q in load_queries(args.data / "test.jsonl")]
     run = uuid.uuid4().hex[:8]
     times: dict[tuple[bool, bool], list[float]] = {}
     taken = 0

@@ -98,6 +98,28 @@ def build_10k(data: Path, directory: Path) -> None:
         ingest(kb, entries_10k(data), progress=True)
 
 
+def paired_parser(doc: str | None, conversations: int) -> argparse.ArgumentParser:
+    """The arguments of the benchmarks that pair two arms over conversations on the 10,000-entry
+    knowledge base (`bench/kept_context.py`, `bench/follow_ups.py`)."""
+    parser = argparse.ArgumentParser(description=doc)
+    parser.add_argument("--data", type=Path, required=True, help="`supportbot data` output")
+    parser.add_argument("--work", type=Path, required=True, help="index and databases go here")
+    parser.add_argument("--int8", action="store_true", help="the int8 model (default fp32)")
+    parser.add_argument("--conversations", type=int, default=conversations)
+    parser.add_argument("--block", type=int, default=25, help="conversations per arm in turn")
+    return parser
+
+
+def paired_setup(args: argparse.Namespace) -> tuple[Path, list[str]]:
+    """For `paired_parser`'s arguments: the 10,000-entry index (built into ``--work`` as
+    `main` builds it, if it is not there) and the BANKING77 test questions."""
+    from bot.evaluate import load_queries
+
+    index = args.work / "kb10k"
+    build_10k(args.data, index)
+    return index, [q.text for q in load_queries(args.data / "test.jsonl")]
+
+
 def build_100k(data: Path, directory: Path) -> None:
     """The synthesized 100,000-passage knowledge base (see the module's docstring)."""
     from knowledge.base import KnowledgeBase

@@ -122,6 +122,20 @@ def recording(embedder: Any, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return embedded
 
 
+def asked_about_storage(services: Services) -> tuple[str, str]:
+    """A new web conversation that asked how much storage the free plan has and was answered:
+    its channel, and the context its next message is searched with (`bot.context`)."""
+    channel = new_channel()
+    question = "How much storage do I get on the free plan?"
+    first = services.engine.handle(message(channel, question))
+    context = context_for(
+        [Turn(Role.USER, question), Turn(Role.BOT, first[0].text)],
+        services.engine.responder._topic_of,
+    )
+    assert context is not None and context.startswith(question)
+    return channel, context
+
+
 def table_growth(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
     return {
         name: after[name] - before.get(name, 0)
@@ -402,15 +416,8 @@ def test_the_next_message_s_context_is_embedded_while_the_customer_writes(
     # This process's own quiet decides (the CPU meter has its own tests): the machine running
     # the suite may be busy with other work.
     monkeypatch.setattr(embedder._ahead, "_meter", None)
-    channel = new_channel()
-    question = "How much storage do I get on the free plan?"
-    first = services.engine.handle(message(channel, question))
+    channel, context = asked_about_storage(services)
     embedder.settle()
-    context = context_for(
-        [Turn(Role.USER, question), Turn(Role.BOT, first[0].text)],
-        services.engine.responder._topic_of,
-    )
-    assert context is not None and context.startswith(question)
     assert embedder.anticipated(context)
 
     embedded = recording(embedder, monkeypatch)
@@ -428,14 +435,8 @@ def test_a_follow_up_s_context_is_embedded_while_the_message_is_searched(
     (`Responder.prefetch_context`), and gets the answer it got without."""
     embedder = services.kb.embedder
     monkeypatch.setattr(services.engine.responder, "anticipate", lambda *args: None)
-    channel = new_channel()
-    question = "How much storage do I get on the free plan?"
-    first = services.engine.handle(message(channel, question))
-    context = context_for(
-        [Turn(Role.USER, question), Turn(Role.BOT, first[0].text)],
-        services.engine.responder._topic_of,
-    )
-    assert context is not None and not embedder.anticipated(context)
+    channel, context = asked_about_storage(services)
+    assert not embedder.anticipated(context)
 
     ran: list[str] = []
     started = threading.Event()
@@ -475,15 +476,8 @@ def test_the_next_message_s_context_reaches_whichever_worker_answers_it(
     there = Embedder()
     other = _build(services.settings.data_dir, there)
     try:
-        channel = new_channel()
-        question = "How much storage do I get on the free plan?"
-        first = services.engine.handle(message(channel, question))
+        channel, context = asked_about_storage(services)
         here.settle()
-        context = context_for(
-            [Turn(Role.USER, question), Turn(Role.BOT, first[0].text)],
-            services.engine.responder._topic_of,
-        )
-        assert context is not None
         kept = services.store.get_or_create_conversation(ConversationKey("web", "", channel), "?")
         assert kept.context is not None
         assert kept.context.key == there.vector_key(context)

@@ -622,6 +622,14 @@ def machine(monkeypatch: pytest.MonkeyPatch) -> _Machine:
     return fake
 
 
+def _idle_after(monkeypatch: pytest.MonkeyPatch, seconds: float) -> Embedder:
+    """An embedder that anticipates only after `seconds` without a live query."""
+    from knowledge import embeddings
+
+    monkeypatch.setattr(embeddings, "ANTICIPATE_IDLE_S", seconds)
+    return Embedder()
+
+
 def test_an_anticipated_text_is_embedded_once_idle_and_taken_once(machine: _Machine) -> None:
     anticipating = Embedder()
     ran = _counting(anticipating)
@@ -644,10 +652,7 @@ def test_an_anticipated_text_is_embedded_once_idle_and_taken_once(machine: _Mach
 def test_an_anticipation_waits_for_a_quiet_moment(
     machine: _Machine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from knowledge import embeddings
-
-    monkeypatch.setattr(embeddings, "ANTICIPATE_IDLE_S", 0.3)
-    anticipating = Embedder()
+    anticipating = _idle_after(monkeypatch, 0.3)
     ran = _counting(anticipating)
     ran_at: dict[str, float] = {}
     counted = anticipating._encode_small
@@ -674,8 +679,7 @@ def test_only_the_newest_texts_wait_and_go_first(
 ) -> None:
     from knowledge import embeddings
 
-    monkeypatch.setattr(embeddings, "ANTICIPATE_IDLE_S", 0.3)
-    anticipating = Embedder()
+    anticipating = _idle_after(monkeypatch, 0.3)
     ran = _counting(anticipating)
     anticipating.encode_queries(["a live question"])
     texts = [f"context {i}" for i in range(embeddings.ANTICIPATE_QUEUE + 3)]
@@ -690,10 +694,7 @@ def test_only_the_newest_texts_wait_and_go_first(
 def test_a_live_query_during_a_quiet_moment_ends_it(
     machine: _Machine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from knowledge import embeddings
-
-    monkeypatch.setattr(embeddings, "ANTICIPATE_IDLE_S", 0.2)
-    anticipating = Embedder()
+    anticipating = _idle_after(monkeypatch, 0.2)
     ran: list[tuple[str, float]] = []
 
     def encode(texts: Sequence[str]) -> npt.NDArray[np.float32]:
@@ -784,10 +785,7 @@ def test_an_anticipation_waits_while_the_machine_is_busy(
     machine: _Machine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """This process is quiet, but others (other workers) keep the CPUs busy: it waits."""
-    from knowledge import embeddings
-
-    monkeypatch.setattr(embeddings, "ANTICIPATE_IDLE_S", 0.05)
-    anticipating = Embedder()
+    anticipating = _idle_after(monkeypatch, 0.05)
     ran = _counting(anticipating)
     machine.idle = 0.2
     anticipating.anticipate("the context")
@@ -912,10 +910,7 @@ def test_an_anticipated_vector_is_passed_on_and_taken_by_another_process(
 def test_a_text_asked_twice_while_waiting_tells_both_and_a_forgotten_one_none(
     machine: _Machine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from knowledge import embeddings
-
-    monkeypatch.setattr(embeddings, "ANTICIPATE_IDLE_S", 0.3)
-    anticipating = Embedder()
+    anticipating = _idle_after(monkeypatch, 0.3)
     ran = _counting(anticipating)
     told: list[str] = []
     anticipating.encode_queries(["a live question"])  # not quiet for 0.3 s

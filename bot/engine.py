@@ -255,12 +255,13 @@ class Responder:
         if self.batcher is not None:
             self.batcher.close()
 
-    def prefetch(self, text: str) -> None:
+    def prefetch(self, text: str, *, start: bool = False) -> None:
         """Start embedding `text` in the background if deciding it will search (not smalltalk,
-        empty or too long): `respond(text)` then finds its vector ready (`Embedder.prefetch`)."""
+        empty or too long): `respond(text)` then finds its vector ready (`Embedder.prefetch`;
+        `start` as there)."""
         cleaned = clean_text(text)
         if self._without_search(cleaned) is None:
-            self.retriever.kb.embedder.prefetch(cleaned)
+            self.retriever.kb.embedder.prefetch(cleaned, start=start)
 
     def context_of(self, history: Sequence[Turn]) -> str | None:
         """The context a message after `history` is searched with, if it needs one (`_decide`):
@@ -540,7 +541,9 @@ class Engine:
 
         The text is the one `_continue_turn` asks about when every message is new (the usual
         case); otherwise the prefetched vector is simply not used. Only for messages addressed
-        to the bot: the others are mostly not answered.
+        to the bot: the others are mostly not answered. With an in-process database the turn's
+        storage holds the GIL, so the pass is started before the storage begins
+        (`Store.in_process`).
         """
         if not any(m.addressed for m in batch):
             return
@@ -548,7 +551,7 @@ class Engine:
         if not text:
             return
         try:
-            self.responder.prefetch(text)
+            self.responder.prefetch(text, start=self.store.in_process)
         except Exception:  # only a head start: the turn embeds the text itself
             logger.warning("prefetching a turn's query vector failed", exc_info=True)
 

@@ -58,6 +58,9 @@ DIRECT_BATCH = 8
 QUERY_BATCH = 16
 #: Prefetched query vectors not asked for yet (`Embedder.prefetch`): the oldest beyond these go.
 PREFETCH_KEEP = 64
+#: `Embedder.prefetch(start=True)` waits up to this long for an idle prefetch thread to start
+#: its pass (0: it does not wait).
+PREFETCH_START_S = 0.002
 #: Anticipated vectors not asked for yet (`Embedder.anticipate`): the oldest beyond these go
 #: (1.5 KB each). More than prefetches: the next message of a conversation comes seconds later.
 ANTICIPATE_KEEP = 1024
@@ -69,6 +72,12 @@ ANTICIPATE_IDLE_S = 0.1
 ANTICIPATE_QUEUE = 16
 
 Backend = Literal["torch", "onnx", "auto"]
+
+
+def _started(started: threading.Event, job: Callable[[], Vectors]) -> Vectors:
+    """Run `job` on the prefetch thread, telling `Embedder.prefetch` that it has started."""
+    started.set()
+    return job()
 
 
 def default_onnx_dir() -> Path:
@@ -212,6 +221,9 @@ class Embedder:
         self._prefetched: OrderedDict[str, Future[Vectors]] = OrderedDict()
         self._prefetch_lock = threading.Lock()
         self._prefetcher: ThreadPoolExecutor | None = None
+        # Prefetch jobs submitted and not finished or cancelled yet (under `_jobs_lock`).
+        self._prefetch_jobs = 0
+        self._jobs_lock = threading.Lock()
         # Texts embedded ahead of their query in quiet moments (`anticipate`), by normalised
         # text; every live query call `touch`es it.
         self._ahead = Anticipator(
@@ -357,7 +369,7 @@ class Embedder:
         if prefetcher is not None:
             prefetcher.shutdown(wait=True, cancel_futures=True)
 
-    def prefetch(self, text: str) -> None:
+    def prefetch(self, text: str, *, start: bool = False) -> None:
         """Start embedding a live query in a background thread; the next `encode_queries` (or
         `encode`) of the same text (case and spacing aside) takes that vector instead of running
         the model, waiting for it if it is still being computed.
@@ -365,6 +377,12 @@ class Embedder:
         For a caller with other work to do first: the engine prefetches a turn's text and then
         stores the turn, so the forward pass (which releases the GIL) overlaps the database
         round trips. A text never asked for is dropped after `PREFETCH_KEEP` newer ones.
+
+        `start`: if the prefetch thread is idle, return only once its pass has started (at
+        most `PREFETCH_START_S` later), for a caller whose next work holds the GIL (Python
+        code, an in-process database). The thread needs the GIL to start the pass, and such a
+        caller holds it until its first blocking call; a caller about to wait on the network
+        lets it go at once, and would only pay the two threads' wake-ups.
         """
         self._ahead.touch()
         key = self._ahead_key(text)
@@ -373,9 +391,22 @@ class Embedder:
                 return
             if self._prefetcher is None:
                 self._prefetcher = ThreadPoolExecutor(1, thread_name_prefix="embed-prefetch")
-            self._prefetched[key] = self._prefetcher.submit(self._prepare_query(text))
+            with self._jobs_lock:
+                idle = self._prefetch_jobs == 0
+                self._prefetch_jobs += 1
+            started = threading.Event()
+            future = self._prefetcher.submit(_started, started, self._prepare_query(text))
+            future.add_done_callback(self._prefetch_done)
+            self._prefetched[key] = future
             while len(self._prefetched) > PREFETCH_KEEP:
                 self._prefetched.popitem(last=False)[1].cancel()
+        if start and idle:
+            started.wait(PREFETCH_START_S)
+
+    def _prefetch_done(self, _: Future[Vectors]) -> None:
+        """A prefetch job finished or was cancelled."""
+        with self._jobs_lock:
+            self._prefetch_jobs -= 1
 
     def anticipate(self, text: str, keep: Callable[[str, bytes], None] | None = None) -> None:
         """Embed `text` in the background in a quiet moment, for a later query of it.

@@ -774,6 +774,12 @@ class Store:
         """The engine this store writes to."""
         return self._engine
 
+    @property
+    def in_process(self) -> bool:
+        """Whether the database runs inside this process (SQLite): its work then holds the GIL
+        from start to end, where a server's round trips let it go while they wait."""
+        return self._engine.dialect.name == "sqlite"
+
     def close(self) -> None:
         """Close the pooled connections; the store reconnects if used again (except for
         `keep_context`, a background thread's write, which then writes nothing)."""

@@ -406,6 +406,25 @@ def test_a_turn_embeds_its_question_while_it_stores_the_turn(
     assert all(not name.startswith("embed-prefetch") for name in passes)
 
 
+def test_a_turn_starts_its_pass_first_only_where_its_storage_holds_the_gil(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With SQLite the turn's storage holds the GIL, so the prefetch waits for its pass to
+    start (`Embedder.prefetch(start=True)`); a database server's round trips let the GIL go."""
+    starts: list[bool] = []
+    prefetch = services.engine.responder.prefetch
+
+    def told(text: str, *, start: bool = False) -> None:
+        starts.append(start)
+        prefetch(text, start=start)
+
+    monkeypatch.setattr(services.engine.responder, "prefetch", told)
+    services.engine.handle(message(new_channel(), "How do I reset my password?"))
+    monkeypatch.setattr(type(services.store), "in_process", property(lambda store: False))
+    services.engine.handle(message(new_channel(), "How do I reset my password?"))
+    assert starts == [True, False]
+
+
 def test_the_next_message_s_context_is_embedded_while_the_customer_writes(
     services: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -522,6 +522,31 @@ def test_a_prefetch_still_queued_is_cancelled_and_embedded_by_the_caller() -> No
     assert ran == ["second", "first"]
 
 
+def test_a_prefetch_told_to_start_returns_once_an_idle_thread_runs_its_pass(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import knowledge.embeddings as embeddings
+
+    monkeypatch.setattr(embeddings, "PREFETCH_START_S", 30.0)  # only a broken wait takes long
+    prefetching = Embedder()
+    gate = threading.Event()
+    ran = _counting(prefetching, gate)
+    gate.set()
+    prefetching.prefetch("warm")  # the thread exists and waits for work, as in a worker
+    prefetching.encode_queries(["warm"])
+    gate.clear()
+    prefetching.prefetch("first", start=True)
+    assert prefetching._prefetched["first"].running()  # its pass has begun: no waiting on it
+    asked = time.perf_counter()
+    prefetching.prefetch("second", start=True)  # the thread is busy: nothing to wait for
+    assert time.perf_counter() - asked < 10
+    assert not prefetching._prefetched["second"].running()
+    gate.set()
+    assert prefetching.encode_queries(["first"])[0][0] == len("first")
+    prefetching.close()
+    assert ran[:2] == ["warm", "first"]
+
+
 def test_pending_tells_a_vector_still_being_computed() -> None:
     prefetching = Embedder()
     gate = threading.Event()

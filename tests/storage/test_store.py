@@ -64,6 +64,11 @@ def _reply(store: Store) -> str:
 # Events -----------------------------------------------------------------------------------------
 
 
+def test_only_sqlite_runs_in_the_process(store: Store, db_url: str) -> None:
+    """`in_process`: whether the turn's storage holds the GIL (`Engine._prefetch`)."""
+    assert store.in_process is db_url.startswith("sqlite")
+
+
 def test_claim_event_once(store: Store) -> None:
     assert store.claim_event("slack", "Ev1") is True
     assert store.claim_event("slack", "Ev1") is False

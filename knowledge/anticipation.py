@@ -31,6 +31,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from knowledge.cpus import CGROUP, cgroup_quota
+
 logger = logging.getLogger(__name__)
 
 Vectors = npt.NDArray[np.float32]
@@ -56,9 +58,9 @@ class CpuMeter:
     counts every process on them and the time the hypervisor kept for others (steal).
     """
 
-    def __init__(self, cgroup: Path = Path("/sys/fs/cgroup")) -> None:
+    def __init__(self, cgroup: Path = CGROUP) -> None:
         self._usage = cgroup / "cpu.stat"
-        self._quota = _cgroup_quota(cgroup / "cpu.max") if self._usage.exists() else None
+        self._quota = cgroup_quota(cgroup / "cpu.max") if self._usage.exists() else None
         affinity = getattr(os, "sched_getaffinity", None)
         self._cpus = sorted(affinity(0)) if affinity is not None else None
 
@@ -100,17 +102,6 @@ class CpuMeter:
         if elapsed <= 0:
             return 0.0
         return min(1.0, max(0.0, 1.0 - (after[1] - before[1]) / (elapsed * self.capacity)))
-
-
-def _cgroup_quota(path: Path) -> float | None:
-    """The CPUs a cgroup v2 ``cpu.max`` allows ("200000 100000": 2.0), None without a limit."""
-    try:
-        quota, _, period = path.read_text().strip().partition(" ")
-    except OSError:
-        return None
-    if quota == "max" or not period:
-        return None
-    return int(quota) / int(period)
 
 
 class Anticipator:

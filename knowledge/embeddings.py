@@ -162,8 +162,9 @@ class Embedder:
         cache_size: vectors of this many recent query texts are kept (0: no cache).
         batch_window_ms: concurrent queries wait up to this long to share a forward pass
             (None: no micro-batching; 0: share only what is already waiting).
-        threads: ONNX Runtime threads (0: up to 4, the machine's cores; with `quantize`, a
-            single question then runs on its own one-thread session, `OnnxEncoder`).
+        threads: ONNX Runtime threads (0: the CPUs this process may use, up to 4,
+            `knowledge.cpus.usable_cpus`; with `quantize`, a single question then runs on its
+            own one-thread session, `OnnxEncoder`).
         lanes: with ONNX Runtime, the forward passes of many live queries (a batch of
             messages, `map_queries`) run this many at a time (`OnnxEncoder.map_passes`); 1
             runs them one after another. Ingestion's larger passes always run one at a time.

@@ -29,6 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from bot.errors import KnowledgeError
+from knowledge.cpus import usable_cpus
 
 logger = logging.getLogger(__name__)
 
@@ -246,8 +247,9 @@ class OnnxEncoder:
         onnx_path: the file `export()` (or `quantize()`) wrote.
         model_path: the sentence-transformers directory (for its `tokenizer.json`).
         max_length: tokens kept per text (the model's `max_seq_length`).
-        threads: ONNX Runtime intra-op threads; threads do not spin between calls, so they do
-            not steal time from the rest of the process.
+        threads: ONNX Runtime intra-op threads (0: the CPUs this process may use, at most 4,
+            `knowledge.cpus.usable_cpus`); threads do not spin between calls, so they do not
+            steal time from the rest of the process.
         lanes: the forward passes of one `map_passes` run this many at a time, each from its
             own thread, on the one session.
         single_threads: passes of one text (a live question) run on a second session with
@@ -279,7 +281,7 @@ class OnnxEncoder:
         self._tokenizer = Tokenizer.from_file(str(tokenizer_file))
         self._tokenizer.enable_truncation(max_length)
         self._tokenizer.no_padding()
-        threads = threads or min(os.cpu_count() or 1, 4)
+        threads = threads or min(usable_cpus(), 4)
         self._session = _session(onnx_path, threads)
         self._single = (
             self._session

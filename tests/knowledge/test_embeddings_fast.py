@@ -442,6 +442,23 @@ def test_the_real_model_through_the_batcher_gives_each_thread_its_vector(
     batched.close()
 
 
+@pytest.mark.model
+def test_an_onnx_encoder_starts_as_many_threads_as_the_process_may_use(
+    onnx_embedder: Embedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`knowledge.cpus.usable_cpus`: a worker pinned to one CPU, or in a container allowed
+    one, runs one thread; a big machine at most four."""
+    from knowledge import onnx
+
+    exported = onnx_embedder.onnx_path(), onnx_embedder.model_path
+    monkeypatch.setattr(onnx, "usable_cpus", lambda: 1)
+    encoder = onnx.OnnxEncoder(*exported)
+    assert encoder._session.get_session_options().intra_op_num_threads == 1
+    monkeypatch.setattr(onnx, "usable_cpus", lambda: 16)
+    encoder = onnx.OnnxEncoder(*exported)
+    assert encoder._session.get_session_options().intra_op_num_threads == 4  # at most 4
+
+
 # --- prefetching -----------------------------------------------------------------------------
 
 

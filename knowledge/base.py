@@ -5,6 +5,7 @@ Layout of the index directory::
     manifest.json     model fingerprint, counts, index kind, derived threshold, build time
     entries.jsonl     one Entry a line (with its fingerprint), parsed as entries are asked for
     entry_index.json  every entry's id and answer content id, in order (what a load reads)
+    entry_lines.npy   where each line of entries.jsonl ends, so a load need not read the file
     units.npz         for each retrieval unit: the entry it maps to, its kind, its content hash
     vectors.npy       the units' embeddings (reused for unchanged units on the next ingest)
     dense.faiss       FAISS inner-product index over vectors.npy
@@ -129,6 +130,9 @@ def _entry_from_json(data: Mapping[str, Any]) -> Entry:
 #: Beside ``entries.jsonl``: every entry's id and its answer's content id, in entry order, so a
 #: load needs neither to parse every entry (`StoredEntries`).
 ENTRY_INDEX = "entry_index.json"
+#: Beside ``entries.jsonl``: the byte offset of each of its lines' newline, in entry order, so a
+#: load finds every entry without reading the file (`StoredEntries`).
+ENTRY_LINES = "entry_lines.npy"
 
 
 class StoredEntries(Sequence[Entry]):
@@ -136,26 +140,44 @@ class StoredEntries(Sequence[Entry]):
 
     A worker answers from a few entries at a time: parsing all of them at load took about a
     second of a 100,000-passage worker's three-second start-up, and their objects a hundred
-    megabytes. The file is memory-mapped and only its line ends are found at load (one numpy
-    pass); iterating parses everything, as a list would.
+    megabytes. The file is memory-mapped, and its pages are read only as entries are asked for
+    when the build recorded where its lines end (`ENTRY_LINES`); otherwise the line ends are
+    found at load, in one numpy pass over the whole file. Iterating parses everything, as a
+    list would.
 
     Args:
         path: the ``entries.jsonl`` file, one JSON object per line.
+        ends: the offset of each line's newline, as the build recorded them; ignored (and the
+            file read) unless they fit the file.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, ends: npt.NDArray[np.int64] | None = None) -> None:
         with path.open("rb") as fh:
             size = os.fstat(fh.fileno()).st_size
             self._data: mmap.mmap | bytes = (
                 mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
             )
-        ends = np.flatnonzero(np.frombuffer(self._data, dtype=np.uint8) == ord("\n"))
-        if size and (not len(ends) or ends[-1] != size - 1):
-            ends = np.append(ends, size)  # a last line without its newline
+        if ends is None or not self._fit(ends, size):
+            ends = np.flatnonzero(np.frombuffer(self._data, dtype=np.uint8) == ord("\n"))
+            if size and (not len(ends) or ends[-1] != size - 1):
+                ends = np.append(ends, size)  # a last line without its newline
         starts = np.concatenate([[0], ends[:-1] + 1]) if len(ends) else ends
         lines = ends > starts  # blank lines are not entries
         self._starts, self._ends = starts[lines].tolist(), ends[lines].tolist()
         self._parsed: dict[int, Entry] = {}
+
+    def _fit(self, ends: npt.NDArray[np.int64], size: int) -> bool:
+        """Whether recorded line ends can be this file's: increasing, the last one the file's
+        last byte, a newline (the one page of the file this reads)."""
+        if not len(ends):
+            return size == 0
+        return (
+            ends.ndim == 1
+            and int(ends[-1]) == size - 1
+            and self._data[size - 1] == ord("\n")
+            and int(ends[0]) >= 0
+            and bool(np.all(ends[1:] > ends[:-1]))
+        )
 
     def __len__(self) -> int:
         return len(self._starts)
@@ -260,7 +282,11 @@ class KnowledgeBase:
                 f"{self.directory} was built with another embedding model; rebuild it with "
                 "`supportbot kb ingest --replace PATH...` (or use the model it was built with)"
             )
-        self.entries = StoredEntries(self.directory / "entries.jsonl")
+        lines = self.directory / ENTRY_LINES
+        self.entries = StoredEntries(
+            self.directory / "entries.jsonl",
+            np.load(lines).astype(np.int64, copy=False) if lines.exists() else None,
+        )
         index_path = self.directory / ENTRY_INDEX
         if index_path.exists():
             index = json.loads(index_path.read_text(encoding="utf-8"))
@@ -509,9 +535,15 @@ class KnowledgeBase:
         if staging.exists():
             shutil.rmtree(staging)
         staging.mkdir()
-        with (staging / "entries.jsonl").open("w", encoding="utf-8") as fh:
-            for entry in entries:
-                fh.write(json.dumps(_entry_to_json(entry), ensure_ascii=False) + "\n")
+        ends = np.zeros(len(entries), dtype=np.int64)
+        written = 0
+        with (staging / "entries.jsonl").open("wb") as fh:
+            for i, entry in enumerate(entries):
+                line = json.dumps(_entry_to_json(entry), ensure_ascii=False).encode() + b"\n"
+                fh.write(line)
+                written += len(line)
+                ends[i] = written - 1
+        np.save(staging / ENTRY_LINES, ends)
         index = {"ids": [e.id for e in entries], "answers": [_answer_id(e) for e in entries]}
         (staging / ENTRY_INDEX).write_text(json.dumps(index), encoding="utf-8")
         np.savez(

@@ -9,9 +9,11 @@ from __future__ import annotations
 import dataclasses
 import gc
 import json
+import mmap
 import shutil
 import weakref
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -19,6 +21,7 @@ import pytest
 from bot.errors import IndexMissingError, KnowledgeError
 from knowledge.base import (
     ENTRY_INDEX,
+    ENTRY_LINES,
     PASSAGE_EMBED_CHARS,
     UNIT_KINDS,
     KnowledgeBase,
@@ -449,6 +452,47 @@ def test_a_load_parses_no_entry_until_one_is_asked_for(
     assert entries[-1] == _entries_a()[-1] and entries[1:3] == _entries_a()[1:3]
     with pytest.raises(IndexError):
         entries[len(entries)]
+
+
+def test_a_load_reads_no_page_of_the_entries_until_one_is_asked_for(
+    built: KnowledgeBase, embedder: Embedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The build records where each line of ``entries.jsonl`` ends (`ENTRY_LINES`): a load
+    reads only the file's last byte, where it used to read all of it to find the lines."""
+    touched: list[object] = []
+    frombuffer = np.frombuffer
+
+    def watched(data: Any, *args: Any, **kwargs: Any) -> Any:
+        touched.append(data)
+        return frombuffer(data, *args, **kwargs)
+
+    monkeypatch.setattr(np, "frombuffer", watched)
+    reloaded = KnowledgeBase(built.directory, embedder).load()
+    assert not any(isinstance(data, mmap.mmap) for data in touched)
+    assert reloaded.entries == _entries_a()  # every entry where its line is
+    assert reloaded.entry_by_answer(_entries_a()[2].answer) == _entries_a()[2]
+
+
+@pytest.mark.parametrize(
+    "ends",
+    [None, [5, 3], [], "short", "shifted"],
+    ids=["missing", "not increasing", "none", "one line short", "one byte off"],
+)
+def test_line_ends_that_do_not_fit_the_entries_are_found_again(
+    built: KnowledgeBase, embedder: Embedder, ends: Any
+) -> None:
+    path = built.directory / ENTRY_LINES
+    recorded = np.load(path)
+    if ends is None:
+        path.unlink()  # as an index built by an earlier version
+    elif ends == "short":
+        np.save(path, recorded[:-1])
+    elif ends == "shifted":
+        np.save(path, recorded - 1)
+    else:
+        np.save(path, np.asarray(ends, dtype=np.int64))
+    reloaded = KnowledgeBase(built.directory, embedder).load()
+    assert reloaded.entries == _entries_a()
 
 
 def test_an_index_without_the_entry_index_still_loads(

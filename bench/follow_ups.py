@@ -19,7 +19,6 @@ follow-ups' whole turns, p50 and p95.
 from __future__ import annotations
 
 import os
-import statistics
 import time
 import uuid
 
@@ -27,7 +26,7 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 from throughput import make_stack, paired_parser, paired_setup
-from timing import bench_message, pct
+from timing import bench_message, spread
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -65,13 +64,7 @@ def main() -> None:
     for column in ("context prefetched", "n", "p50 ms", "p95 ms"):
         table.add_column(column)
     for on in (False, True):
-        values = times[on]
-        table.add_row(
-            "yes" if on else "no",
-            str(len(values)),
-            f"{statistics.median(values):.2f}",
-            f"{pct(values, 95):.2f}",
-        )
+        table.add_row("yes" if on else "no", *spread(times[on]))
     Console().print(table)
     kb.embedder.close()
     engine.store.close()

@@ -21,7 +21,6 @@ VM such turns start cold (docs/benchmarks.md, "Tenth round"), in both arms alike
 from __future__ import annotations
 
 import os
-import statistics
 import time
 import uuid
 from pathlib import Path
@@ -31,7 +30,7 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 from throughput import make_responder, paired_parser, paired_setup
-from timing import bench_message, pct
+from timing import bench_message, spread
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -90,13 +89,10 @@ def main() -> None:
         table.add_column(column)
     for contextual in (True, False):
         for kept in (False, True):
-            values = times.get((kept, contextual), [])
             table.add_row(
                 "searched with their context" if contextual else "the others",
                 "taken" if kept else "ignored",
-                str(len(values)),
-                f"{statistics.median(values):.2f}" if values else "-",
-                f"{pct(values, 95):.2f}",
+                *spread(times.get((kept, contextual), [])),
             )
     Console().print(table)
     print(f"second messages searched with their context that were offered the kept vector: {taken}")

@@ -16,7 +16,6 @@ after the answer, p50 and p95.
 from __future__ import annotations
 
 import os
-import statistics
 import time
 import uuid
 
@@ -24,7 +23,7 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 from throughput import make_stack, paired_parser, paired_setup
-from timing import bench_message, pct
+from timing import bench_message, spread
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -56,14 +55,7 @@ def main() -> None:
         table.add_column(column)
     for n in (0, 1):
         for on in (False, True):
-            values = times[on, n]
-            table.add_row(
-                ("first", "second")[n],
-                "yes" if on else "no",
-                str(len(values)),
-                f"{statistics.median(values):.2f}",
-                f"{pct(values, 95):.2f}",
-            )
+            table.add_row(("first", "second")[n], "yes" if on else "no", *spread(times[on, n]))
     Console().print(table)
     kb.embedder.close()
     engine.store.close()

@@ -6,6 +6,7 @@ milliseconds, rates in messages (or sentences) per second.
 
 from __future__ import annotations
 
+import statistics
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -20,6 +21,13 @@ RAW_BATCHES = (64, 16)
 def pct(values: Sequence[float], q: float) -> float:
     """The `q`-th percentile of `values` (0 for none)."""
     return float(np.percentile(values, q)) if len(values) else 0.0
+
+
+def spread(values: Sequence[float]) -> list[str]:
+    """A table row's last cells for some timings (ms): how many, p50 and p95 ("-" for none)."""
+    if not len(values):
+        return ["0", "-", "-"]
+    return [str(len(values)), f"{statistics.median(values):.2f}", f"{pct(values, 95):.2f}"]
 
 
 def time_each(call: Callable[[str], object], texts: Sequence[str]) -> list[float]:

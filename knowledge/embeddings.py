@@ -392,11 +392,11 @@ class Embedder:
                 return
             if self._prefetcher is None:
                 self._prefetcher = ThreadPoolExecutor(1, thread_name_prefix="embed-prefetch")
-            with self._jobs_lock:
-                idle = self._prefetch_jobs == 0
-                self._prefetch_jobs += 1
             started = threading.Event()
             future = self._prefetcher.submit(_started, started, self._prepare_query(text))
+            with self._jobs_lock:  # counted once submitted; uncounted by the callback only
+                idle = self._prefetch_jobs == 0
+                self._prefetch_jobs += 1
             future.add_done_callback(self._prefetch_done)
             self._prefetched[key] = future
             while len(self._prefetched) > PREFETCH_KEEP:

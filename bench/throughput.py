@@ -436,7 +436,75 @@ def startup(args: argparse.Namespace, index100: Path) -> dict[str, Any]:
         row["index"] = runs[0]["index"]
         results[name] = row
         print(name, json.dumps(row))
+    if "onnx" not in args.without:
+        runs = [web_worker(args.work, index100) for _ in range(args.startup_runs + 1)][1:]
+        row = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+        results["web worker (supportbot run)"] = row
+        print("web worker (supportbot run)", json.dumps(row))
     return results
+
+
+def web_worker(work: Path, index: Path) -> dict[str, float]:
+    """Start a real web worker (`supportbot run`, the default back-end and settings) on
+    `index`, and ask it one question through ``POST /api/chat`` until it answers.
+
+    Start-up is from the process's creation to that first answer: imports, the database's
+    migrations check, the model, the index, the web app and its adapters. The worker's data
+    folder (SQLite file, the cached ONNX export) is in `work`; the first call migrates a fresh
+    database, so `startup` leaves it out.
+    """
+    import socket
+    import urllib.request
+
+    import psutil
+
+    data = work / "web-worker"
+    data.mkdir(exist_ok=True)
+    if not (data / "onnx").exists():
+        (data / "onnx").symlink_to((work / "onnx").resolve(), target_is_directory=True)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = dict(
+        os.environ,
+        SUPPORTBOT_DATA_DIR=str(data),
+        SUPPORTBOT_KB_DIR=str(index),
+        SUPPORTBOT_HOST="127.0.0.1",
+        PORT=str(port),
+    )
+    command = [str(Path(sys.executable).with_name("supportbot")), "run"]
+    body = json.dumps(
+        {"conversation_id": uuid.uuid4().hex, "user": "bench", "text": "my card was declined"}
+    ).encode()
+    with (data / "server.log").open("w") as log:
+        server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            born = psutil.Process(server.pid).create_time()
+            deadline = time.time() + 120
+            while True:
+                if server.poll() is not None or time.time() > deadline:
+                    raise RuntimeError(f"the web worker did not answer; see {data / 'server.log'}")
+                request = urllib.request.Request(
+                    f"http://127.0.0.1:{port}/api/chat",
+                    data=body,
+                    headers={"Content-Type": "application/json"},
+                )
+                try:
+                    with urllib.request.urlopen(request, timeout=10) as response:
+                        json.loads(response.read())
+                        break
+                except OSError:
+                    time.sleep(0.02)
+            answered = time.time()
+            memory = psutil.Process(server.pid).memory_full_info()
+        finally:
+            server.terminate()
+            server.wait(30)
+    return {
+        "startup_s": answered - born,
+        "rss_mb": memory.rss / 2**20,
+        "uss_mb": memory.uss / 2**20,
+    }
 
 
 def targets(report: dict[str, Any]) -> list[tuple[str, str, bool]]:

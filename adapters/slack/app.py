@@ -1006,28 +1006,3 @@ class SlackAdapter:
                     continue
                 if not len(self.tasks):
                     return
-
-
-def mount(
-    app: FastAPI, services: Services, *, settings: SlackSettings | None = None
-) -> AbstractAsyncContextManager[None] | None:
-    """The ``supportbot.adapters`` entry point: mount Slack when it is configured.
-
-    Args:
-        app: the bot's web app.
-        services: the bot's services.
-        settings: Slack settings; read from the environment when None.
-
-    Returns:
-        The adapter's lifetime, or None when no Slack setting is present.
-
-    Raises:
-        ConfigError: Slack settings are present but cannot work; the message says how to fix them.
-    """
-    settings = settings or SlackSettings.from_env()
-    if settings.mode is SlackMode.OFF:
-        return None
-    adapter = SlackAdapter(services, settings)
-    app.state.slack = adapter
-    logger.info("Slack adapter mounted (%s mode)", adapter.mode)
-    return adapter.attach(app)

@@ -1,4 +1,5 @@
-"""The transport shell: ``POST /zendesk/webhook`` in the bot's FastAPI app, and `mount`.
+"""The transport shell: ``POST /zendesk/webhook`` in the bot's FastAPI app (mounted by
+`adapters.zendesk.plugin`).
 
 Request path::
 
@@ -14,19 +15,16 @@ from __future__ import annotations
 
 import json
 import logging
-from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from adapters.zendesk import convert
 from adapters.zendesk.adapter import ZendeskAdapter
-from adapters.zendesk.settings import ZendeskSettings
 from adapters.zendesk.signature import SignatureError, verify_headers
-from bot.service import Services
 
-__all__ = ["MAX_BODY_BYTES", "WEBHOOK_PATH", "mount", "webhook_router"]
+__all__ = ["MAX_BODY_BYTES", "WEBHOOK_PATH", "webhook_router"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,32 +75,3 @@ def webhook_router(adapter: ZendeskAdapter) -> APIRouter:
         )
 
     return router
-
-
-def mount(
-    app: FastAPI, services: Services, *, settings: ZendeskSettings | None = None
-) -> AbstractAsyncContextManager[None] | None:
-    """The ``supportbot.adapters`` entry point: mount Zendesk when it is configured.
-
-    Args:
-        app: the bot's web app.
-        services: the bot's services.
-        settings: Zendesk settings; read from the environment when None.
-
-    Returns:
-        The adapter's lifetime (the satisfaction poll), or None when Zendesk is not configured.
-        The adapter itself is ``app.state.zendesk`` (for `on_agent_comment`, `create_ticket_for`,
-        `hand_off`).
-
-    Raises:
-        ConfigError: Zendesk settings are present but cannot work; the message says how to fix
-            them.
-    """
-    settings = settings or ZendeskSettings.from_env()
-    if not settings.configured:
-        return None
-    adapter = ZendeskAdapter(services, settings)
-    app.state.zendesk = adapter
-    app.include_router(webhook_router(adapter))
-    logger.info("Zendesk adapter mounted for %s", adapter.workspace)
-    return adapter.lifetime()

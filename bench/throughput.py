@@ -23,7 +23,8 @@ Everything in one run, on one machine, so the figures compare:
 * the **raw batch-embedding rate** of the model (sentences/s, batch 64) with torch and with ONNX
   Runtime, and the throughput's ratio to it;
 * **start-up and resident memory** of a fresh worker process (imports, model load, index load,
-  first answer) with a **100,000-passage** knowledge base, with and without a memory-mapped index.
+  first answer) with a **100,000-passage** knowledge base, with and without a memory-mapped index,
+  and of a real web worker (`supportbot run`) to its first answer through ``POST /api/chat``.
   The passages are synthesized: each joins two BANKING77 training queries and its intent's answer,
   and its vector is the normalised mean of the two queries' real embeddings (embedding 100,000
   passages would take many minutes on 2 cores; start-up and memory do not depend on the values).

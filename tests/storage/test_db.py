@@ -14,7 +14,15 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Engine, inspect
 
 from bot.errors import StorageError
-from bot.storage.db import MIGRATIONS_DIR, alembic_config, make_engine, migrate, normalize_url
+from bot.storage.db import (
+    MIGRATIONS_DIR,
+    SCHEMA_HEAD,
+    alembic_config,
+    make_engine,
+    migrate,
+    normalize_url,
+    schema_revision,
+)
 from bot.storage.store import Store
 from bot.storage.tables import TABLE_NAMES, metadata
 
@@ -58,6 +66,50 @@ def test_migrate_is_idempotent_and_reversible(db_url: str) -> None:
         assert _diffs(engine) == []
     finally:
         engine.dispose()
+
+
+def test_schema_head_is_the_newest_migration() -> None:
+    from alembic.script import ScriptDirectory
+
+    # A new migration needs SCHEMA_HEAD moved to it, or `migrate` would skip it.
+    assert ScriptDirectory.from_config(alembic_config()).get_heads() == [SCHEMA_HEAD]
+
+
+def test_migrate_upgrades_an_older_schema(db_url: str) -> None:
+    engine = make_engine(db_url)
+    try:
+        assert schema_revision(engine) is None
+        migrate(engine)
+        assert schema_revision(engine) == SCHEMA_HEAD
+        with engine.begin() as connection:
+            config = alembic_config()
+            config.attributes["connection"] = connection
+            command.downgrade(config, "-1")
+        older = schema_revision(engine)
+        assert older is not None and older != SCHEMA_HEAD
+        assert _diffs(engine) != []
+
+        migrate(engine)
+        assert schema_revision(engine) == SCHEMA_HEAD
+        assert _diffs(engine) == []
+    finally:
+        engine.dispose()
+
+
+def test_an_up_to_date_database_is_left_without_loading_alembic(db_url: str) -> None:
+    migrate(db_url)
+    # A fresh interpreter, as a worker starts: the check reads the revision and stops there.
+    script = (
+        "import sys\n"
+        "from bot.storage.db import migrate\n"
+        f"migrate({db_url!r})\n"
+        "print(sorted(m for m in sys.modules if m == 'alembic' or m.startswith('alembic.')))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
 
 
 def test_alembic_command_line_uses_database_url(tmp_path: Path) -> None:

@@ -21,7 +21,6 @@ any more is not kept alive by it.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections import OrderedDict
@@ -31,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from knowledge.cpus import CGROUP, cgroup_quota
+from knowledge.cpus import CGROUP, allowed_cpus, cgroup_quota
 
 logger = logging.getLogger(__name__)
 
@@ -54,22 +53,21 @@ class CpuMeter:
 
     Inside a cgroup v2 with a CPU limit (``/sys/fs/cgroup/cpu.max``, a container's
     ``--cpus``), the group's own usage against its quota; otherwise the busy time of the CPUs
-    this process may run on (`os.sched_getaffinity`), from /proc/stat (through psutil), which
+    this process may run on (`knowledge.cpus.allowed_cpus`), from /proc/stat (through psutil), which
     counts every process on them and the time the hypervisor kept for others (steal).
     """
 
     def __init__(self, cgroup: Path = CGROUP) -> None:
         self._usage = cgroup / "cpu.stat"
         self._quota = cgroup_quota(cgroup / "cpu.max") if self._usage.exists() else None
-        affinity = getattr(os, "sched_getaffinity", None)
-        self._cpus = sorted(affinity(0)) if affinity is not None else None
+        self._cpus = allowed_cpus()
 
     @property
     def capacity(self) -> float:
         """The CPUs measured against."""
         if self._quota is not None:
             return self._quota
-        return float(len(self._cpus) if self._cpus else (os.cpu_count() or 1))
+        return float(len(self._cpus))
 
     def reading(self) -> tuple[float, float]:
         """(a monotonic time, CPU-seconds busy so far): two of them give `idle_share`."""
@@ -83,8 +81,7 @@ class CpuMeter:
         import psutil
 
         times = psutil.cpu_times(percpu=True)
-        if self._cpus:
-            times = [times[i] for i in self._cpus if i < len(times)]
+        times = [times[i] for i in self._cpus if i < len(times)]
         # guest time is counted in user time already; iowait is idle.
         busy = sum(
             sum(t)

@@ -20,11 +20,17 @@ from pathlib import Path
 CGROUP = Path("/sys/fs/cgroup")
 
 
-def usable_cpus(cgroup: Path = CGROUP) -> int:
-    """The CPUs this process may run on (its affinity), fewer where the cgroup's CPU limit
-    allows less (rounded up: 1.5 CPUs make 2); at least 1."""
+def allowed_cpus() -> list[int]:
+    """The CPUs this process may run on (its affinity), in order; every CPU of the machine
+    where the system does not say."""
     affinity = getattr(os, "sched_getaffinity", None)
-    cpus = len(affinity(0)) if affinity is not None else (os.cpu_count() or 1)
+    return sorted(affinity(0)) if affinity is not None else list(range(os.cpu_count() or 1))
+
+
+def usable_cpus(cgroup: Path = CGROUP) -> int:
+    """How many CPUs this process may run on (`allowed_cpus`), fewer where the cgroup's CPU
+    limit allows less (rounded up: 1.5 CPUs make 2); at least 1."""
+    cpus = len(allowed_cpus())
     quota = cgroup_quota(cgroup / "cpu.max")
     if quota is not None:
         cpus = min(cpus, math.ceil(quota))

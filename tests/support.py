@@ -20,6 +20,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -147,6 +148,26 @@ def enqueue_both_ways(
             author="someone",
             origin_key=f"test:{direction}",
         )
+
+
+#: The repository's root, where a fresh interpreter finds the project's packages.
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_python(
+    code: str, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run `code` in a fresh interpreter (`args` before ``-c``), in the repository, and
+    capture its output: what a process imports when it starts, say."""
+    return subprocess.run(
+        [sys.executable, *args, "-c", code],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def free_port() -> int:

@@ -16,7 +16,7 @@ from adapters.web.payloads import MAX_TEXT_CHARS
 from bot.app import create_app
 from bot.model import ConversationKey, Role
 from bot.service import Services
-from tests.support import sample_services
+from tests.support import run_python, sample_services
 
 pytestmark = pytest.mark.model
 
@@ -304,8 +304,6 @@ def test_a_worker_without_slack_or_zendesk_never_imports_their_sdks() -> None:
     platform is configured (`adapters.slack.plugin`, `adapters.zendesk.plugin`): slack-bolt and
     zenpy took 0.6 s of every worker's start-up."""
     import os
-    import subprocess
-    import sys
 
     script = """
 import sys
@@ -320,8 +318,6 @@ print(sorted(m for m in ("slack_bolt", "slack_sdk", "zenpy") if m in sys.modules
         for k, v in os.environ.items()
         if not k.startswith(("SLACK_", "ZENDESK_", "SUPPORTBOT_SLACK", "SUPPORTBOT_ZENDESK"))
     }
-    done = subprocess.run(
-        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
-    )
+    done = run_python(script, env=env)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"

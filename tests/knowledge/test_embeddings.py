@@ -11,8 +11,7 @@ import pytest
 
 from bot.errors import KnowledgeError
 from knowledge.embeddings import Embedder, model_fingerprint
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.support import REPO, run_python
 
 TEXTS = [
     "How do I reset my password?",
@@ -20,17 +19,6 @@ TEXTS = [
     "How much does the Business plan cost?",
     "Can I export a note as a PDF?",
 ]
-
-
-def _python(code: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, *args, "-c", code],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 # --- the real model ---------------------------------------------------------------------------
@@ -117,7 +105,7 @@ def test_fingerprint_changes_with_the_model_config(tmp_path: Path) -> None:
 
 
 def test_importing_embeddings_does_not_import_torch() -> None:
-    result = _python(
+    result = run_python(
         "import knowledge.embeddings, sys; "
         "heavy = [m for m in ('torch', 'sentence_transformers', 'transformers') "
         "if m in sys.modules]; "
@@ -139,7 +127,7 @@ def test_cli_help_does_not_import_torch() -> None:
         "if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
-    result = _python(code)
+    result = run_python(code)
     assert result.returncode == 0, result.stderr
     assert "kb" in result.stdout  # the help text was printed
 

@@ -25,6 +25,7 @@ from bot.storage.db import (
 )
 from bot.storage.store import Store
 from bot.storage.tables import TABLE_NAMES, metadata
+from tests.support import run_python
 
 BUNDLED_INI = MIGRATIONS_DIR.parent / "alembic.ini"
 
@@ -105,9 +106,7 @@ def test_an_up_to_date_database_is_left_without_loading_alembic(db_url: str) -> 
         f"migrate({db_url!r})\n"
         "print(sorted(m for m in sys.modules if m == 'alembic' or m.startswith('alembic.')))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=False, timeout=120
-    )
+    done = run_python(script)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
 

@@ -3,7 +3,8 @@
 "and for business accounts?" or "does it work offline?" mean little alone. When a message looks
 like a follow-up, it is searched together with its context: the customer's previous question and
 what the bot answered (which names the product or place under discussion); an entry must fit both
-(`knowledge.retriever.Retriever.retrieve_follow_up`).
+(`knowledge.retriever.Retriever.retrieve_follow_up`). The context is a `knowledge.types.Context`
+of those two parts, so its vector can be made of theirs.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import re
 from collections.abc import Callable, Sequence
 
 from bot.model import Role, Turn
+from knowledge.types import Context, Entry
 
 _LEADS = re.compile(
     r"^(and|also|but|or|so|what about|how about|same for|same with|what if|and if|"
@@ -41,15 +43,15 @@ def looks_like_follow_up(text: str) -> bool:
 
 
 def context_for(
-    history: Sequence[Turn], topic_of: Callable[[str], str | None] | None = None
-) -> str | None:
+    history: Sequence[Turn], topic_of: Callable[[str], Entry | None] | None = None
+) -> Context | None:
     """The context of the next message: the last customer question and what the bot said.
 
     Args:
         history: the conversation so far, oldest first.
-        topic_of: maps a bot reply's text to a short topic (the knowledge-base entry's question
-            when the reply was an answer); without one, or when it returns None, the reply's
-            first sentence stands for the topic.
+        topic_of: maps a bot reply's text to the knowledge-base entry it answered with, if
+            any: the entry's question (else its title) is then the topic. Without one, or
+            when it returns None, the reply's first sentence stands for the topic.
     """
     last_user: str | None = None
     last_bot: str | None = None
@@ -61,9 +63,14 @@ def context_for(
         if last_user is not None:
             break
     topic: str | None = None
+    topic_entry: str | None = None
     if last_bot:
-        topic = topic_of(last_bot) if topic_of else None
-        if topic is None:
+        entry = topic_of(last_bot) if topic_of else None
+        if entry is not None and entry.question:
+            topic, topic_entry = entry.question, entry.id
+        elif entry is not None and entry.title:
+            topic = entry.title
+        else:
             topic = _SENTENCE.split(last_bot.strip(), maxsplit=1)[0][:BOT_CONTEXT_CHARS]
-    parts = [p for p in (last_user, topic) if p]
-    return " ".join(parts) if parts else None
+    context = Context(last_user or None, topic or None, topic_entry if topic else None)
+    return context if context.parts else None

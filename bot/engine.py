@@ -74,6 +74,7 @@ from bot.text import clean_text
 from knowledge.batching import Batcher
 from knowledge.calibration import ConfidenceModel
 from knowledge.retriever import FOLLOW_UP_DEPTH, Candidate, Retrieval, Retriever
+from knowledge.types import Context
 from monitoring.telemetry import conversation_scope, set_conversation_id
 from policies.config import PolicyConfig, load_policy_config
 from policies.decision import Decision, DecisionConfig, decide
@@ -263,41 +264,50 @@ class Responder:
         if self._without_search(cleaned) is None:
             self.retriever.kb.embedder.prefetch(cleaned, start=start)
 
-    def context_of(self, history: Sequence[Turn]) -> str | None:
+    def context_of(self, history: Sequence[Turn]) -> Context | None:
         """The context a message after `history` is searched with, if it needs one (`_decide`):
         the last question and the topic of the answer (`bot.context.context_for`)."""
-        return context_for(history, self._topic_of) if history else None
+        return context_for(history, self.retriever.kb.entry_by_answer) if history else None
 
     def anticipate(
         self, history: Sequence[Turn], keep: Callable[[str, bytes], None] | None = None
     ) -> None:
-        """Have the context that the conversation's next message would be read in embedded
-        while the customer writes it (`Embedder.anticipate`, only while the process is idle):
-        if that message is a follow-up, or unclear alone, its search with the context
-        (`_decide`) finds the vector ready. `keep(key, data)` is told the vector, for another
-        process's `offer`."""
+        """Have the vectors of the context that the conversation's next message would be read
+        in ready while the customer writes it (`Embedder.anticipate`, only while the process is
+        idle): if that message is a follow-up, or unclear alone, its search with the context
+        (`_decide`) finds them ready. Usually the question's vector is cached from its own turn
+        and the topic's is in the index, so nothing needs embedding here. `keep(key, data)` is
+        told the question's vector, for another process's `offer`."""
         context = self.context_of(history)
-        if context:
-            self.retriever.kb.embedder.anticipate(context, keep)
+        if context is None:
+            return
+        embedder = self.retriever.kb.embedder
+        for part in self.retriever.context_parts_to_embed(context):
+            embedder.anticipate(part, keep if part == context.question else None)
 
-    def prefetch_context(self, text: str, context: str) -> None:
-        """Start embedding `context` (`context_of` the history before `text`) if `text` will
-        certainly be searched with it: a message that looks like a follow-up always is
-        (`_decide`). The context's forward pass then runs while the message itself is searched,
-        instead of after (`Embedder.prefetch`); nothing when the vector is ready already
-        (anticipated, or kept by another worker)."""
+    def prefetch_context(self, text: str, context: Context) -> None:
+        """Start embedding the parts of `context` (`context_of` the history before `text`) that
+        are not at hand if `text` will certainly be searched with it: a message that looks
+        like a follow-up always is (`_decide`). Their forward pass then runs while the message
+        itself is searched, instead of after (`Embedder.prefetch`); nothing for a part that is
+        cached, in the index, or ready already (anticipated, or kept by another worker)."""
         cleaned = clean_text(text)
         if not looks_like_follow_up(cleaned) or self._without_search(cleaned) is not None:
             return
         embedder = self.retriever.kb.embedder
-        if not embedder.anticipated(context):
-            embedder.prefetch(context)
+        for part in self.retriever.context_parts_to_embed(context):
+            if not embedder.anticipated(part):
+                embedder.prefetch(part)
 
-    def offer(self, context: str, key: str, data: bytes) -> bool:
-        """Take a context vector as another process anticipated it (`anticipate`'s `keep`):
-        if it was embedded for `context` (`context_of` this turn's history), by this model, a
-        search with that context finds it ready (`Embedder.offer`)."""
-        return self.retriever.kb.embedder.offer(context, key, data)
+    def offer(self, context: Context, key: str, data: bytes) -> bool:
+        """Take the vector of a part of `context` (`context_of` this turn's history) as another
+        process anticipated it (`anticipate`'s `keep`): if it was embedded for that part, by
+        this model, a search with that context finds it ready (`Embedder.offer`)."""
+        embedder = self.retriever.kb.embedder
+        return any(
+            embedder.offer(part, key, data)
+            for part in self.retriever.context_parts_to_embed(context)
+        )
 
     def _respond_batch(self, items: list[tuple[str, Sequence[Turn]]]) -> list[tuple[Reply, Trace]]:
         return self.respond_many([text for text, _ in items], [h for _, h in items])
@@ -394,13 +404,6 @@ class Responder:
         timings = dict(retrieval.timings)
         timings["policy_ms"] = (time.perf_counter() - policy_started) * 1000
         return reply, Trace(retrieval.query, used_context, decision, retrieval, timings)
-
-    def _topic_of(self, bot_text: str) -> str | None:
-        """The question of the entry whose answer the bot said, if it was one."""
-        entry = self.retriever.kb.entry_by_answer(bot_text)
-        if entry is None:
-            return None
-        return entry.question or entry.title
 
     def _last_answered(self, history: Sequence[Turn]) -> str | None:
         """The id of the entry the bot's last turn answered with, if it was an answer."""

@@ -365,6 +365,22 @@ class KnowledgeBase:
         position = self._by_id.get(entry_id)
         return None if position is None else self.entries[position]
 
+    def question_vector(self, entry_id: str) -> npt.NDArray[np.float32] | None:
+        """The indexed vector of an entry's question (its ``question`` unit), or None when the
+        entry is unknown or has no question. Units are stored entry by entry, the question
+        first (`units_of`)."""
+        position = self._by_id.get(entry_id)
+        if position is None or self.dense is None:
+            return None
+        row = int(np.searchsorted(self.unit_entry, position))
+        if (
+            row >= len(self.unit_entry)
+            or self.unit_entry[row] != position
+            or self.unit_kind[row] != UNIT_KINDS.index("question")
+        ):
+            return None
+        return self.dense.vector(row)
+
     def entry_by_answer(self, text: str) -> Entry | None:
         """The entry whose answer is exactly `text` (how a bot turn in a history is read)."""
         position = self._by_answer.get(content_id(text.strip()))

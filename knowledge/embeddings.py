@@ -228,7 +228,7 @@ class Embedder:
         # Texts embedded ahead of their query in quiet moments (`anticipate`), by normalised
         # text; every live query call `touch`es it.
         self._ahead = Anticipator(
-            self._run_queries,
+            self._embed_ahead,
             idle_s=ANTICIPATE_IDLE_S,
             queue=ANTICIPATE_QUEUE,
             keep=ANTICIPATE_KEEP,
@@ -423,17 +423,29 @@ class Embedder:
 
         `keep(key, data)` is told the vector once embedded, from the background thread, for
         another process to `offer`: `data` is its bytes (`VECTOR_DTYPE`), `key` names the
-        text and this model (`vector_key`). Not told when no pass runs for it here (the text
-        cached, being embedded for a query, or ready already).
+        text and this model (`vector_key`). A cached text is not embedded again, but `keep` is
+        still told its vector, in the same quiet moment. Not told when the text is being
+        embedded for a query, or ready already.
         """
-        key = self._ahead_key(text)
+        key = normalize(text)
+        if not key or (keep is None and self.cache is not None and text in self.cache):
+            return
         with self._prefetch_lock:
-            if key is None or key in self._prefetched:
+            if key in self._prefetched:
                 return
         done = None
         if keep is not None:
             done = functools.partial(_pass_on, keep, self._digest(key))
         self._ahead.ask(key, text, done)
+
+    def _embed_ahead(self, texts: Sequence[str]) -> Vectors:
+        """What the anticipating thread runs: the cached vectors when every text has one (a
+        text anticipated only to be kept, `anticipate`), else one pass."""
+        if self.cache is not None:
+            found = self.cache.lookup(texts)
+            if all(v is not None for v in found):
+                return np.stack([np.asarray(v, dtype=np.float32) for v in found])
+        return self._run_queries(texts)
 
     def offer(self, text: str, key: str, data: bytes) -> bool:
         """Take `text`'s vector as another process embedded it ahead (`anticipate`'s `keep`),

@@ -141,6 +141,10 @@ class DenseIndex:
     def __len__(self) -> int:
         return int(self._index.ntotal)
 
+    def vector(self, position: int) -> npt.NDArray[np.float32]:
+        """The stored vector of one unit (from the mapped file when memory-mapped)."""
+        return np.asarray(self._index.reconstruct(int(position)), dtype=np.float32)
+
     def search(self, queries: Vectors, k: int) -> Hits:
         """Top-k units per query: (positions, scores), each of shape (len(queries), k).
 

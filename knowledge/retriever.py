@@ -30,7 +30,7 @@ import numpy.typing as npt
 from knowledge.base import KnowledgeBase
 from knowledge.feedback import FeedbackIndex
 from knowledge.index import Hits, lexical_top, merged_unique
-from knowledge.types import Entry
+from knowledge.types import Context, Entry
 
 Vector = npt.NDArray[np.float32]
 Vectors = npt.NDArray[np.float32]
@@ -188,10 +188,26 @@ class Retriever:
         assert len(done) == len(texts), "every text is in one pass"
         return done
 
+    def context_parts_to_embed(self, context: Context) -> tuple[str, ...]:
+        """The parts of `context` whose vectors a follow-up's search asks the embedder for:
+        the question, and the topic unless the index holds its vector (an entry's question,
+        `KnowledgeBase.question_vector`). Whoever wants them ready ahead (anticipated,
+        prefetched, kept by another worker) wants these."""
+        return self._context_parts(context)[0]
+
+    def _context_parts(self, context: Context) -> tuple[tuple[str, ...], Vector | None]:
+        """`context_parts_to_embed`, and the topic's vector if the index holds it."""
+        topic = None
+        if context.topic and context.topic_entry:
+            topic = self.kb.question_vector(context.topic_entry)
+        if topic is None:
+            return context.parts, None
+        return ((context.question,) if context.question else ()), topic
+
     def retrieve_follow_up(
         self,
         text: str,
-        context: str,
+        context: Context | str,
         *,
         previous: str | None = None,
         top: int = 5,
@@ -207,13 +223,29 @@ class Retriever:
         for something new, and the context alone would otherwise pull that entry back first.
         `searched`, the message's own earlier `retrieve`, spares embedding it again (its
         ``vector``) and, when it ranked `FOLLOW_UP_DEPTH` deep (``depth``), searching it again.
+
+        The context is searched by its words and by the normalised sum of its parts' vectors
+        (`Context`); a plain string is a context of that one text.
+
+        Raises:
+            ValueError: the context has no text.
         """
         started = time.perf_counter()
+        if isinstance(context, str):
+            context = Context(context)
+        if not context.parts:
+            raise ValueError("a follow-up's context needs a question or a topic")
+        parts, topic_vector = self._context_parts(context)
         text_vector = searched.vector if searched is not None else None
+        # One call for whatever needs embedding: the parts' vectors usually come from the
+        # query cache (the question's own turn) or from ahead (anticipated, prefetched).
+        vectors = self.kb.embedder.encode(parts if text_vector is not None else (text, *parts))
         if text_vector is None:
-            text_vector, context_vector = self.kb.embedder.encode([text, context])
-        else:
-            context_vector = self.kb.embedder.encode([context])[0]
+            text_vector, vectors = vectors[0], vectors[1:]
+        summed = vectors.sum(axis=0, dtype=np.float32)
+        if topic_vector is not None:
+            summed += topic_vector
+        context_vector = summed / max(float(np.linalg.norm(summed)), 1e-12)
         embedded = time.perf_counter()
         depth = max(top, FOLLOW_UP_DEPTH)
         if searched is not None and searched.vector is not None and searched.depth >= depth:
@@ -221,7 +253,7 @@ class Retriever:
             alone = Retrieval(text, ranking, (), {"search_ms": 0.0, "lexical_ms": 0.0})
         else:
             alone = self.search(text_vector, text, top=depth)
-        topic = self.search(context_vector, context, top=depth)
+        topic = self.search(context_vector, context.text, top=depth)
         own = {c.entry.id: c for c in alone.candidates}
         around = {c.entry.id: c for c in topic.candidates}
         floor_own = min((c.dense for c in alone.candidates), default=0.0)
@@ -263,7 +295,7 @@ class Retriever:
             "fusion_ms": (time.perf_counter() - embedded) * 1000,
         }
         return Retrieval(
-            f"{context} {text}", ranked, features_of(ranked, self.config.vote_k), timings
+            f"{context.text} {text}", ranked, features_of(ranked, self.config.vote_k), timings
         )
 
     def search(

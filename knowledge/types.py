@@ -72,3 +72,36 @@ class Entry:
             "\x1e".join(self.tags),
             "\x1e".join(self.heading_path),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What a follow-up is read in (`Retriever.retrieve_follow_up`): the customer's last
+    question and the topic of the bot's answer to it.
+
+    A context is searched by its words (`text`) and by the normalised sum of its parts'
+    vectors. Each part's vector usually exists already: the question's was computed for its
+    own turn (the query cache keeps it), and a topic that is an entry's question
+    (`topic_entry`) has its vector in the index. A follow-up then costs no forward pass of its
+    own, where embedding the joined text would.
+
+    Attributes:
+        question: the customer's last question, if any.
+        topic: what the bot's answer was about (the answering entry's question, or the reply's
+            first sentence), if anything.
+        topic_entry: the id of the entry whose question `topic` is, if it is one.
+    """
+
+    question: str | None
+    topic: str | None = None
+    topic_entry: str | None = None
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        """The question and the topic, those that are there."""
+        return tuple(p for p in (self.question, self.topic) if p)
+
+    @property
+    def text(self) -> str:
+        """The parts joined: what the context's words are searched with."""
+        return " ".join(self.parts)

@@ -6,6 +6,7 @@ import pytest
 
 from bot.context import BOT_CONTEXT_CHARS, context_for, looks_like_follow_up
 from bot.model import Role, Turn
+from knowledge.types import Context, Entry
 
 PLUS_Q = "How much does the Plus plan cost?"
 PLUS_A = (
@@ -52,24 +53,35 @@ def test_standalone_questions(text: str) -> None:
 
 def test_empty_history_has_no_context() -> None:
     assert context_for([]) is None
-    assert context_for([], topic_of=lambda text: "never") is None
+    assert context_for([], topic_of=lambda text: Entry("never", "never")) is None
 
 
 def test_context_is_the_last_question_and_the_first_sentence_of_the_reply() -> None:
     history = [Turn(Role.USER, PLUS_Q), Turn(Role.BOT, PLUS_A)]
-    assert context_for(history) == f"{PLUS_Q} Plus costs $8 per user per month billed monthly."
+    context = context_for(history)
+    assert context == Context(PLUS_Q, "Plus costs $8 per user per month billed monthly.")
+    assert context.text == f"{PLUS_Q} Plus costs $8 per user per month billed monthly."
 
 
-def test_topic_of_names_the_topic_instead() -> None:
+def test_the_answering_entry_s_question_is_the_topic() -> None:
     seen: list[str] = []
 
-    def topic_of(text: str) -> str | None:
+    def topic_of(text: str) -> Entry | None:
         seen.append(text)
-        return "Plus plan pricing"
+        return Entry("pricing-plus", PLUS_A, question="Plus plan pricing", title="Plus")
 
     history = [Turn(Role.USER, "how much is it?"), Turn(Role.BOT, PLUS_A)]
-    assert context_for(history, topic_of) == "how much is it? Plus plan pricing"
+    context = context_for(history, topic_of)
+    assert context == Context("how much is it?", "Plus plan pricing", "pricing-plus")
+    assert context.text == "how much is it? Plus plan pricing"
     assert seen == [PLUS_A]
+
+
+def test_an_entry_without_a_question_gives_its_title_as_the_topic() -> None:
+    """A title is not a unit of the index by itself: no entry is named to take it from."""
+    history = [Turn(Role.USER, "how much is it?"), Turn(Role.BOT, PLUS_A)]
+    context = context_for(history, lambda text: Entry("pricing", PLUS_A, title="Pricing"))
+    assert context == Context("how much is it?", "Pricing")
 
 
 def test_topic_of_returning_none_falls_back_to_the_first_sentence() -> None:
@@ -86,8 +98,8 @@ def test_the_latest_exchange_wins() -> None:
     ]
     context = context_for(history)
     assert context is not None
-    assert context.startswith(PLUS_Q)
-    assert "password" not in context
+    assert context.question == PLUS_Q
+    assert "password" not in context.text
 
 
 def test_a_question_after_the_last_reply_stands_alone() -> None:
@@ -96,23 +108,23 @@ def test_a_question_after_the_last_reply_stands_alone() -> None:
         Turn(Role.BOT, "Click Forgot password."),
         Turn(Role.USER, PLUS_Q),
     ]
-    assert context_for(history) == PLUS_Q
+    assert context_for(history) == Context(PLUS_Q)
 
 
 def test_agent_turns_are_skipped() -> None:
     history = [Turn(Role.USER, PLUS_Q), Turn(Role.AGENT, "Let me check that for you.")]
-    assert context_for(history) == PLUS_Q
+    assert context_for(history) == Context(PLUS_Q)
 
 
 def test_a_bot_only_history_gives_the_bot_topic() -> None:
     history = [Turn(Role.BOT, "Hi! I'm Lumen Assistant. What can I help you with?")]
-    assert context_for(history) == "Hi!"
+    assert context_for(history) == Context(None, "Hi!")
 
 
 def test_a_long_first_sentence_is_cut() -> None:
     long_reply = "x" * (BOT_CONTEXT_CHARS * 2) + ". Second sentence."
     context = context_for([Turn(Role.USER, "q"), Turn(Role.BOT, long_reply)])
-    assert context == "q " + "x" * BOT_CONTEXT_CHARS
+    assert context == Context("q", "x" * BOT_CONTEXT_CHARS)
 
 
 def test_smalltalk_history_from_the_sample_queries() -> None:
@@ -120,4 +132,5 @@ def test_smalltalk_history_from_the_sample_queries() -> None:
         Turn(Role.USER, "Hi, I'm on the Plus plan."),
         Turn(Role.BOT, "Thanks! What can I help you with today?"),
     ]
-    assert context_for(history) == "Hi, I'm on the Plus plan. Thanks!"
+    context = context_for(history)
+    assert context is not None and context.text == "Hi, I'm on the Plus plan. Thanks!"

@@ -20,7 +20,6 @@ from typing import Any
 import pytest
 from sqlalchemy import make_url
 
-from bot.context import context_for
 from bot.engine import ERROR_TEXT, FALLBACK_TEXT, Responder
 from bot.errors import StorageError
 from bot.model import (
@@ -38,6 +37,7 @@ from bot.model import (
 from bot.service import Services, build_services, settle_heap
 from bot.settings import Settings
 from bot.text import clean_text
+from knowledge.types import Context
 from tests.support import fresh_postgres_database
 
 pytestmark = pytest.mark.model
@@ -78,6 +78,15 @@ def no_retrieval(monkeypatch: pytest.MonkeyPatch, services: Services) -> None:
 
     monkeypatch.setattr(services.retriever, "retrieve", forbidden)
     monkeypatch.setattr(services.retriever, "retrieve_follow_up", forbidden)
+
+
+@pytest.fixture
+def cached(services: Services, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Query vectors cached, as the bot's settings have them by default (`embed_cache_size`);
+    the session's shared embedder has no cache."""
+    from knowledge.cache import VectorCache
+
+    monkeypatch.setattr(services.kb.embedder, "cache", VectorCache(64))
 
 
 def new_channel() -> str:
@@ -122,17 +131,20 @@ def recording(embedder: Any, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return embedded
 
 
-def asked_about_storage(services: Services) -> tuple[str, str]:
+def asked_about_storage(services: Services) -> tuple[str, Context]:
     """A new web conversation that asked how much storage the free plan has and was answered:
-    its channel, and the context its next message is searched with (`bot.context`)."""
+    its channel, and the context its next message is searched with (`bot.context`): the
+    question, and the answering entry's question as the topic."""
     channel = new_channel()
     question = "How much storage do I get on the free plan?"
     first = services.engine.handle(message(channel, question))
-    context = context_for(
-        [Turn(Role.USER, question), Turn(Role.BOT, first[0].text)],
-        services.engine.responder._topic_of,
+    context = services.engine.responder.context_of(
+        [Turn(Role.USER, question), Turn(Role.BOT, first[0].text)]
     )
-    assert context is not None and context.startswith(question)
+    assert context is not None and context.question == question
+    assert context.topic_entry == first[0].sources[0].id
+    # The topic's vector is the index's: only the question's is ever asked of the embedder.
+    assert services.retriever.context_parts_to_embed(context) == (question,)
     return channel, context
 
 
@@ -425,27 +437,50 @@ def test_a_turn_starts_its_pass_first_only_where_its_storage_holds_the_gil(
     assert starts == [True, False]
 
 
+@pytest.mark.usefixtures("cached")
+def test_a_follow_up_runs_the_model_on_its_own_words_only(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Right after the answer, a follow-up's context costs no pass: its question's vector is
+    cached from its own turn and its topic's is in the index."""
+    monkeypatch.setattr(services.engine.responder, "anticipate", lambda *args: None)
+    channel, _ = asked_about_storage(services)
+    embedded = recording(services.kb.embedder, monkeypatch)
+    follow_up = services.engine.handle(message(channel, "and if we're on Business?"))
+    assert follow_up[0].sources[0].id == "storage-limit-business"
+    assert embedded == ["and if we're on Business?"]
+
+
+@pytest.mark.usefixtures("cached")
 def test_the_next_message_s_context_is_embedded_while_the_customer_writes(
     services: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """After a reply, once the process is idle, the engine embeds the context the next message
-    would be searched with (`Responder.anticipate`): a follow-up then runs no pass for it and
-    gets the answer it got without."""
+    """After a reply, once the process is idle, the engine embeds the parts of the context the
+    next message would be searched with that are not at hand (`Responder.anticipate`; here the
+    question, its cached vector dropped): a follow-up then runs no pass for them and gets the
+    answer it got without."""
     embedder = services.kb.embedder
     # This process's own quiet decides (the CPU meter has its own tests): the machine running
     # the suite may be busy with other work.
     monkeypatch.setattr(embedder._ahead, "_meter", None)
+    anticipate = services.engine.responder.anticipate
+    monkeypatch.setattr(services.engine.responder, "anticipate", lambda *args: None)
     channel, context = asked_about_storage(services)
+    assert embedder.cache is not None and context.question is not None
+    embedder.cache.clear()
+    said = services.store.history(conversation_id(services, channel))
+    anticipate([Turn(turn.role, turn.text) for turn in said])
     embedder.settle()
-    assert embedder.anticipated(context)
+    assert embedder.anticipated(context.question)
 
     embedded = recording(embedder, monkeypatch)
     follow_up = services.engine.handle(message(channel, "and if we're on Business?"))
     assert follow_up[0].sources[0].id == "storage-limit-business"
-    assert context not in embedded  # taken as anticipated
-    assert not embedder.anticipated(context)
+    assert embedded == ["and if we're on Business?"]  # the question taken as anticipated
+    assert not embedder.anticipated(context.question)
 
 
+@pytest.mark.usefixtures("cached")
 def test_a_follow_up_s_context_is_embedded_while_the_message_is_searched(
     services: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -455,14 +490,16 @@ def test_a_follow_up_s_context_is_embedded_while_the_message_is_searched(
     embedder = services.kb.embedder
     monkeypatch.setattr(services.engine.responder, "anticipate", lambda *args: None)
     channel, context = asked_about_storage(services)
-    assert not embedder.anticipated(context)
+    assert embedder.cache is not None
+    embedder.cache.clear()  # the question's vector is not at hand (as in another worker)
+    assert not embedder.anticipated(context.question)
 
     ran: list[str] = []
     started = threading.Event()
     real = embedder._encode_small
 
     def counted(texts: Sequence[str]) -> object:
-        if context in texts:
+        if context.question in texts:
             ran.append(threading.current_thread().name)
             started.set()
         return real(texts)
@@ -482,10 +519,12 @@ def test_a_follow_up_s_context_is_embedded_while_the_message_is_searched(
     assert len(ran) == 1 and ran[0].startswith("embed-prefetch")
 
 
+@pytest.mark.usefixtures("cached")
 def test_the_next_message_s_context_reaches_whichever_worker_answers_it(
     services: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The anticipated context is kept with the conversation (`Store.keep_context`): another
+    """The vector of the context's question is kept with the conversation
+    (`Store.keep_context`), in the first quiet moment, though this worker had it cached: another
     worker on the same database, with a model of its own, answers the follow-up without
     embedding the context, as it would have answered it by itself."""
     from knowledge.embeddings import Embedder
@@ -499,14 +538,15 @@ def test_the_next_message_s_context_reaches_whichever_worker_answers_it(
         here.settle()
         kept = services.store.get_or_create_conversation(ConversationKey("web", "", channel), "?")
         assert kept.context is not None
-        assert kept.context.key == there.vector_key(context)
+        assert kept.context.key == there.vector_key(context.question)
         assert len(kept.context.vector) == there.dimension * 4
 
         embedded = recording(there, monkeypatch)
         follow_up = other.engine.handle(message(channel, "and if we're on Business?"))
         assert follow_up[0].sources[0].id == "storage-limit-business"
-        assert "and if we're on Business?" in embedded  # its own question, embedded there
-        assert context not in embedded  # the context came with the conversation
+        # Its own words are embedded there; the context's question came with the
+        # conversation, and its topic's vector is in the index.
+        assert embedded == ["and if we're on Business?"]
     finally:
         there.close()
         other.store.close()

@@ -949,6 +949,29 @@ def test_an_anticipated_vector_is_passed_on_and_taken_by_another_process(
     there.close()
 
 
+def test_a_cached_text_is_passed_on_without_a_pass(machine: _Machine) -> None:
+    """A text whose vector is cached (a question, from its own turn) is not embedded again:
+    anticipated alone it is nothing to do, but with `keep` the cached vector is still handed on
+    in the quiet moment, for the worker that gets the conversation's next message."""
+    here = Embedder(cache_size=8)
+    ran = _counting(here)
+    here.dimension = 2  # type: ignore[misc]  # the fake pass's vectors
+    text = "How much is Plus?"
+    cached = here.encode_queries([text])
+    assert ran == [text]
+    here.anticipate(text)
+    here.settle()
+    assert not here.anticipated(text)
+    kept: list[tuple[str, bytes]] = []
+    here.anticipate("how much is PLUS?", lambda key, data: kept.append((key, data)))
+    here.settle()
+    assert ran == [text]  # no second pass
+    ((key, data),) = kept
+    assert key == here.vector_key(text)
+    np.testing.assert_array_equal(np.frombuffer(data, dtype=np.float32), cached[0])
+    here.close()
+
+
 def test_a_text_asked_twice_while_waiting_tells_both_and_a_forgotten_one_none(
     machine: _Machine, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -95,6 +95,9 @@ def test_save_and_load_round_trip(
         after_pos, after_scores = loaded.search(queries, 4)
         assert np.array_equal(before_pos, after_pos)
         np.testing.assert_allclose(before_scores, after_scores, atol=1e-6)
+        # A unit's stored vector reads back as built (a follow-up's topic, `question_vector`).
+        for position in (0, 17, len(corpus) - 1):
+            np.testing.assert_array_equal(loaded.vector(position), corpus[position])
 
 
 def test_k_larger_than_the_index_returns_every_vector_once() -> None:

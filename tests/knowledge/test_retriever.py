@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -22,7 +24,7 @@ from knowledge.retriever import (
     _contenders,
     features_of,
 )
-from knowledge.types import Entry
+from knowledge.types import Context, Entry
 
 FAQ = Path(__file__).resolve().parents[2] / "knowledge" / "sample" / "faq.jsonl"
 
@@ -359,3 +361,76 @@ def test_contenders_keep_every_row_best_a_full_sort_keeps(rows: list[list[int]],
 
     contenders = _contenders(row, per_row, score, top)
     assert best(contenders) == best(np.arange(len(score)))
+
+
+@pytest.mark.model
+def test_a_context_is_searched_with_the_sum_of_its_parts_vectors(
+    retriever: Retriever, sample_kb: KnowledgeBase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The question's vector and the topic entry's indexed question vector, summed and
+    normalised; the topic is never embedded, and the words searched are the joined parts."""
+    plus = sample_kb.entry("pricing-plus")
+    assert plus is not None and plus.question
+    context = Context("how much is it per month?", plus.question, "pricing-plus")
+    assert retriever.context_parts_to_embed(context) == ("how much is it per month?",)
+    embedded: list[str] = []
+    encode = sample_kb.embedder.encode
+
+    def counted(texts: Sequence[str], **kwargs: Any) -> npt.NDArray[np.float32]:
+        embedded.extend(texts)
+        return encode(texts, **kwargs)
+
+    searched: list[tuple[npt.NDArray[np.float32], str]] = []
+    search = retriever.search
+
+    def recorded(vector: npt.NDArray[np.float32], query: str, **kwargs: Any) -> Retrieval:
+        searched.append((vector, query))
+        return search(vector, query, **kwargs)
+
+    monkeypatch.setattr(sample_kb.embedder, "encode", counted)
+    monkeypatch.setattr(retriever, "search", recorded)
+    result = retriever.retrieve_follow_up("and for business?", context, previous="pricing-plus")
+    assert embedded == ["and for business?", "how much is it per month?"]
+    ((_, alone), (vector, words)) = searched
+    assert alone == "and for business?" and words == context.text
+    topic = sample_kb.question_vector("pricing-plus")
+    assert topic is not None
+    summed = encode(["how much is it per month?"])[0] + topic
+    np.testing.assert_allclose(vector, summed / np.linalg.norm(summed), atol=1e-6)
+    assert result.query == f"{context.text} and for business?"
+    assert _ids(result)[0] == "pricing-business"
+
+
+@pytest.mark.model
+def test_an_unknown_topic_entry_is_embedded_from_its_words(
+    retriever: Retriever, sample_kb: KnowledgeBase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    context = Context("How much does Plus cost?", "Plus plan pricing", "no-such-entry")
+    assert retriever.context_parts_to_embed(context) == context.parts
+    assert retriever.context_parts_to_embed(Context(None, "Hi!")) == ("Hi!",)
+    embedded: list[str] = []
+    encode = sample_kb.embedder.encode
+
+    def counted(texts: Sequence[str], **kwargs: Any) -> npt.NDArray[np.float32]:
+        embedded.extend(texts)
+        return encode(texts, **kwargs)
+
+    monkeypatch.setattr(sample_kb.embedder, "encode", counted)
+    retriever.retrieve_follow_up("and for business?", context)
+    assert embedded == ["and for business?", *context.parts]
+
+
+def test_a_context_without_words_is_refused(retriever: Retriever) -> None:
+    with pytest.raises(ValueError, match="question or a topic"):
+        retriever.retrieve_follow_up("and for business?", Context(None, None))
+
+
+@pytest.mark.model
+def test_an_entry_s_question_vector_is_its_question_unit_s(sample_kb: KnowledgeBase) -> None:
+    """The vector the index holds for an entry's question: the model's vector of that text."""
+    plus = sample_kb.entry("pricing-plus")
+    assert plus is not None and plus.question
+    vector = sample_kb.question_vector("pricing-plus")
+    assert vector is not None and vector.dtype == np.float32
+    np.testing.assert_allclose(vector, sample_kb.embedder.encode([plus.question])[0], atol=1e-5)
+    assert sample_kb.question_vector("no-such-entry") is None

@@ -72,5 +72,5 @@ def context_for(
             topic = entry.title
         else:
             topic = _SENTENCE.split(last_bot.strip(), maxsplit=1)[0][:BOT_CONTEXT_CHARS]
-    context = Context(last_user or None, topic or None, topic_entry if topic else None)
+    context = Context(last_user or None, topic or None, topic_entry)
     return context if context.parts else None

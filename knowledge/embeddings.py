@@ -427,11 +427,10 @@ class Embedder:
         still told its vector, in the same quiet moment. Not told when the text is being
         embedded for a query, or ready already.
         """
-        key = normalize(text)
-        if not key or (keep is None and self.cache is not None and text in self.cache):
-            return
+        # A cached text still goes when its vector is to be kept (`_embed_ahead` finds it).
+        key = self._ahead_key(text) if keep is None else normalize(text) or None
         with self._prefetch_lock:
-            if key in self._prefetched:
+            if key is None or key in self._prefetched:
                 return
         done = None
         if keep is not None:

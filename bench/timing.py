@@ -51,7 +51,12 @@ def batched_rate(
 
 
 def time_turns(
-    engine: Any, texts: Sequence[str], *, second: bool = False, pause_s: float = 0.0
+    engine: Any,
+    texts: Sequence[str],
+    *,
+    second: bool = False,
+    pause_s: float = 0.0,
+    fresh: Callable[[], object] | None = None,
 ) -> tuple[list[float], float]:
     """Milliseconds of each live turn (`Engine.handle`) and the turns per second of the loop.
 
@@ -70,12 +75,17 @@ def time_turns(
     (`Responder.anticipate`: it waits for 0.1 s of quiet first). On a sandboxed, nested VM every
     timed turn also starts cold, whatever the code (docs/benchmarks.md, "Tenth round"). The rate
     counts only the timed turns' time.
+
+    `fresh`: called before each conversation, untimed (say, to empty the query cache, so a
+    conversation finds only what its own turns left there).
     """
     run = uuid.uuid4().hex[:8]
     out = []
     spent = 0.0
     begin = time.perf_counter()
     for i, text in enumerate(texts):
+        if fresh is not None:
+            fresh()
         asked = [texts[(i + 1) % len(texts)], text] if second else [text]
         for n, question in enumerate(asked):
             if pause_s and n == len(asked) - 1:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 
-from bot.model import Role, Turn
+from bot.model import ReplyKind, Role, Turn
 from knowledge.types import Context, Entry
 
 _LEADS = re.compile(
@@ -47,6 +47,10 @@ def context_for(
 ) -> Context | None:
     """The context of the next message: the last customer question and what the bot said.
 
+    Only an answer has a topic. A bot line known to be another kind of reply (a fallback, a
+    question back, smalltalk, a handoff: `Turn.kind`) is the bot's own set wording, which says
+    nothing of the subject, so the question stands alone.
+
     Args:
         history: the conversation so far, oldest first.
         topic_of: maps a bot reply's text to the knowledge-base entry it answered with, if
@@ -54,23 +58,23 @@ def context_for(
             when it returns None, the reply's first sentence stands for the topic.
     """
     last_user: str | None = None
-    last_bot: str | None = None
+    last_bot: Turn | None = None
     for turn in reversed(history):
         if turn.role is Role.BOT and last_bot is None and last_user is None:
-            last_bot = turn.text
+            last_bot = turn
         elif turn.role is Role.USER and last_user is None:
             last_user = turn.text
         if last_user is not None:
             break
     topic: str | None = None
     topic_entry: str | None = None
-    if last_bot:
-        entry = topic_of(last_bot) if topic_of else None
+    if last_bot is not None and last_bot.text and last_bot.kind in (None, ReplyKind.ANSWER):
+        entry = topic_of(last_bot.text) if topic_of else None
         if entry is not None and entry.question:
             topic, topic_entry = entry.question, entry.id
         elif entry is not None and entry.title:
             topic = entry.title
         else:
-            topic = _SENTENCE.split(last_bot.strip(), maxsplit=1)[0][:BOT_CONTEXT_CHARS]
+            topic = _SENTENCE.split(last_bot.text.strip(), maxsplit=1)[0][:BOT_CONTEXT_CHARS]
     context = Context(last_user or None, topic or None, topic_entry)
     return context if context.parts else None

@@ -759,8 +759,8 @@ class Engine:
         ):
             entry = self.responder.retriever.kb.entry(turn.sources[0].id)
             if entry is not None:
-                return Turn(turn.role, entry.answer)
-        return Turn(turn.role, turn.text)
+                return Turn(turn.role, entry.answer, turn.reply_kind)
+        return Turn(turn.role, turn.text, turn.reply_kind)
 
     def _compose_answer(
         self,

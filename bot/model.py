@@ -278,10 +278,15 @@ class Reply:
 
 @dataclass(frozen=True, slots=True)
 class Turn:
-    """One line of a conversation's history, oldest first when in a sequence."""
+    """One line of a conversation's history, oldest first when in a sequence.
+
+    `kind`: for the bot's lines, the kind of reply it was, where known (the engine knows it;
+    a history given by hand need not say).
+    """
 
     role: Role
     text: str
+    kind: ReplyKind | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bot.context import BOT_CONTEXT_CHARS, context_for, looks_like_follow_up
-from bot.model import Role, Turn
+from bot.model import ReplyKind, Role, Turn
 from knowledge.types import Context, Entry
 
 PLUS_Q = "How much does the Plus plan cost?"
@@ -87,6 +87,29 @@ def test_an_entry_without_a_question_gives_its_title_as_the_topic() -> None:
 def test_topic_of_returning_none_falls_back_to_the_first_sentence() -> None:
     history = [Turn(Role.USER, PLUS_Q), Turn(Role.BOT, PLUS_A)]
     assert context_for(history, lambda text: None) == context_for(history)
+
+
+@pytest.mark.parametrize(
+    "kind", [ReplyKind.FALLBACK, ReplyKind.CLARIFY, ReplyKind.SMALLTALK, ReplyKind.HANDOFF]
+)
+def test_a_reply_that_is_not_an_answer_gives_no_topic(kind: ReplyKind) -> None:
+    """The bot's set wording ("Sorry, I don't have a good answer for that.") names no
+    subject: the question stands alone, and the reply's text is not looked up."""
+    history = [Turn(Role.USER, PLUS_Q), Turn(Role.BOT, "Sorry, I can't answer that.", kind)]
+
+    def topic_of(text: str) -> Entry | None:
+        raise AssertionError("only an answer is looked up")
+
+    assert context_for(history, topic_of) == Context(PLUS_Q)
+    assert context_for(history[1:]) is None
+
+
+def test_an_answer_known_as_one_gives_its_topic() -> None:
+    answered = [Turn(Role.USER, PLUS_Q), Turn(Role.BOT, PLUS_A, ReplyKind.ANSWER)]
+    assert context_for(answered) == context_for([Turn(Role.USER, PLUS_Q), Turn(Role.BOT, PLUS_A)])
+    assert context_for(answered) == Context(
+        PLUS_Q, "Plus costs $8 per user per month billed monthly."
+    )
 
 
 def test_the_latest_exchange_wins() -> None:

@@ -452,6 +452,32 @@ def test_a_follow_up_runs_the_model_on_its_own_words_only(
 
 
 @pytest.mark.usefixtures("cached")
+def test_after_a_reply_that_is_not_an_answer_a_follow_up_is_read_with_the_question_alone(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fallback's or a question back's set wording is no topic: the follow-up's context is
+    the customer's question alone, and the model runs on the follow-up's own words only (the
+    question's vector is cached from its turn)."""
+    monkeypatch.setattr(services.engine.responder, "anticipate", lambda *args: None)
+    channel = new_channel()
+    question = "Can I pay for the Lumen subscription with cryptocurrency?"
+    first = services.engine.handle(message(channel, question))
+    assert first[0].kind in (ReplyKind.FALLBACK, ReplyKind.CLARIFY)
+    seen: list[Context | None] = []
+    context_of = services.engine.responder.context_of
+
+    def noted(history: Sequence[Turn]) -> Context | None:
+        seen.append(context_of(history))
+        return seen[-1]
+
+    monkeypatch.setattr(services.engine.responder, "context_of", noted)
+    embedded = recording(services.kb.embedder, monkeypatch)
+    services.engine.handle(message(channel, "and with PayPal?"))
+    assert seen and all(context == Context(question) for context in seen)
+    assert embedded == ["and with PayPal?"]
+
+
+@pytest.mark.usefixtures("cached")
 def test_the_next_message_s_context_is_embedded_while_the_customer_writes(
     services: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:

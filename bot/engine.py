@@ -746,11 +746,17 @@ class Engine:
             logger.warning("getting a turn's context vector ready failed", exc_info=True)
 
     def _plain_turn(self, turn: HistoryTurn) -> Turn:
-        """A history line as the knowledge path reads it.
+        """A history line as the knowledge path reads it, with its reply's kind
+        (`bot.context.context_for`: only an answer gives a follow-up its topic).
 
         A generated answer is read as the text of the entry it answered with, so follow-ups
-        ("and for business?") find their topic as they do after an extractive answer.
+        ("and for business?") find their topic as they do after an extractive answer. The
+        bot's only lines without a reply are the relay's notices to the customer (an agent
+        took the conversation, gave it back, or none came: `Relay._tell_customer`), the
+        handoff's own wording, so they are read as a handoff.
         """
+        if turn.role is Role.BOT and turn.reply_kind is None:
+            return Turn(turn.role, turn.text, ReplyKind.HANDOFF)
         if (
             turn.role is Role.BOT
             and turn.reply_kind is ReplyKind.ANSWER

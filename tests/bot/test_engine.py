@@ -477,6 +477,31 @@ def test_after_a_reply_that_is_not_an_answer_a_follow_up_is_read_with_the_questi
     assert embedded == ["and with PayPal?"]
 
 
+def test_after_a_relay_notice_a_follow_up_is_read_with_the_question_alone(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The relay's notice to the customer (here: an agent gave the conversation back) is the
+    handoff's wording, not a topic."""
+    from bot.relay import RELAY_AUTHOR, RelayConfig
+
+    monkeypatch.setattr(services.engine.responder, "anticipate", lambda *args: None)
+    channel = new_channel()
+    question = "How much storage do I get on the free plan?"
+    services.engine.handle(message(channel, question))
+    notice = RelayConfig(desk="slack").released_text
+    services.store.add_message(conversation_id(services, channel), Role.BOT, RELAY_AUTHOR, notice)
+    seen: list[Context | None] = []
+    context_of = services.engine.responder.context_of
+
+    def noted(history: Sequence[Turn]) -> Context | None:
+        seen.append(context_of(history))
+        return seen[-1]
+
+    monkeypatch.setattr(services.engine.responder, "context_of", noted)
+    services.engine.handle(message(channel, "and on Business?"))
+    assert seen and all(context == Context(question) for context in seen)
+
+
 @pytest.mark.usefixtures("cached")
 def test_the_next_message_s_context_is_embedded_while_the_customer_writes(
     services: Services, monkeypatch: pytest.MonkeyPatch

@@ -131,6 +131,19 @@ def recording(embedder: Any, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return embedded
 
 
+def contexts_read(services: Services, monkeypatch: pytest.MonkeyPatch) -> list[Context | None]:
+    """The contexts the engine's turns read from now on (`Responder.context_of`)."""
+    seen: list[Context | None] = []
+    context_of = services.engine.responder.context_of
+
+    def noted(history: Sequence[Turn]) -> Context | None:
+        seen.append(context_of(history))
+        return seen[-1]
+
+    monkeypatch.setattr(services.engine.responder, "context_of", noted)
+    return seen
+
+
 def asked_about_storage(services: Services) -> tuple[str, Context]:
     """A new web conversation that asked how much storage the free plan has and was answered:
     its channel, and the context its next message is searched with (`bot.context`): the
@@ -463,14 +476,7 @@ def test_after_a_reply_that_is_not_an_answer_a_follow_up_is_read_with_the_questi
     question = "Can I pay for the Lumen subscription with cryptocurrency?"
     first = services.engine.handle(message(channel, question))
     assert first[0].kind in (ReplyKind.FALLBACK, ReplyKind.CLARIFY)
-    seen: list[Context | None] = []
-    context_of = services.engine.responder.context_of
-
-    def noted(history: Sequence[Turn]) -> Context | None:
-        seen.append(context_of(history))
-        return seen[-1]
-
-    monkeypatch.setattr(services.engine.responder, "context_of", noted)
+    seen = contexts_read(services, monkeypatch)
     embedded = recording(services.kb.embedder, monkeypatch)
     services.engine.handle(message(channel, "and with PayPal?"))
     assert seen and all(context == Context(question) for context in seen)
@@ -490,14 +496,7 @@ def test_after_a_relay_notice_a_follow_up_is_read_with_the_question_alone(
     services.engine.handle(message(channel, question))
     notice = RelayConfig(desk="slack").released_text
     services.store.add_message(conversation_id(services, channel), Role.BOT, RELAY_AUTHOR, notice)
-    seen: list[Context | None] = []
-    context_of = services.engine.responder.context_of
-
-    def noted(history: Sequence[Turn]) -> Context | None:
-        seen.append(context_of(history))
-        return seen[-1]
-
-    monkeypatch.setattr(services.engine.responder, "context_of", noted)
+    seen = contexts_read(services, monkeypatch)
     services.engine.handle(message(channel, "and on Business?"))
     assert seen and all(context == Context(question) for context in seen)
 

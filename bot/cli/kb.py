@@ -260,11 +260,11 @@ def import_intents(
     from knowledge.datasets import import_intents as convert
 
     written = convert(source, out)
-    table = Table(title="Written")
+    table = Table(title=f"Written to {out}")
     table.add_column("file")
     table.add_column("rows", justify="right")
     for path, n in written.values():
-        table.add_row(str(path), str(n))
+        table.add_row(path.name, str(n))
     console.print(table)
 
 

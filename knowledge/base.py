@@ -9,7 +9,8 @@ Layout of the index directory::
     units.npz         for each retrieval unit: the entry it maps to, its kind, its content hash
     vectors.npy       the units' embeddings (reused for unchanged units on the next ingest)
     dense.faiss       FAISS inner-product index over vectors.npy
-    bm25/             bm25s index over the units' texts
+    bm25/             bm25s index over the units' texts, and its stems in id order (what a
+                      search reads: `knowledge.index.LexicalIndex`)
     head.npz          a linear head over the units (`knowledge.head`), where the entries have
                       enough example questions to fit one
     calibration.json  written by `supportbot kb calibrate` (kept across ingests)

@@ -1,4 +1,4 @@
-"""Search indexes over retrieval units: FAISS for vectors, bm25s for words.
+"""Search indexes over retrieval units: FAISS for vectors, BM25 (built by bm25s) for words.
 
 Both map a query to `(unit position, score)` pairs; `knowledge.retriever` fuses them and maps units
 back to knowledge-base entries. Each index saves to and loads from a directory.
@@ -6,10 +6,11 @@ back to knowledge-base entries. Each index saves to and loads from a directory.
 
 from __future__ import annotations
 
-import itertools
+import json
 import logging
+import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -83,11 +84,6 @@ def merged_unique(parts: Sequence[npt.NDArray[np.int64]]) -> npt.NDArray[np.int6
     first = np.ones(keys.size, dtype=bool)
     np.not_equal(keys[1:], keys[:-1], out=first[1:])
     return keys[first]
-
-
-def _first(mapping: dict[str, Any], n: int) -> dict[str, Any]:
-    """The first `n` items of `mapping`, in its order."""
-    return dict(itertools.islice(mapping.items(), n))
 
 
 def _rarest(postings: Sequence[npt.NDArray[np.int64]], k: int) -> npt.NDArray[np.int64]:
@@ -183,58 +179,109 @@ class DenseIndex:
         return cls(index, kind)
 
 
+class QueryWords:
+    """A query's words as the lexical index's word ids: what bm25s's tokenizer gives for a
+    query (`Tokenizer.streaming_tokenize` with ``update_vocab=False``), without bm25s.
+
+    Importing bm25s imports SciPy's sparse matrices, and its tokenizer's saved vocabulary holds
+    three dictionaries of every indexed word: on 100,000 passages that is 0.35 s of imports and
+    0.4 s of JSON at every start (docs/benchmarks.md, "Sixteenth round"). A query needs only
+    the stems' ids; the rest is a memo of the stemmer. The steps are bm25s's, in its order:
+    lower-case, its default word pattern (two or more word characters), drop stopwords, stem
+    with PyStemmer's English stemmer, keep the words whose stem is indexed.
+    `tests/knowledge/test_index.py` checks that the ids equal bm25s's own.
+
+    Args:
+        stem_ids: each indexed stem's id (bm25s's ``stem_to_sid``).
+        stopwords: the words the index left out.
+        memo_limit: how many words the memo of stems may hold before it starts again.
+    """
+
+    #: bm25s's default splitter (`bm25s.tokenization.Tokenizer`).
+    PATTERN = re.compile(r"(?u)\b\w\w+\b")
+
+    def __init__(
+        self, stem_ids: dict[str, int], stopwords: Iterable[str], *, memo_limit: int
+    ) -> None:
+        self.stem_ids = stem_ids
+        self.stopwords = frozenset(stopwords)
+        self.memo_limit = memo_limit
+        # Each word seen → its id, or -1: a stopword, a word whose stem is not indexed, or
+        # the stem "" (the id bm25s gives documents without words).
+        self._memo: dict[str, int] = {}
+        self._empty = stem_ids.get("")
+        self._stem: Callable[[str], str] | None = None
+        # PyStemmer's stemmers are not thread-safe, and the retriever's lanes and the web
+        # app's threads search at once (`Retriever.retrieve_many`).
+        self._lock = threading.Lock()
+
+    def ids(self, queries: Sequence[str]) -> list[list[int]]:
+        """Each query's known words' ids, in order, repeats kept."""
+        with self._lock:
+            return [self._ids(query) for query in queries]
+
+    def _ids(self, query: str) -> list[int]:
+        memo = self._memo
+        out: list[int] = []
+        for word in self.PATTERN.findall(query.lower()):
+            wid = memo.get(word)
+            if wid is None:
+                wid = self._look_up(word)
+                if len(memo) >= self.memo_limit:
+                    memo.clear()  # customers' made-up words must not grow a worker for ever
+                memo[word] = wid
+            if wid >= 0:
+                out.append(wid)
+        return out
+
+    def _look_up(self, word: str) -> int:
+        if word in self.stopwords:
+            return -1
+        if self._stem is None:
+            import Stemmer
+
+            self._stem = Stemmer.Stemmer("english").stemWord
+        wid = self.stem_ids.get(self._stem(word), -1)
+        return -1 if wid == self._empty else wid
+
+
 class LexicalIndex:
     """BM25 over the same units as the dense index (English stopwords, Snowball stemming).
 
+    bm25s builds it (`build`) and its files are bm25s's own, so an index saved here loads in
+    bm25s too; a search reads only the weights and the stems' ids (`QueryWords`).
+
     Args:
-        retriever: the bm25s index.
-        tokenizer: its tokenizer, vocabulary loaded.
+        weights: bm25s's eager index, one column of BM25 weights per word id: the units
+            (``indices``) and their weights (``data``) of word ``t`` are at
+            ``indptr[t]:indptr[t + 1]``.
+        words: maps a query to its word ids.
         size: the number of units.
-        memo_limit: how many words that are not in the indexed texts the tokenizer may
-            remember between queries (see `_tokenize`).
+        library: bm25s's index and tokenizer, on an index `build` made (what `save` writes).
     """
 
     DIRNAME = "bm25"
-    #: Words remembered beyond the indexed texts' own before the memo is cut back.
+    #: The stems in id order, written beside bm25s's files: its tokenizer vocabulary
+    #: (``vocab.tokenizer.json``) also holds every indexed word twice over.
+    STEMS = "stems.json"
+    #: bm25s's files of the weights and the stopwords.
+    ARRAYS = ("data", "indices", "indptr")
+    STOPWORDS = "stopwords.tokenizer.json"
+    #: Words the query tokenizer remembers the stem of before it starts again.
     MEMO_LIMIT = 50_000
 
     def __init__(
-        self, retriever: Any, tokenizer: Any, size: int, *, memo_limit: int = MEMO_LIMIT
+        self,
+        weights: dict[str, npt.NDArray[Any]] | None,
+        words: QueryWords | None,
+        size: int,
+        *,
+        library: tuple[Any, Any] | None = None,
     ) -> None:
-        self._retriever = retriever
-        self._tokenizer = tokenizer
+        self._weights = weights
+        self._words = words
         self._size = size
-        self._memo_limit = memo_limit
-        # The memo's own words: those of the indexed texts (see `_tokenize`); an empty index
-        # has no tokenizer.
-        self._memo_base = (
-            (len(tokenizer.word_to_id), len(tokenizer.word_to_stem)) if tokenizer else (0, 0)
-        )
-        # PyStemmer's stemmers are not thread-safe, and the retriever's lanes and the web
-        # app's threads search at once (`Retriever.retrieve_many`).
-        self._tokenizing = threading.Lock()
-
-    def _tokenize(self, queries: Sequence[str]) -> Any:
-        """The queries' word ids, as bm25s's tokenizer gives them.
-
-        bm25s remembers each word it stems (`word_to_stem`), and each word whose stem is
-        indexed (`word_to_id`), even with ``update_vocab=False``: customers' messages would
-        grow those dictionaries without bound (2,000 messages of 300 made-up words: 600,000
-        entries, 90 MB in every worker). Both are memos of the stemmer over the indexed
-        vocabulary, and dictionaries keep their order, so once more than `memo_limit`
-        entries have been added the additions are dropped; the ids stay the same.
-        """
-        tokenizer = self._tokenizer
-        with self._tokenizing:
-            # What `tokenize(..., return_as="ids")` collects, without its progress bar's set-up:
-            # 10 against 36 µs for one question.
-            ids = list(tokenizer.streaming_tokenize(list(queries), update_vocab=False))
-            words, stems = self._memo_base
-            if len(tokenizer.word_to_stem) > stems + self._memo_limit:
-                tokenizer.word_to_stem = _first(tokenizer.word_to_stem, stems)
-            if len(tokenizer.word_to_id) > words + self._memo_limit:
-                tokenizer.word_to_id = _first(tokenizer.word_to_id, words)
-            return ids
+        self._library = library
 
     @staticmethod
     def _tokenizer_factory() -> Any:
@@ -244,14 +291,15 @@ class LexicalIndex:
         return Tokenizer(stopwords="en", stemmer=Stemmer.Stemmer("english"))
 
     @classmethod
-    def build(cls, texts: Sequence[str]) -> LexicalIndex:
+    def build(cls, texts: Sequence[str], *, memo_limit: int = MEMO_LIMIT) -> LexicalIndex:
         import bm25s
 
         tokenizer = cls._tokenizer_factory()
         ids = tokenizer.tokenize(list(texts), return_as="ids", show_progress=False)
         retriever = bm25s.BM25()
         retriever.index(ids, show_progress=False)
-        return cls(retriever, tokenizer, len(texts))
+        words = QueryWords(dict(tokenizer.stem_to_sid), tokenizer.stopwords, memo_limit=memo_limit)
+        return cls(retriever.scores, words, len(texts), library=(retriever, tokenizer))
 
     def __len__(self) -> int:
         return self._size
@@ -290,19 +338,16 @@ class LexicalIndex:
         self, queries: Sequence[str]
     ) -> list[tuple[npt.NDArray[np.float32], list[npt.NDArray[np.int64]]]]:
         """Each query's `scores`, with the units of each of its known words (repeats kept)."""
-        if self._size == 0:
+        if self._size == 0 or self._weights is None or self._words is None:
             return [(np.zeros(0, dtype=np.float32), []) for _ in queries]
         if not queries:
             return []
-        tokens = self._tokenize(queries)
-        # Unknown and stop words come back as the empty token, which units without any
-        # indexable word also carry: drop it, or "the" would match "Is it?" perfectly.
-        empty = self._tokenizer.get_vocab_dict().get("")
-        weights = self._retriever.scores
+        weights = self._weights
         data, units, starts = weights["data"], weights["indices"], weights["indptr"]
         out: list[tuple[npt.NDArray[np.float32], list[npt.NDArray[np.int64]]]] = []
-        for ids in tokens:
-            known = [t for t in ids if t != empty]
+        # Unknown words and stopwords are left out: the empty token that units without any
+        # indexable word carry would make "the" match "Is it?" perfectly.
+        for known in self._words.ids(queries):
             if not known:
                 out.append((np.zeros(self._size, dtype=np.float32), []))
                 continue
@@ -321,26 +366,40 @@ class LexicalIndex:
         return self.top_many([query], k)[0]
 
     def save(self, directory: Path) -> None:
+        """Write an index `build` made: bm25s's files, and the stems in id order."""
+        if self._library is None or self._words is None:
+            raise ValueError("only an index built here can be saved; a loaded one is on disk")
+        retriever, tokenizer = self._library
         path = directory / self.DIRNAME
         path.mkdir(parents=True, exist_ok=True)
-        self._retriever.save(str(path))
-        self._tokenizer.save_vocab(str(path))
-        self._tokenizer.save_stopwords(str(path))
+        retriever.save(str(path))
+        tokenizer.save_vocab(str(path))
+        tokenizer.save_stopwords(str(path))
+        stems = sorted(self._words.stem_ids, key=self._words.stem_ids.__getitem__)
+        if [self._words.stem_ids[stem] for stem in stems] != list(range(len(stems))):
+            raise ValueError("bm25s numbered the stems with gaps; the stems file needs 0..n-1")
+        (path / self.STEMS).write_text(json.dumps(stems, ensure_ascii=False), encoding="utf-8")
 
     @classmethod
-    def load(cls, directory: Path, size: int) -> LexicalIndex:
-        import bm25s
+    def load(cls, directory: Path, size: int, *, memo_limit: int = MEMO_LIMIT) -> LexicalIndex:
+        """Read a saved index: the weights memory-mapped, the stems' ids, the stopwords.
 
+        An index saved before the stems file existed takes them from bm25s's tokenizer
+        vocabulary, which is slower to read.
+        """
         path = directory / cls.DIRNAME
-        retriever = bm25s.BM25.load(str(path), mmap=True)
-        # Plain array views of the mapped files: still mapped, but slicing a `np.memmap` costs a
-        # subclass object per slice, about a quarter of a query's BM25 time (bm25s slices once
-        # per query word).
-        scores = retriever.scores
-        for name in ("data", "indices", "indptr"):
-            if isinstance(scores.get(name), np.memmap):
-                scores[name] = np.asarray(scores[name])
-        tokenizer = cls._tokenizer_factory()
-        tokenizer.load_vocab(str(path))
-        tokenizer.load_stopwords(str(path))
-        return cls(retriever, tokenizer, size)
+        # Plain array views of the mapped files: still mapped, but slicing a `np.memmap` costs
+        # a subclass object per slice, about a quarter of a query's BM25 time.
+        weights = {
+            name: np.asarray(np.load(path / f"{name}.csc.index.npy", mmap_mode="r"))
+            for name in cls.ARRAYS
+        }
+        stems_file = path / cls.STEMS
+        if stems_file.exists():
+            stems = json.loads(stems_file.read_text(encoding="utf-8"))
+            stem_ids = dict(zip(stems, range(len(stems)), strict=True))
+        else:
+            vocabulary = json.loads((path / "vocab.tokenizer.json").read_text(encoding="utf-8"))
+            stem_ids = vocabulary["stem_to_sid"]
+        stopwords = json.loads((path / cls.STOPWORDS).read_text(encoding="utf-8"))
+        return cls(weights, QueryWords(stem_ids, stopwords, memo_limit=memo_limit), size)

@@ -538,7 +538,7 @@ def test_a_reload_frees_the_old_indexes_without_the_garbage_collector(
     looks at those objects again, so they must not need it to be freed after a reload."""
     kb = KnowledgeBase(sample_kb_dir, embedder).load()
     assert kb.lexical is not None and kb.dense is not None
-    old = [kb.entries, kb.dense, kb.lexical, kb.lexical._retriever, kb.lexical._tokenizer]
+    old = [kb.entries, kb.dense, kb.lexical, kb.lexical._words]
     watched = [weakref.ref(part) for part in old]
     del old
     gc.collect()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import itertools
 from pathlib import Path
 
@@ -165,9 +166,11 @@ def test_known_words_still_count_beside_unknown_ones(lexical: LexicalIndex) -> N
 )
 def test_scores_are_bm25s_scores(lexical: LexicalIndex, query: str) -> None:
     """The one-bincount sum gives bm25s's own scores, repeated words counted each time."""
-    ids = lexical._tokenize([query])[0]
-    empty = lexical._tokenizer.get_vocab_dict().get("")
-    expected = lexical._retriever.get_scores([t for t in ids if t != empty])
+    assert lexical._library is not None
+    retriever, tokenizer = lexical._library
+    ids = tokenizer.tokenize([query], update_vocab=False, return_as="ids", show_progress=False)
+    empty = tokenizer.get_vocab_dict().get("")
+    expected = retriever.get_scores([t for t in ids[0] if t != empty])
     np.testing.assert_allclose(lexical.scores(query), expected, rtol=1e-6)
     assert lexical.scores(query).any()
     for one, many in zip(
@@ -195,10 +198,31 @@ def test_lexical_save_and_load_round_trip(lexical: LexicalIndex, tmp_path: Path)
     for query in ("reset password", "SAML", "evernote enex", "zzzqqq"):
         np.testing.assert_allclose(loaded.scores(query), lexical.scores(query), rtol=1e-6)
     assert loaded.search("pdf", 3)[0].tolist() == [1]
+    with pytest.raises(ValueError, match="only an index built here"):
+        loaded.save(tmp_path / "again")
+
+
+def test_an_index_saved_without_the_stems_file_loads_from_bm25s_vocabulary(
+    lexical: LexicalIndex, tmp_path: Path
+) -> None:
+    """Indexes built before the stems file existed read bm25s's tokenizer vocabulary."""
+    lexical.save(tmp_path)
+    (tmp_path / LexicalIndex.DIRNAME / LexicalIndex.STEMS).unlink()
+    loaded = LexicalIndex.load(tmp_path, len(UNITS))
+    for query in ("reset password", "SAML", "evernote enex", "zzzqqq", "the"):
+        np.testing.assert_array_equal(loaded.scores(query), lexical.scores(query))
+
+
+def test_a_saved_index_loads_in_bm25s_too(lexical: LexicalIndex, tmp_path: Path) -> None:
+    import bm25s
+
+    lexical.save(tmp_path)
+    retriever = bm25s.BM25.load(str(tmp_path / LexicalIndex.DIRNAME))
+    assert retriever.scores["indptr"].size == len(lexical._words.stem_ids) + 1  # type: ignore[union-attr]
 
 
 def test_an_empty_lexical_index_scores_nothing() -> None:
-    empty = LexicalIndex(retriever=None, tokenizer=None, size=0)
+    empty = LexicalIndex(weights=None, words=None, size=0)
     assert empty.scores("anything").size == 0
     positions, scores = empty.search("anything", 5)
     assert positions.size == 0 and scores.size == 0
@@ -226,29 +250,24 @@ def test_lexical_top_takes_the_best_positive_scores_with_ties_by_position() -> N
     assert lexical_top(many, 100).tolist() == [u for _, u in expected]
 
 
-def test_the_tokenizers_memo_of_unindexed_words_stays_bounded() -> None:
-    """bm25s remembers every word it stems; made-up words must not grow a worker for ever."""
-    index = LexicalIndex.build(UNITS)
-    tokenizer = index._tokenizer
-    fresh = list(LexicalIndex.build(UNITS)._tokenizer.word_to_stem)
-    base = len(tokenizer.word_to_stem), len(tokenizer.word_to_id)
-    small = LexicalIndex(index._retriever, tokenizer, len(index), memo_limit=50)
-    expected = small.scores("How do I reset my password?")
+def test_the_memo_of_stems_stays_bounded() -> None:
+    """Every word a query has is remembered; made-up words must not grow a worker for ever."""
+    index = LexicalIndex.build(UNITS, memo_limit=50)
+    words = index._words
+    assert words is not None
+    expected = index.scores("How do I reset my password?")
     rng = np.random.default_rng(0)
     letters = np.array(list("bcdfghjklmnpqrstvwxz"))
     sizes = []
     for _ in range(20):
         junk = ["".join(rng.choice(letters, 9)) for _ in range(30)]
-        # Words whose stem is indexed ("resetting") are remembered too, in `word_to_id`.
-        small.scores_many([" ".join(junk), f"resetting {junk[0]}s"])
-        sizes.append(len(tokenizer.word_to_stem))
-        assert sizes[-1] <= base[0] + 50
-        assert len(tokenizer.word_to_id) <= base[1] + 50
-    assert any(b < a for a, b in itertools.pairwise(sizes))  # cut back, more than once
-    # Nothing the index knew was forgotten, and the same words still score the same.
-    assert list(tokenizer.word_to_stem)[: base[0]] == fresh
-    assert np.array_equal(small.scores("How do I reset my password?"), expected)
-    assert np.array_equal(small.scores("resetting"), index.scores("reset"))
+        index.scores_many([" ".join(junk), f"resetting {junk[0]}s"])
+        sizes.append(len(words._memo))
+        assert sizes[-1] <= 50
+    assert any(b < a for a, b in itertools.pairwise(sizes))  # started again, more than once
+    # The same words still score the same.
+    assert np.array_equal(index.scores("How do I reset my password?"), expected)
+    assert np.array_equal(index.scores("resetting"), index.scores("reset"))
 
 
 @given(
@@ -296,10 +315,48 @@ def test_top_many_is_lexical_top_of_the_scores() -> None:
             assert np.array_equal(units, index.search(query, k)[0])
 
 
-def test_query_tokens_are_bm25s_tokenize_ids() -> None:
+def _bm25s_ids(index: LexicalIndex, queries: list[str]) -> list[list[int]]:
+    """The queries' word ids as bm25s's own tokenizer gives them, the empty token left out."""
+    assert index._library is not None
+    tokenizer = index._library[1]
+    ids = tokenizer.tokenize(queries, update_vocab=False, return_as="ids", show_progress=False)
+    empty = tokenizer.get_vocab_dict().get("")
+    return [[t for t in one if t != empty] for one in ids]
+
+
+def test_query_words_are_bm25s_tokenize_ids() -> None:
     index = LexicalIndex.build(UNITS)
     queries = ["How do I RESET my passwords?", "", "the and of", "🙂 zzzqqq", "pdf pdf note"]
-    expected = LexicalIndex.build(UNITS)._tokenizer.tokenize(
-        queries, update_vocab=False, return_as="ids", show_progress=False
-    )
-    assert index._tokenize(queries) == expected
+    assert index._words is not None
+    assert index._words.ids(queries) == _bm25s_ids(index, queries)
+    assert index._words.ids(["How do I RESET my passwords?"]) != [[]]
+
+
+_WORDS = sorted({w for unit in UNITS for w in unit.split()} | {"the", "Passwords", "É", "ß"})
+
+
+@given(
+    st.lists(st.one_of(st.sampled_from(_WORDS), st.text(max_size=12)), max_size=12).map(" ".join)
+)
+def test_query_words_equal_bm25s_on_any_text(query: str) -> None:
+    index = _UNITS_INDEX
+    assert index._words is not None
+    assert index._words.ids([query]) == _bm25s_ids(index, [query])
+
+
+_UNITS_INDEX = LexicalIndex.build(UNITS)
+
+
+def test_query_words_equal_bm25s_on_banking77() -> None:
+    """Real customers' words: BANKING77's training queries indexed, its test queries asked,
+    through a saved and loaded index as a worker reads it."""
+    data = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "banking77"
+    with (data / "train.csv").open(encoding="utf-8") as f:
+        texts = [row["text"] for row in csv.DictReader(f)]
+    with (data / "test.csv").open(encoding="utf-8") as f:
+        queries = [row["text"] for row in csv.DictReader(f)]
+    built = LexicalIndex.build(texts[:4000])
+    expected = _bm25s_ids(built, queries)
+    assert sum(map(len, expected)) > len(queries)  # most queries share words with the index
+    assert built._words is not None
+    assert built._words.ids(queries) == expected

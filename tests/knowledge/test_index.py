@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from knowledge.index import DenseIndex, LexicalIndex, lexical_top
+from tests.support import run_python
 
 DIM = 384
 
@@ -211,6 +212,25 @@ def test_an_index_saved_without_the_stems_file_loads_from_bm25s_vocabulary(
     loaded = LexicalIndex.load(tmp_path, len(UNITS))
     for query in ("reset password", "SAML", "evernote enex", "zzzqqq", "the"):
         np.testing.assert_array_equal(loaded.scores(query), lexical.scores(query))
+
+
+def test_a_loaded_index_searches_without_importing_bm25s_or_scipy(
+    lexical: LexicalIndex, tmp_path: Path
+) -> None:
+    """Their imports took 0.35 s of every worker's start (docs/benchmarks.md, "Sixteenth
+    round"); only a build needs bm25s."""
+    lexical.save(tmp_path)
+    script = f"""
+import sys
+from pathlib import Path
+from knowledge.index import LexicalIndex
+index = LexicalIndex.load(Path({str(tmp_path)!r}), {len(UNITS)})
+assert index.search("reset my password", 3)[0].tolist()[0] == 0
+print(sorted(m for m in ("bm25s", "scipy") if m in sys.modules))
+"""
+    done = run_python(script)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
 
 
 def test_a_saved_index_loads_in_bm25s_too(lexical: LexicalIndex, tmp_path: Path) -> None:

@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from bot.errors import KnowledgeError
+
 logger = logging.getLogger(__name__)
 
 Vectors = npt.NDArray[np.float32]
@@ -402,4 +404,12 @@ class LexicalIndex:
             vocabulary = json.loads((path / "vocab.tokenizer.json").read_text(encoding="utf-8"))
             stem_ids = vocabulary["stem_to_sid"]
         stopwords = json.loads((path / cls.STOPWORDS).read_text(encoding="utf-8"))
+        # bm25s may add a last column for its empty token, so there can be one column more
+        # than stems; a stem's id past the columns would fail every search with that word.
+        columns = len(weights["indptr"]) - 1
+        if stem_ids and max(stem_ids.values()) >= columns:
+            raise KnowledgeError(
+                f"{path} is inconsistent ({len(stem_ids)} stems for {columns} columns of "
+                "weights); rebuild it with `supportbot kb ingest --replace PATH...`"
+            )
         return cls(weights, QueryWords(stem_ids, stopwords, memo_limit=memo_limit), size)

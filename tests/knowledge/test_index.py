@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import itertools
+import json
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bot.errors import KnowledgeError
 from knowledge.index import DenseIndex, LexicalIndex, lexical_top
 from tests.support import run_python
 
@@ -214,6 +216,17 @@ def test_an_index_saved_without_the_stems_file_loads_from_bm25s_vocabulary(
         np.testing.assert_array_equal(loaded.scores(query), lexical.scores(query))
 
 
+def test_a_stems_file_that_does_not_fit_the_weights_is_refused(
+    lexical: LexicalIndex, tmp_path: Path
+) -> None:
+    """Say, a stems file from another build: a word id past the weights would fail searches."""
+    lexical.save(tmp_path)
+    stems = tmp_path / LexicalIndex.DIRNAME / LexicalIndex.STEMS
+    stems.write_text(json.dumps([*json.loads(stems.read_text()), "zzzqqq"]), encoding="utf-8")
+    with pytest.raises(KnowledgeError, match="inconsistent"):
+        LexicalIndex.load(tmp_path, len(UNITS))
+
+
 def test_a_loaded_index_searches_without_importing_bm25s_or_scipy(
     lexical: LexicalIndex, tmp_path: Path
 ) -> None:
@@ -251,10 +264,17 @@ def test_an_empty_lexical_index_scores_nothing() -> None:
 @pytest.mark.parametrize(
     "filler", ["Is it?", "🙂", "the and of"], ids=["stopwords", "emoji", "more-stopwords"]
 )
-def test_unknown_words_score_zero_even_beside_a_stopword_only_unit(filler: str) -> None:
+def test_unknown_words_score_zero_even_beside_a_stopword_only_unit(
+    filler: str, tmp_path: Path
+) -> None:
     index = LexicalIndex.build([*UNITS, filler])
     assert not index.scores("zzzqqq").any()
     assert index.search("what is this?", 5)[0].size == 0
+    # bm25s gives such an index a column more than it has stems; it saves and loads.
+    index.save(tmp_path)
+    loaded = LexicalIndex.load(tmp_path, len(UNITS) + 1)
+    for query in ("zzzqqq", "what is this?", "reset password", filler):
+        np.testing.assert_array_equal(loaded.scores(query), index.scores(query))
 
 
 def test_lexical_top_takes_the_best_positive_scores_with_ties_by_position() -> None:

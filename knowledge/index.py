@@ -383,7 +383,7 @@ class LexicalIndex:
         (path / self.STEMS).write_text(json.dumps(stems, ensure_ascii=False), encoding="utf-8")
 
     @classmethod
-    def load(cls, directory: Path, size: int, *, memo_limit: int = MEMO_LIMIT) -> LexicalIndex:
+    def load(cls, directory: Path, size: int) -> LexicalIndex:
         """Read a saved index: the weights memory-mapped, the stems' ids, the stopwords.
 
         An index saved before the stems file existed takes them from bm25s's tokenizer
@@ -412,4 +412,4 @@ class LexicalIndex:
                 f"{path} is inconsistent ({len(stem_ids)} stems for {columns} columns of "
                 "weights); rebuild it with `supportbot kb ingest --replace PATH...`"
             )
-        return cls(weights, QueryWords(stem_ids, stopwords, memo_limit=memo_limit), size)
+        return cls(weights, QueryWords(stem_ids, stopwords, memo_limit=cls.MEMO_LIMIT), size)

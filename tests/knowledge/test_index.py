@@ -170,10 +170,7 @@ def test_known_words_still_count_beside_unknown_ones(lexical: LexicalIndex) -> N
 def test_scores_are_bm25s_scores(lexical: LexicalIndex, query: str) -> None:
     """The one-bincount sum gives bm25s's own scores, repeated words counted each time."""
     assert lexical._library is not None
-    retriever, tokenizer = lexical._library
-    ids = tokenizer.tokenize([query], update_vocab=False, return_as="ids", show_progress=False)
-    empty = tokenizer.get_vocab_dict().get("")
-    expected = retriever.get_scores([t for t in ids[0] if t != empty])
+    expected = lexical._library[0].get_scores(_bm25s_ids(lexical, [query])[0])
     np.testing.assert_allclose(lexical.scores(query), expected, rtol=1e-6)
     assert lexical.scores(query).any()
     for one, many in zip(
@@ -378,16 +375,12 @@ _WORDS = sorted({w for unit in UNITS for w in unit.split()} | {"the", "Passwords
 @given(
     st.lists(st.one_of(st.sampled_from(_WORDS), st.text(max_size=12)), max_size=12).map(" ".join)
 )
-def test_query_words_equal_bm25s_on_any_text(query: str) -> None:
-    index = _UNITS_INDEX
-    assert index._words is not None
-    assert index._words.ids([query]) == _bm25s_ids(index, [query])
+def test_query_words_equal_bm25s_on_any_text(lexical: LexicalIndex, query: str) -> None:
+    assert lexical._words is not None
+    assert lexical._words.ids([query]) == _bm25s_ids(lexical, [query])
 
 
-_UNITS_INDEX = LexicalIndex.build(UNITS)
-
-
-def test_query_words_equal_bm25s_on_banking77() -> None:
+def test_query_words_equal_bm25s_on_banking77(tmp_path: Path) -> None:
     """Real customers' words: BANKING77's training queries indexed, its test queries asked,
     through a saved and loaded index as a worker reads it."""
     data = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "banking77"
@@ -400,3 +393,7 @@ def test_query_words_equal_bm25s_on_banking77() -> None:
     assert sum(map(len, expected)) > len(queries)  # most queries share words with the index
     assert built._words is not None
     assert built._words.ids(queries) == expected
+    built.save(tmp_path)
+    loaded = LexicalIndex.load(tmp_path, len(built))
+    assert loaded._words is not None
+    assert loaded._words.ids(queries) == expected

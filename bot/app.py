@@ -139,6 +139,7 @@ def create_app_from_env() -> FastAPI:
         level=logging.getLevelNamesMapping().get(os.environ.get(LOG_LEVEL_ENV, ""), logging.INFO),
     )
     services = build_services(load_settings())
+    app = create_app(services)
     services.ready()
     logger.info(
         "worker %d ready: %d entries, database %s",
@@ -146,7 +147,7 @@ def create_app_from_env() -> FastAPI:
         len(services.kb.entries),
         services.store.engine.url.render_as_string(hide_password=True),
     )
-    return create_app(services)
+    return app
 
 
 def create_app(services: Services, *, adapters: dict[str, AdapterMount] | None = None) -> FastAPI:

@@ -45,7 +45,8 @@ class Services:
 
     def ready(self) -> None:
         """Make the process ready to answer: the model warmed up, then the heap settled
-        (`settle_heap`). Every serving process calls it once, after building its services."""
+        (`settle_heap`). Every serving process calls it once, after building its services
+        (which started the warm-up) and its app, so both overlap the model's loading."""
         self.kb.embedder.warm_up()
         settle_heap()
 
@@ -144,9 +145,19 @@ def make_embedder(settings: Settings, model: Path | None = None) -> Embedder:
     )
 
 
-def open_kb(settings: Settings, *, bootstrap: bool = True, progress: bool = False) -> KnowledgeBase:
-    """Load the knowledge base; on first start, build it from the bundled sample."""
-    kb = KnowledgeBase(settings.index_dir, make_embedder(settings), mmap=settings.index_mmap)
+def open_kb(
+    settings: Settings,
+    *,
+    bootstrap: bool = True,
+    progress: bool = False,
+    embedder: Embedder | None = None,
+) -> KnowledgeBase:
+    """Load the knowledge base; on first start, build it from the bundled sample.
+
+    `embedder` is the settings' (`make_embedder`) when not given.
+    """
+    embedder = embedder or make_embedder(settings)
+    kb = KnowledgeBase(settings.index_dir, embedder, mmap=settings.index_mmap)
     if not kb.exists and bootstrap:
         logger.info("no knowledge base at %s yet: ingesting the bundled sample", kb.directory)
         ingest_paths(kb, sample_kb_paths(), progress=progress)
@@ -208,6 +219,7 @@ def build_services(
     *,
     progress: bool = False,
     handoff_sink: HandoffSink | None = None,
+    embedder: Embedder | None = None,
 ) -> Services:
     """Assemble every part from the settings.
 
@@ -220,14 +232,20 @@ def build_services(
         handoff_sink: receives the engine's handoff requests (default: the relay when
             ``SUPPORTBOT_HANDOFF_DESK`` is set, else a `NoDeskHandoffSink`: the customer gets
             ``SUPPORTBOT_HANDOFF_CONTACT`` and the bot keeps the conversation).
+        embedder: the model, already loaded elsewhere (the settings' by default,
+            `make_embedder`); it must be the one the index was built with.
 
     Raises:
         ConfigError: the policy settings are invalid.
     """
     policies = load_policies(settings)
     texts = wording(policies.base)
+    # The model loads and warms up in a thread while the database and the index are opened
+    # (ONNX Runtime does it without the GIL); `Services.ready` waits for it.
+    embedder = embedder or make_embedder(settings)
+    embedder.warm_up(wait=False)
     store = Store.from_url(settings.db_url)
-    kb = open_kb(settings, progress=progress)
+    kb = open_kb(settings, progress=progress, embedder=embedder)
     # Ratings of answers move ranking for similar questions (`knowledge.feedback`).
     retriever = Retriever(kb, feedback=FeedbackIndex())
     config = EngineConfig(

@@ -227,6 +227,9 @@ class Embedder:
         self._jobs_lock = threading.Lock()
         # Texts embedded ahead of their query in quiet moments (`anticipate`), by normalised
         # text; every live query call `touch`es it.
+        # The warm-up (`warm_up`), started once, and waited for by each later call.
+        self._warming: Future[None] | None = None
+        self._warm_lock = threading.Lock()
         self._ahead = Anticipator(
             self._embed_ahead,
             idle_s=ANTICIPATE_IDLE_S,
@@ -346,9 +349,31 @@ class Embedder:
         logger.info("embedding queries with ONNX Runtime (%s)", self._onnx.path.name)
         return "onnx"
 
-    def warm_up(self) -> None:
-        """Load the model and run one pass so the first real query is not slow."""
-        self._encode_small(["warm up"])
+    def warm_up(self, *, wait: bool = True) -> None:
+        """Load the model and run one pass so the first real query is not slow.
+
+        With ``wait=False`` this happens in a thread, and the caller goes on: ONNX Runtime
+        builds its session and runs the pass without the GIL, so a process that has other
+        start-up work (reading the index, building the web app) does both at once. A later
+        `warm_up()` waits for that thread and raises what it raised; a query before then
+        waits for the model as it would without a warm-up. It runs once per embedder.
+        """
+        with self._warm_lock:
+            if self._warming is None:
+                self._warming = Future()
+                threading.Thread(target=self._warm, name="embedder-warm-up", daemon=True).start()
+            warming = self._warming
+        if wait:
+            warming.result()
+
+    def _warm(self) -> None:
+        assert self._warming is not None
+        try:
+            self._encode_small(["warm up"])
+        except BaseException as e:
+            self._warming.set_exception(e)
+        else:
+            self._warming.set_result(None)
 
     def invalidate_cache(self) -> None:
         """Drop cached query vectors (a knowledge base using this embedder was reloaded)."""
@@ -358,7 +383,12 @@ class Embedder:
 
     def close(self) -> None:
         """Stop the micro-batcher's, the prefetcher's, the anticipator's and the lanes'
-        threads, if any."""
+        threads, if any. A warm-up still running is waited for first, so it cannot start
+        threads after them."""
+        with self._warm_lock:
+            warming = self._warming
+        if warming is not None:
+            warming.exception()  # waits; what it raised is the warm-up's caller's to see
         if self.batcher is not None:
             self.batcher.close()
         if self._onnx is not None:

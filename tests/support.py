@@ -75,8 +75,9 @@ def sample_services(
     """
     data = root / "data"
     shutil.copytree(sample_kb_dir, data / "index")
-    built = build_services(Settings(data_dir=data, **settings), handoff_sink=handoff_sink)
-    built.kb.embedder = embedder  # type: ignore[assignment]
+    built = build_services(
+        Settings(data_dir=data, **settings), handoff_sink=handoff_sink, embedder=embedder
+    )
     try:
         yield built
     finally:

@@ -67,6 +67,7 @@ def run(
         return
     settings = cli_settings(host=host, port=port)
     services = build_services(settings, progress=True)
+    web_app = create_app(services)
     services.ready()
     console.print(
         f"[bold green]Support bot ready[/] on http://{settings.host}:{settings.port}/ "
@@ -77,7 +78,7 @@ def run(
         console.print(f"Dashboard on http://{settings.host}:{settings.port}/dashboard")
     else:
         console.print("Dashboard disabled: set SUPPORTBOT_DASHBOARD_TOKEN to turn it on")
-    uvicorn.run(create_app(services), host=settings.host, port=settings.port, log_level="info")
+    uvicorn.run(web_app, host=settings.host, port=settings.port, log_level="info")
 
 
 def _prepare_shared_state(host: str | None, port: int | None) -> tuple[int, str]:

@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from sqlalchemy import make_url
 
@@ -45,10 +46,8 @@ pytestmark = pytest.mark.model
 
 def _build(data_dir: Path, embedder: object, **settings: object) -> Services:
     """The bot's services on `data_dir`, sharing the session's already loaded model."""
-    services = build_services(Settings(data_dir=data_dir, **settings))  # type: ignore[arg-type]
-    # Same weights (the index's fingerprint check passed); only spares loading them again.
-    services.kb.embedder = embedder  # type: ignore[assignment]
-    return services
+    # The session's model: same weights, so the index's fingerprint check passes.
+    return build_services(Settings(data_dir=data_dir, **settings), embedder=embedder)  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="module")
@@ -863,6 +862,42 @@ def test_settle_heap_collects_garbage_then_freezes_what_lives() -> None:
     finally:
         gc.unfreeze()
         gc.enable()
+
+
+def test_the_model_warms_up_while_the_services_are_built_and_ready_waits_for_it(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A serving process reads its index and builds its app while ONNX Runtime loads the
+    model; only `ready` waits for the model (docs/benchmarks.md, "Seventeenth round")."""
+    from knowledge.embeddings import Embedder
+
+    gate, ran = threading.Event(), []
+    real_pass = Embedder._encode_small
+
+    def held_pass(self: Embedder, texts: Sequence[str]) -> Any:
+        if threading.current_thread().name != "embedder-warm-up":
+            return real_pass(self, texts)  # other tests' embedders' threads
+        ran.append(self)
+        assert gate.wait(5)
+        return np.ones((len(texts), self.dimension), dtype=np.float32)
+
+    monkeypatch.setattr(Embedder, "_encode_small", held_pass)
+    services = build_services(Settings(data_dir=data_dir))  # returns while the pass is held
+    try:
+        assert ran == [services.kb.embedder]
+        assert services.kb.entries  # the index was read meanwhile
+        ready = threading.Thread(target=services.ready)
+        ready.start()
+        ready.join(0.3)
+        assert ready.is_alive(), "ready() did not wait for the warm-up"
+        gate.set()
+        ready.join(5)
+        assert not ready.is_alive()
+        assert ran == [services.kb.embedder]  # once
+    finally:
+        gate.set()
+        gc.unfreeze()
+        services.store.close()
 
 
 def test_services_ready_warms_the_model_and_settles_the_heap(

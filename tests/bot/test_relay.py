@@ -32,6 +32,7 @@ from bot.relay import (
     request_to_json,
 )
 from bot.storage.store import OutboxItem, Store
+from knowledge.embeddings import Embedder
 from tests.support import DATABASE_BACKENDS, shared_database
 
 KEY = ConversationKey("slack", "T1", "D1", "")
@@ -353,18 +354,19 @@ async def test_a_handoff_after_release_opens_a_new_card(
 
 @pytest.mark.model
 def test_build_services_makes_the_relay_the_engines_sink_and_it_hears_the_customer(
-    data_dir: Path,
+    data_dir: Path, embedder: Embedder
 ) -> None:
     from bot.model import InboundMessage
     from bot.service import build_services
     from bot.settings import Settings
 
-    plain = build_services(Settings(data_dir=data_dir))
+    plain = build_services(Settings(data_dir=data_dir), embedder=embedder)
     assert plain.relay is None
     plain.store.close()
 
     services = build_services(
-        Settings(data_dir=data_dir, handoff_desk="discord", handoff_timeout_s=42)
+        Settings(data_dir=data_dir, handoff_desk="discord", handoff_timeout_s=42),
+        embedder=embedder,
     )
     try:
         relay = services.relay

@@ -34,7 +34,6 @@ def services(
     """A whole bot (SQLite, the sample KB, the real model); composers are set per test."""
     data = tmp_path_factory.mktemp("compose") / "data"
     shutil.copytree(sample_kb_dir, data / "index")
-    built = build_services(Settings(data_dir=data))
-    built.kb.embedder = embedder  # type: ignore[assignment]  # the session's loaded model
+    built = build_services(Settings(data_dir=data), embedder=embedder)
     yield built
     built.store.close()

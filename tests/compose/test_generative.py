@@ -23,6 +23,7 @@ from bot.model import InboundMessage, Reply, ReplyKind
 from bot.service import Services, build_services, ingest
 from bot.settings import Settings
 from knowledge.base import KnowledgeBase
+from knowledge.embeddings import Embedder
 from knowledge.types import Entry
 from tests.compose.fake_llm import INJECTION, FakeLLM
 
@@ -222,12 +223,12 @@ def test_a_follow_up_after_a_generated_answer_reads_its_topic(services: Services
 
 
 def test_build_services_makes_the_configured_composer(
-    tmp_path: Path, sample_kb_dir: Path, fake_llm: FakeLLM
+    tmp_path: Path, sample_kb_dir: Path, fake_llm: FakeLLM, embedder: Embedder
 ) -> None:
     import shutil
 
     shutil.copytree(sample_kb_dir, tmp_path / "index")
-    plain = build_services(Settings(data_dir=tmp_path))
+    plain = build_services(Settings(data_dir=tmp_path), embedder=embedder)
     assert isinstance(plain.engine.composer, ExtractiveComposer)
     plain.store.close()
     settings = Settings(
@@ -237,14 +238,17 @@ def test_build_services_makes_the_configured_composer(
         llm_timeout_s=3,
         llm_passages=2,
     )
-    built = build_services(settings)
+    built = build_services(settings, embedder=embedder)
     composer = built.engine.composer
     assert isinstance(composer, GenerativeComposer)
     assert composer.config.timeout_s == 3 and composer.config.base_url == fake_llm.base_url
     assert built.engine.compose_passages == 2
     built.store.close()
     with pytest.raises(ConfigError, match="SUPPORTBOT_PROMPT_VERSION"):
-        build_services(Settings(data_dir=tmp_path, llm_model="grounded", prompt_version="v9"))
+        build_services(
+            Settings(data_dir=tmp_path, llm_model="grounded", prompt_version="v9"),
+            embedder=embedder,
+        )
 
 
 @pytest.fixture
@@ -268,8 +272,7 @@ def poisoned(tmp_path: Path, kb_copy: Path, embedder: object) -> Iterator[Servic
             ),
         ],
     )
-    built = build_services(Settings(data_dir=tmp_path, kb_dir=kb_copy))
-    built.kb.embedder = embedder  # type: ignore[assignment]
+    built = build_services(Settings(data_dir=tmp_path, kb_dir=kb_copy), embedder=embedder)
     yield built
     built.store.close()
 

@@ -9,7 +9,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -991,3 +991,76 @@ def test_a_text_asked_twice_while_waiting_tells_both_and_a_forgotten_one_none(
     anticipating.settle()
     assert "forgotten" not in told
     anticipating.close()
+
+
+# --- The warm-up in a thread -----------------------------------------------------------------
+
+
+def _gated(embedder: Embedder, gate: threading.Event, error: Exception | None = None) -> list[str]:
+    """Replace the forward pass with one that waits for `gate`; the texts it ran, and in which
+    thread."""
+    ran: list[str] = []
+
+    def encode(texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        ran.append(threading.current_thread().name)
+        gate.wait(5)
+        if error is not None:
+            raise error
+        return np.ones((len(texts), 2), dtype=np.float32)
+
+    embedder._encode_small = encode  # type: ignore[method-assign]
+    return ran
+
+
+def _in_thread(call: Callable[[], object]) -> tuple[threading.Thread, threading.Event]:
+    """Run `call` in a thread; the thread, and an event set once `call` returned or raised."""
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            call()
+        except Exception:
+            pass
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, done
+
+
+def test_a_warm_up_in_a_thread_returns_at_once_and_a_later_one_waits_for_it() -> None:
+    embedder, gate = Embedder(), threading.Event()
+    ran = _gated(embedder, gate)
+    embedder.warm_up(wait=False)  # returns while the pass is held
+    embedder.warm_up(wait=False)  # already started: nothing more
+    waiter, done = _in_thread(embedder.warm_up)
+    assert not done.wait(0.3), "warm_up() returned before the warm-up finished"
+    gate.set()
+    waiter.join(5)
+    assert done.is_set()
+    assert ran == ["embedder-warm-up"]  # one pass, in its own thread
+    embedder.warm_up()  # done: returns at once, no second pass
+    assert ran == ["embedder-warm-up"]
+    embedder.close()
+
+
+def test_a_failed_warm_up_is_raised_to_whoever_waits_for_it() -> None:
+    embedder, gate = Embedder(), threading.Event()
+    gate.set()
+    _gated(embedder, gate, KnowledgeError("the ONNX model could not be loaded"))
+    embedder.warm_up(wait=False)
+    with pytest.raises(KnowledgeError, match="could not be loaded"):
+        embedder.warm_up()
+    embedder.close()  # the error was the waiter's: close does not raise it again
+
+
+def test_close_waits_for_a_warm_up_still_running() -> None:
+    embedder, gate = Embedder(), threading.Event()
+    _gated(embedder, gate)
+    embedder.warm_up(wait=False)
+    closer, closed = _in_thread(embedder.close)
+    assert not closed.wait(0.3), "close() returned while the warm-up was still running"
+    gate.set()
+    closer.join(5)
+    assert closed.is_set()

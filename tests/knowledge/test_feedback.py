@@ -284,8 +284,7 @@ def test_ratings_through_the_engine_change_ranking_and_survive_a_restart(
     data_dir: Path, embedder: object
 ) -> None:
     settings = Settings(data_dir=data_dir)
-    services = build_services(settings)
-    services.kb.embedder = embedder  # type: ignore[assignment]
+    services = build_services(settings, embedder=embedder)
     engine = services.engine
     index = services.retriever.feedback
     assert index is not None and not index.active
@@ -307,7 +306,7 @@ def test_ratings_through_the_engine_change_ranking_and_survive_a_restart(
     assert len(index) == 1
     services.store.close()
 
-    restarted = build_services(settings)
+    restarted = build_services(settings, embedder=embedder)
     try:
         assert restarted.retriever.feedback is not None
         assert len(restarted.retriever.feedback) == 1

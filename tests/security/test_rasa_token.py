@@ -30,8 +30,7 @@ def server(
 ) -> Iterator[tuple[str, Services]]:
     data = tmp_path_factory.mktemp("rasa-token") / "data"
     shutil.copytree(sample_kb_dir, data / "index")
-    services = build_services(Settings(data_dir=data))
-    services.kb.embedder = embedder
+    services = build_services(Settings(data_dir=data), embedder=embedder)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]

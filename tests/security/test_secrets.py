@@ -148,8 +148,7 @@ def test_no_secret_reaches_any_log_record_at_debug(
     caplog.set_level(logging.DEBUG)
 
     settings = load_settings(data_dir=tmp_path / "data")
-    services = build_services(settings)
-    services.kb.embedder = embedder
+    services = build_services(settings, embedder=embedder)
     app = create_app(services)  # the adapters mount themselves from the environment
     try:
         with TestClient(app) as http:

@@ -160,8 +160,7 @@ QUESTIONS = (
 def _engines(data: Path, url: str, embedder: object) -> list[Services]:
     built = []
     for _ in range(2):
-        services = build_services(Settings(data_dir=data, database_url=url))
-        services.kb.embedder = embedder  # type: ignore[assignment]
+        services = build_services(Settings(data_dir=data, database_url=url), embedder=embedder)
         built.append(services)
     return built
 

@@ -21,6 +21,7 @@ from bot.engine import Engine
 from bot.service import Services, build_services
 from bot.settings import Settings
 from bot.storage.store import Store
+from knowledge.embeddings import Embedder
 from policies.config import PolicyConfig
 from tests.adapters.discord.fake_discord import TOKEN, FakeDiscord
 
@@ -38,12 +39,12 @@ def short_policies(**turn_taking: Any) -> PolicyConfig:
 
 
 @pytest.fixture(scope="module")
-def services(tmp_path_factory: pytest.TempPathFactory, sample_kb_dir: Path) -> Services:
+def services(
+    tmp_path_factory: pytest.TempPathFactory, sample_kb_dir: Path, embedder: Embedder
+) -> Services:
     data = tmp_path_factory.mktemp("discord-data")
     shutil.copytree(sample_kb_dir, data / "index")
-    built = build_services(Settings(data_dir=data))
-    built.kb.embedder.warm_up()
-    return built
+    return build_services(Settings(data_dir=data), embedder=embedder)
 
 
 @pytest.fixture

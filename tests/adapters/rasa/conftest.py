@@ -113,8 +113,7 @@ def action_server(
     data = tmp_path_factory.mktemp("rasa") / "data"
     shutil.copytree(sample_kb_dir, data / "index")
     sink = RecordingSink()
-    services = build_services(Settings(data_dir=data), handoff_sink=sink)
-    services.kb.embedder = embedder  # type: ignore[assignment]  # the session's loaded model
+    services = build_services(Settings(data_dir=data), handoff_sink=sink, embedder=embedder)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]

@@ -25,7 +25,8 @@ Everything in one run, on one machine, so the figures compare:
   Runtime, and the throughput's ratio to it;
 * **start-up and resident memory** of a fresh worker process (imports, model load, index load,
   first answer) with a **100,000-passage** knowledge base, with and without a memory-mapped index,
-  and of a real web worker (`supportbot run`) to its first answer through ``POST /api/chat``.
+  and of a real web worker (`supportbot run`) to its first answer through ``POST /api/chat``;
+  the project's bytecode is written first, as an install writes it (`compile_project`).
   The passages are synthesized: each joins two BANKING77 training queries and its intent's answer,
   and its vector is the normalised mean of the two queries' real embeddings (embedding 100,000
   passages would take many minutes on 2 cores; start-up and memory do not depend on the values).
@@ -411,8 +412,30 @@ def child(index: Path, onnx_dir: Path, backend: str, mmap: bool, quantize: bool)
     )
 
 
+#: The project's packages (pyproject.toml), compiled before start-up is timed.
+PACKAGES = ("adapters", "bot", "knowledge", "monitoring", "policies", "training")
+
+
+def compile_project() -> None:
+    """Write the project's bytecode (``__pycache__``, ignored by git), as installing it does.
+
+    `pip install .` compiles a package's modules as it installs them, and Python writes the
+    bytecode of an editable install on its first start. A Python started with
+    ``PYTHONDONTWRITEBYTECODE=1`` (the development sandbox sets it, and so do many container
+    images) never writes it, and compiles the project's 64 modules on every start: 0.19 s
+    on a 2-core host (docs/benchmarks.md, "Seventeenth round"). So start-up is timed as a
+    deployed worker starts.
+    """
+    import compileall
+
+    root = Path(__file__).resolve().parents[1]
+    for package in PACKAGES:
+        compileall.compile_dir(root / package, quiet=1)
+
+
 def startup(args: argparse.Namespace, index100: Path) -> dict[str, Any]:
     results: dict[str, Any] = {}
+    compile_project()
     cases = [
         ("torch, read", "torch", False, False),
         ("torch, mmap", "torch", True, False),

@@ -133,8 +133,16 @@ def _json_formatter() -> logging.Formatter:
 #: * FAISS reports at INFO each faster build it could not load ("No module named
 #:   'faiss.swigfaiss_avx512'") before the one it uses: normal, but it reads like an error;
 #: * ONNX Runtime's transformer optimizer, which fuses the model's export once per data folder
-#:   (`knowledge.onnx`), narrates each fusion at INFO under these top-level names.
-CHATTY_LOGGERS = ("faiss.loader", "fusion_base", "onnx_model", "onnx_model_bert")
+#:   (`knowledge.onnx`), narrates each fusion at INFO under these top-level names;
+#: * Alembic lists each of its plugins as it sets them up before a migration, seven lines on a
+#:   first start (the migrations themselves, `alembic.runtime.migration`, are still heard).
+CHATTY_LOGGERS = (
+    "faiss.loader",
+    "fusion_base",
+    "onnx_model",
+    "onnx_model_bert",
+    "alembic.runtime.plugins",
+)
 
 
 def configure_logging(

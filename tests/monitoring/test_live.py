@@ -215,6 +215,28 @@ def test_configure_logging_json_and_text(capsys: pytest.CaptureFixture[str]) -> 
         root.setLevel(level)
 
 
+def test_a_first_start_logs_each_migration_and_not_alembic_s_plugins(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bot.storage import db
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        configure_logging("text", stream=sys.stdout)
+        db.migrate(f"sqlite:///{tmp_path / 'fresh.db'}")
+        out = capsys.readouterr().out
+        assert "Running upgrade  -> 0001" in out
+        assert "setup plugin" not in out
+    finally:
+        for name in CHATTY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.NOTSET)
+        for handler in list(root.handlers):
+            if handler not in handlers:
+                root.removeHandler(handler)
+        root.setLevel(level)
+
+
 #: Run in a child process: counts replies as a worker with a shared metrics folder would.
 _WORKER = """
 from monitoring.telemetry import PrometheusTelemetry

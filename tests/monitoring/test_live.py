@@ -178,63 +178,58 @@ def test_a_turns_info_logs_name_the_conversation_and_not_the_customers_words(
     assert reply.id
 
 
-def test_configure_logging_json_and_text(capsys: pytest.CaptureFixture[str]) -> None:
-    import sys
-
+@pytest.fixture
+def root_logging() -> Iterator[None]:
+    """Put the root logger and the chatty libraries' loggers back as they were after the test
+    (`configure_logging` changes them)."""
     root = logging.getLogger()
     level, handlers = root.level, list(root.handlers)
-    try:
-        configure_logging("json", stream=sys.stdout)
-        logging.getLogger("supportbot.test").info("hello %s", "world")
-        line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-        assert line["message"] == "hello world" and line["level"] == "INFO"
-        assert "conversation_id" in line
-        configure_logging("text", stream=sys.stdout)
-        logging.getLogger("supportbot.test").info("plain")
-        assert capsys.readouterr().out.strip().endswith("supportbot.test: plain")
-        with pytest.raises(ValueError, match="text"):
-            configure_logging("xml")  # type: ignore[arg-type]
-        # FAISS's loader notes, which read like errors, and the ONNX optimizer's narration,
-        # only when debugging.
-        logging.getLogger("faiss.loader").info("Could not load library with AVX512 support")
-        logging.getLogger("fusion_base").info("Fused SkipLayerNormalization: 12")
-        # A library that sets its own logger to DEBUG (bm25s does) is still held to INFO.
-        chatty = logging.getLogger("supportbot.test.chatty")
-        chatty.setLevel(logging.DEBUG)
-        chatty.debug("Building index from token IDs")
-        assert capsys.readouterr().out == ""
-        configure_logging("text", stream=sys.stdout, level=logging.DEBUG)
-        logging.getLogger("faiss.loader").info("Loading faiss.")
-        assert capsys.readouterr().out.strip().endswith("faiss.loader: Loading faiss.")
-    finally:
-        for name in CHATTY_LOGGERS:
-            logging.getLogger(name).setLevel(logging.NOTSET)
-        for handler in list(root.handlers):
-            if handler not in handlers:
-                root.removeHandler(handler)
-        root.setLevel(level)
+    yield
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.NOTSET)
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+    root.setLevel(level)
 
 
+@pytest.mark.usefixtures("root_logging")
+def test_configure_logging_json_and_text(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("json", stream=sys.stdout)
+    logging.getLogger("supportbot.test").info("hello %s", "world")
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["message"] == "hello world" and line["level"] == "INFO"
+    assert "conversation_id" in line
+    configure_logging("text", stream=sys.stdout)
+    logging.getLogger("supportbot.test").info("plain")
+    assert capsys.readouterr().out.strip().endswith("supportbot.test: plain")
+    with pytest.raises(ValueError, match="text"):
+        configure_logging("xml")  # type: ignore[arg-type]
+    # FAISS's loader notes, which read like errors, and the ONNX optimizer's narration,
+    # only when debugging.
+    logging.getLogger("faiss.loader").info("Could not load library with AVX512 support")
+    logging.getLogger("fusion_base").info("Fused SkipLayerNormalization: 12")
+    # A library that sets its own logger to DEBUG (bm25s does) is still held to INFO.
+    chatty = logging.getLogger("supportbot.test.chatty")
+    chatty.setLevel(logging.DEBUG)
+    chatty.debug("Building index from token IDs")
+    assert capsys.readouterr().out == ""
+    configure_logging("text", stream=sys.stdout, level=logging.DEBUG)
+    logging.getLogger("faiss.loader").info("Loading faiss.")
+    assert capsys.readouterr().out.strip().endswith("faiss.loader: Loading faiss.")
+
+
+@pytest.mark.usefixtures("root_logging")
 def test_a_first_start_logs_each_migration_and_not_alembic_s_plugins(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from bot.storage import db
 
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    try:
-        configure_logging("text", stream=sys.stdout)
-        db.migrate(f"sqlite:///{tmp_path / 'fresh.db'}")
-        out = capsys.readouterr().out
-        assert "Running upgrade  -> 0001" in out
-        assert "setup plugin" not in out
-    finally:
-        for name in CHATTY_LOGGERS:
-            logging.getLogger(name).setLevel(logging.NOTSET)
-        for handler in list(root.handlers):
-            if handler not in handlers:
-                root.removeHandler(handler)
-        root.setLevel(level)
+    configure_logging("text", stream=sys.stdout)
+    db.migrate(f"sqlite:///{tmp_path / 'fresh.db'}")
+    out = capsys.readouterr().out
+    assert "Running upgrade  -> 0001" in out
+    assert "setup plugin" not in out
 
 
 #: Run in a child process: counts replies as a worker with a shared metrics folder would.

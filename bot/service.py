@@ -156,7 +156,8 @@ def open_kb(
 
     `embedder` is the settings' (`make_embedder`) when not given.
     """
-    embedder = embedder or make_embedder(settings)
+    if embedder is None:
+        embedder = make_embedder(settings)
     kb = KnowledgeBase(settings.index_dir, embedder, mmap=settings.index_mmap)
     if not kb.exists and bootstrap:
         logger.info("no knowledge base at %s yet: ingesting the bundled sample", kb.directory)
@@ -242,7 +243,8 @@ def build_services(
     texts = wording(policies.base)
     # The model loads and warms up in a thread while the database and the index are opened
     # (ONNX Runtime does it without the GIL); `Services.ready` waits for it.
-    embedder = embedder or make_embedder(settings)
+    if embedder is None:
+        embedder = make_embedder(settings)
     embedder.warm_up(wait=False)
     store = Store.from_url(settings.db_url)
     kb = open_kb(settings, progress=progress, embedder=embedder)

@@ -225,11 +225,11 @@ class Embedder:
         # Prefetch jobs submitted and not finished or cancelled yet (under `_jobs_lock`).
         self._prefetch_jobs = 0
         self._jobs_lock = threading.Lock()
-        # Texts embedded ahead of their query in quiet moments (`anticipate`), by normalised
-        # text; every live query call `touch`es it.
         # The warm-up (`warm_up`), started once, and waited for by each later call.
         self._warming: Future[None] | None = None
         self._warm_lock = threading.Lock()
+        # Texts embedded ahead of their query in quiet moments (`anticipate`), by normalised
+        # text; every live query call `touch`es it.
         self._ahead = Anticipator(
             self._embed_ahead,
             idle_s=ANTICIPATE_IDLE_S,

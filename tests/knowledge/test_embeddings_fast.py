@@ -997,8 +997,8 @@ def test_a_text_asked_twice_while_waiting_tells_both_and_a_forgotten_one_none(
 
 
 def _gated(embedder: Embedder, gate: threading.Event, error: Exception | None = None) -> list[str]:
-    """Replace the forward pass with one that waits for `gate`; the texts it ran, and in which
-    thread."""
+    """Replace the forward pass with one that waits for `gate`, then raises `error` if given;
+    the names of the threads it ran in, one per pass."""
     ran: list[str] = []
 
     def encode(texts: Sequence[str]) -> npt.NDArray[np.float32]:

@@ -361,19 +361,20 @@ class Embedder:
         with self._warm_lock:
             if self._warming is None:
                 self._warming = Future()
-                threading.Thread(target=self._warm, name="embedder-warm-up", daemon=True).start()
+                threading.Thread(
+                    target=self._warm, args=(self._warming,), name="embedder-warm-up", daemon=True
+                ).start()
             warming = self._warming
         if wait:
             warming.result()
 
-    def _warm(self) -> None:
-        assert self._warming is not None
+    def _warm(self, done: Future[None]) -> None:
         try:
             self._encode_small(["warm up"])
         except BaseException as e:
-            self._warming.set_exception(e)
+            done.set_exception(e)
         else:
-            self._warming.set_result(None)
+            done.set_result(None)
 
     def invalidate_cache(self) -> None:
         """Drop cached query vectors (a knowledge base using this embedder was reloaded)."""

@@ -10,8 +10,9 @@ import pytest
 from bot.errors import IngestError
 from knowledge.datasets import OOS_LABEL, import_intents, pretty
 from knowledge.ingest import load_sources
+from tests.conftest import DATA
 
-BANKING77 = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "banking77"
+BANKING77 = DATA / "banking77"
 
 TRAIN_CSV = """text,category
 I am still waiting on my card?,card_arrival

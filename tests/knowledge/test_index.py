@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from bot.errors import KnowledgeError
 from knowledge.index import DenseIndex, LexicalIndex, lexical_top
+from tests.conftest import DATA
 from tests.support import run_python
 
 DIM = 384
@@ -383,7 +384,7 @@ def test_query_words_equal_bm25s_on_any_text(lexical: LexicalIndex, query: str) 
 def test_query_words_equal_bm25s_on_banking77(tmp_path: Path) -> None:
     """Real customers' words: BANKING77's training queries indexed, its test queries asked,
     through a saved and loaded index as a worker reads it."""
-    data = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "banking77"
+    data = DATA / "banking77"
     with (data / "train.csv").open(encoding="utf-8") as f:
         texts = [row["text"] for row in csv.DictReader(f)]
     with (data / "test.csv").open(encoding="utf-8") as f:

@@ -284,21 +284,32 @@ class Embedder:
                     self._backend = self._resolve_backend()
         return self._backend
 
-    def onnx_path(self) -> Path:
-        """Where this model's ONNX export is (or will be) cached."""
+    def onnx_path(self, *, quantized: bool | None = None) -> Path:
+        """Where this model's ONNX export is (or will be) cached: the int8 one with `quantize`
+        (or `quantized`), else the fp32 one."""
         from knowledge.onnx import EXPORT_VERSION
 
-        suffix = "-int8" if self.quantize else ""
-        name = f"{self.model_path.name}-{self.fingerprint}-v{EXPORT_VERSION}{suffix}.onnx"
-        return self.onnx_dir / name
+        int8 = self.quantize if quantized is None else quantized
+        suffix = f"-{self._graph(int8=True)}" if int8 else ""
+        return self.onnx_dir / f"{self._export_stem}-v{EXPORT_VERSION}{suffix}.onnx"
+
+    @property
+    def _export_stem(self) -> str:
+        return f"{self.model_path.name}-{self.fingerprint}"
+
+    def _graph(self, *, int8: bool | None = None) -> str:
+        """The name of the graph that embeds (`quantize`, or `int8`): in the int8 file's name
+        and in `vector_key`, so vectors of an earlier int8 graph are not taken as its own."""
+        from knowledge.onnx import QUANTIZE_VERSION
+
+        return f"int8q{QUANTIZE_VERSION}" if (self.quantize if int8 is None else int8) else "fp32"
 
     def _drop_earlier_exports(self) -> None:
-        """Delete this model's exports written by an earlier `EXPORT_VERSION` (90 MB each)."""
-        from knowledge.onnx import EXPORT_VERSION
-
-        stem = f"{self.model_path.name}-{self.fingerprint}"
-        for old in self.onnx_dir.glob(f"{stem}*.onnx"):
-            if not old.name.startswith(f"{stem}-v{EXPORT_VERSION}"):
+        """Delete this model's exports written by an earlier version: neither the current fp32
+        export (90 MB) nor the current int8 one (23 MB)."""
+        current = {self.onnx_path(quantized=False).name, self.onnx_path(quantized=True).name}
+        for old in self.onnx_dir.glob(f"{self._export_stem}*.onnx"):
+            if old.name not in current:
                 logger.info("removing %s, an export by an earlier version", old.name)
                 old.unlink(missing_ok=True)
 
@@ -316,13 +327,17 @@ class Embedder:
             max_length = onnx.check_exportable(self.model_path)
             path = self.onnx_path()
             if not path.exists() and self.quantize:
-                # Quantized from the plain graph: the fused one's operators are not all
-                # quantizable the same way.
-                plain = path.with_name(f".{path.stem}-plain.{os.getpid()}.onnx")
-                try:
-                    onnx.quantize(onnx.export(self.model_path, plain, fuse=False), path)
-                finally:
-                    plain.unlink(missing_ok=True)
+                # Quantized from the fused export: from the cached one if there is one (no
+                # torch then), else from one written for it and deleted after.
+                fp32 = self.onnx_path(quantized=False)
+                if fp32.exists():
+                    onnx.quantize(fp32, path)
+                else:
+                    fused = path.with_name(f".{path.stem}-fp32.{os.getpid()}.onnx")
+                    try:
+                        onnx.quantize(onnx.export(self.model_path, fused), path)
+                    finally:
+                        fused.unlink(missing_ok=True)
             elif not path.exists():
                 onnx.export(self.model_path, path)
             self._drop_earlier_exports()
@@ -500,7 +515,7 @@ class Embedder:
 
     def _digest(self, key: str) -> str:
         """`vector_key` of a text already normalised (`_ahead_key`)."""
-        identity = f"{self.fingerprint}:{'int8' if self.quantize else 'fp32'}:{key}"
+        identity = f"{self.fingerprint}:{self._graph()}:{key}"
         return hashlib.sha256(identity.encode()).hexdigest()[:32]
 
     def _ahead_key(self, text: str) -> str | None:

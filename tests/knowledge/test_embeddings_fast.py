@@ -179,7 +179,7 @@ def test_the_export_fuses_the_attention(onnx_embedder: Embedder) -> None:
 
 
 @pytest.mark.model
-def test_int8_is_quantized_from_the_plain_graph_and_stays_close(
+def test_int8_is_quantized_from_the_fused_graph_and_stays_close(
     embedder: Embedder, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     int8 = Embedder(backend="onnx", quantize=True, onnx_dir=tmp_path)
@@ -187,8 +187,11 @@ def test_int8_is_quantized_from_the_plain_graph_and_stays_close(
         assert int8.backend == "onnx"
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert [p.name for p in tmp_path.iterdir()] == [int8.onnx_path().name]  # no leftovers
+    assert int8.onnx_path().name.endswith(f"-int8q{onnx.QUANTIZE_VERSION}.onnx")
     operators = _operators(int8.onnx_path())
-    assert "MatMulInteger" in operators and "Attention" not in operators
+    # Each layer's attention is one quantized operator, and so are the embeddings.
+    assert {"QAttention", "QEmbedLayerNormalization", "MatMulInteger"} <= operators
+    assert not operators & {"Attention", "EmbedLayerNormalization"}
     # int8 moves vectors more than fp32 does (0.91 for "x" here, 0.97 for a real question);
     # BANKING77's figures with it are in docs/benchmarks.md, "Embedding back-ends".
     cosines = _cosines(embedder.encode(SAMPLES), int8.encode(SAMPLES))
@@ -201,6 +204,25 @@ def test_int8_is_quantized_from_the_plain_graph_and_stays_close(
         feed = encoder._feed(encoder._tokenizer.encode_batch([text]))
         (main,) = encoder._session.run(None, feed)
         np.testing.assert_allclose(encoder.encode([text]), main, atol=1e-6)
+
+
+@pytest.mark.model
+def test_int8_is_quantized_from_the_cached_fp32_export_without_exporting_again(
+    onnx_embedder: Embedder, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    fp32 = onnx_embedder.onnx_path()
+    shutil.copy(fp32, tmp_path / fp32.name)
+
+    def no_export(*args: object, **kwargs: object) -> Path:
+        raise AssertionError("the cached fp32 export is quantized instead")
+
+    monkeypatch.setattr(onnx, "export", no_export)
+    int8 = Embedder(backend="onnx", quantize=True, onnx_dir=tmp_path)
+    assert int8.backend == "onnx"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([fp32.name, int8.onnx_path().name])
+    assert "QAttention" in _operators(int8.onnx_path())
+    cosines = _cosines(onnx_embedder.encode(SAMPLES), int8.encode(SAMPLES))
+    assert cosines.min() >= 0.9
 
 
 @pytest.mark.model
@@ -248,12 +270,16 @@ def test_exports_by_earlier_versions_are_removed(onnx_embedder: Embedder, tmp_pa
     current = onnx_embedder.onnx_path()
     shutil.copy(current, tmp_path / current.name)
     stem = f"{onnx_embedder.model_path.name}-{onnx_embedder.fingerprint}"
-    for name in (f"{stem}.onnx", f"{stem}-int8.onnx", "another-model-0123.onnx"):
+    # The current int8 model stays for the workers that use it; an int8 model quantized
+    # from the plain graph (QUANTIZE_VERSION 1) goes.
+    int8 = onnx_embedder.onnx_path(quantized=True).name
+    earlier = (f"{stem}.onnx", f"{stem}-int8.onnx", f"{stem}-v{onnx.EXPORT_VERSION}-int8.onnx")
+    for name in (*earlier, int8, "another-model-0123.onnx"):
         (tmp_path / name).write_bytes(b"old")
     again = Embedder(backend="onnx", onnx_dir=tmp_path)
     assert again.backend == "onnx"
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        [current.name, "another-model-0123.onnx"]
+        [current.name, int8, "another-model-0123.onnx"]
     )
 
 
@@ -902,6 +928,16 @@ def test_anticipated_vectors_not_asked_for_are_bounded(
         anticipating.settle()
     assert [anticipating.anticipated(t) for t in texts] == [False, False, True, True, True]
     anticipating.close()
+
+
+def test_a_vector_key_names_the_int8_graph(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Another int8 graph's vectors differ a little (QUANTIZE_VERSION), so a worker still on it
+    # and one on this graph do not take each other's; fp32 keys do not depend on it.
+    int8, fp32 = Embedder(quantize=True), Embedder()
+    keys = int8.vector_key("card declined"), fp32.vector_key("card declined")
+    monkeypatch.setattr(onnx, "QUANTIZE_VERSION", onnx.QUANTIZE_VERSION - 1)
+    assert int8.vector_key("card declined") != keys[0]
+    assert fp32.vector_key("card declined") == keys[1]
 
 
 def test_an_anticipated_vector_is_passed_on_and_taken_by_another_process(

@@ -563,6 +563,9 @@ def _contenders(
     """
     if not len(row):
         return np.zeros(0, dtype=np.int64)
+    if len(per_row) == 1:  # one question (a live turn): its scores are the row (21 → 6 µs)
+        cut = len(score) - min(top, len(score))
+        return np.flatnonzero(score >= np.partition(score, cut)[cut])
     width = int(per_row.max())
     cut = min(top, width)
     starts = np.cumsum(per_row) - per_row

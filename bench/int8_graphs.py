@@ -7,7 +7,13 @@ passes of one question and of two on the one-thread session a live question take
 of 16 on the two-thread session. Prints each graph's median pass, the median of the paired
 ratios, and each graph's cosines to the fp32 vectors.
 
-    python bench/int8_graphs.py --data /tmp/b77s --work /tmp/supportbot-throughput [--passes 1000]
+With ``--turns N``, it also times whole turns (first messages and second ones sent at once
+after the answer, on a SQLite file) on the 10,000-entry knowledge base of `throughput.py`:
+N conversations, the embedder's int8 model switched between the two graphs every ``--block``
+conversations.
+
+    python bench/int8_graphs.py --data /tmp/b77s --work /tmp/supportbot-throughput
+        [--passes 1000] [--turns 2400 --block 10]
 """
 
 from __future__ import annotations
@@ -17,10 +23,13 @@ import os
 import random
 import statistics
 import time
+import uuid
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from rich.console import Console
+from rich.progress import track
 from rich.table import Table
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -57,6 +66,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True, help="`supportbot data` output")
     parser.add_argument("--work", type=Path, required=True, help="the graphs are built here")
     parser.add_argument("--passes", type=int, default=1000, help="paired passes per size")
+    parser.add_argument("--turns", type=int, default=0, help="paired conversations (0: none)")
+    parser.add_argument("--block", type=int, default=10, help="conversations per graph in turn")
     args = parser.parse_args()
 
     from bot.evaluate import load_queries
@@ -100,6 +111,38 @@ def main() -> None:
             f"{name}: cosine to fp32 over {len(texts):,} questions: mean {cosines.mean():.4f}, "
             f"min {cosines.min():.4f}; file {paths[name].stat().st_size / 1e6:.1f} MB"
         )
+    if args.turns:
+        console.print(turns(args, encoders, texts))
+
+
+def turns(args: argparse.Namespace, encoders: dict[str, Any], texts: list[str]) -> Table:
+    """Whole turns with each graph, the embedder's encoder switched every ``--block``
+    conversations (the first of each block warms its graph up and is not counted)."""
+    from throughput import build_10k, make_stack
+    from timing import bench_message, spread
+
+    index = args.work / "kb10k"
+    build_10k(args.data, index)
+    kb, _, engine = make_stack(index, args.work, backend="onnx", quantize=True)
+    kb.embedder.warm_up()
+    names = list(encoders)
+    run = uuid.uuid4().hex[:8]
+    times: dict[tuple[str, int], list[float]] = {(g, n): [] for g in names for n in (0, 1)}
+    for i in track(range(args.turns), description="conversations"):
+        graph = names[(i // args.block) % len(names)]
+        kb.embedder._onnx = encoders[graph]
+        for n, text in enumerate((texts[i % len(texts)], texts[(i + 1) % len(texts)])):
+            started = time.perf_counter()
+            engine.handle(bench_message(run, i, n, text))
+            if i % args.block:
+                times[graph, n].append((time.perf_counter() - started) * 1000)
+    table = Table(title="Whole turns on SQLite with each int8 graph (10,000 entries)")
+    for column in ("message", "graph", "n", "p50 ms", "p95 ms"):
+        table.add_column(column)
+    for n in (0, 1):
+        for graph in names:
+            table.add_row(("first", "second")[n], graph, *spread(times[graph, n]))
+    return table
 
 
 if __name__ == "__main__":

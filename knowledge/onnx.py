@@ -209,9 +209,9 @@ def quantize(source: Path, out: Path) -> Path:
 
     `source` is the fused export (`export`): each layer's `Attention` becomes one
     `QAttention`, and the embeddings' `EmbedLayerNormalization` a `QEmbedLayerNormalization`
-    (int8 word embeddings, a quarter of their 47 MB). One question embeds 6% faster than with
-    the plain graph quantized, as before, and two at once 9% (paired, one thread and two), at
-    the same BANKING77 quality (docs/benchmarks.md, "Eighteenth round").
+    (int8 word embeddings, a quarter of their 47 MB). One question embeds 3–5% faster than
+    with the plain graph quantized, as before, and two at once 8–9% (paired), at the same
+    BANKING77 quality (docs/benchmarks.md, "Eighteenth round"; `bench/int8_graphs.py`).
     """
     import onnx as onnx_format
     from onnxruntime.quantization import QuantType, quantize_dynamic

@@ -354,9 +354,12 @@ class Embedder:
             if self.requested_backend == "onnx":
                 if isinstance(e, KnowledgeError):
                     raise
+                # The int8 model is quantized from the cached fp32 export, which may be the
+                # broken file.
+                files = {self.onnx_path(), self.onnx_path(quantized=False)}
                 raise KnowledgeError(
                     f"the ONNX model for {self.model_path} could not be built or loaded ({e}); "
-                    f"delete {self.onnx_path()} to export it again, or set "
+                    f"delete {' and '.join(sorted(map(str, files)))} to export it again, or set "
                     "SUPPORTBOT_EMBED_BACKEND=torch"
                 ) from e
             logger.warning("ONNX Runtime unavailable (%s): embedding with torch", e)

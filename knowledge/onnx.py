@@ -128,28 +128,32 @@ def export(model_path: Path, out: Path, *, fuse: bool = True) -> Path:
     axes["embedding"] = {0: "batch"}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    # The tracer warns about shape checks it freezes (padding, causal masks): they hold for
-    # every input of an encoder, and the equivalence tests compare with the torch model.
-    with torch.inference_mode(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            Pooled(transformer),
-            (sample, sample, torch.zeros_like(sample)),
-            str(tmp),
-            input_names=list(INPUTS),
-            output_names=["embedding"],
-            dynamic_axes=axes,
-            opset_version=OPSET,
-            dynamo=False,
-        )
-    if fuse:
-        try:
-            _fuse(tmp, model_path)
-        except Exception as e:  # the plain graph embeds the same, only slower
-            logger.warning(
-                "ONNX export of %s: fusing failed (%s); kept the plain graph", model_path, e
+    try:
+        # The tracer warns about shape checks it freezes (padding, causal masks): they hold
+        # for every input of an encoder, and the equivalence tests compare with the torch model.
+        with torch.inference_mode(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                Pooled(transformer),
+                (sample, sample, torch.zeros_like(sample)),
+                str(tmp),
+                input_names=list(INPUTS),
+                output_names=["embedding"],
+                dynamic_axes=axes,
+                opset_version=OPSET,
+                dynamo=False,
             )
-    tmp.replace(out)
+        if fuse:
+            try:
+                _fuse(tmp, model_path)
+            except Exception as e:  # the plain graph embeds the same, only slower
+                logger.warning(
+                    "ONNX export of %s: fusing failed (%s); kept the plain graph", model_path, e
+                )
+        tmp.replace(out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a half-written export (90 MB) is never left behind
+        raise
     return out
 
 
@@ -232,9 +236,12 @@ def quantize(source: Path, out: Path) -> Path:
             # know: the tensors they write are float, as in the plain graph.
             extra_options={"DefaultTensorType": onnx_format.TensorProto.FLOAT},
         )
+        tmp.replace(out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a half-written model is never left behind
+        raise
     finally:
         root.removeFilter(advice)
-    tmp.replace(out)
     return out
 
 

@@ -225,6 +225,53 @@ def test_int8_is_quantized_from_the_cached_fp32_export_without_exporting_again(
     assert cosines.min() >= 0.9
 
 
+def test_a_failed_quantization_leaves_no_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import onnxruntime.quantization
+
+    def half_written(source: str, out: str, **options: object) -> None:
+        Path(out).write_bytes(b"half a model")
+        raise RuntimeError("no space left on device")
+
+    monkeypatch.setattr(onnxruntime.quantization, "quantize_dynamic", half_written)
+    with pytest.raises(RuntimeError, match="no space left"):
+        onnx.quantize(tmp_path / "model.onnx", tmp_path / "model-int8.onnx")
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.model
+def test_a_failed_export_leaves_no_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import torch
+
+    from knowledge.embeddings import default_model_path
+
+    def half_written(model: object, args: object, path: str, **options: object) -> None:
+        Path(path).write_bytes(b"half a graph")
+        raise RuntimeError("no space left on device")
+
+    monkeypatch.setattr(torch.onnx, "export", half_written)
+    with pytest.raises(RuntimeError, match="no space left"):
+        onnx.export(default_model_path(), tmp_path / "model.onnx")
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_broken_fp32_export_is_named_when_int8_cannot_be_quantized_from_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    int8 = Embedder(backend="onnx", quantize=True, onnx_dir=tmp_path)
+    fp32 = int8.onnx_path(quantized=False)
+    fp32.write_bytes(b"not a model")  # a disk that failed under a finished export
+    with pytest.raises(KnowledgeError, match="could not be built or loaded") as failed:
+        _ = int8.backend
+    assert str(fp32) in str(failed.value) and str(int8.onnx_path()) in str(failed.value)
+    assert [p.name for p in tmp_path.iterdir()] == [fp32.name]  # nothing half-written
+    # Left to choose (auto), it embeds with torch and says why.
+    with caplog.at_level(logging.WARNING):
+        assert Embedder(backend="auto", quantize=True, onnx_dir=tmp_path).backend == "torch"
+    assert "ONNX Runtime unavailable" in caplog.text
+
+
 @pytest.mark.model
 def test_a_fused_graph_that_drifts_is_not_kept(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path

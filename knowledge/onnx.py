@@ -152,7 +152,7 @@ def export(model_path: Path, out: Path, *, fuse: bool = True) -> Path:
                 )
         tmp.replace(out)
     except BaseException:
-        tmp.unlink(missing_ok=True)  # a half-written export (90 MB) is never left behind
+        tmp.unlink(missing_ok=True)  # a half-written export is never left behind
         raise
     return out
 

@@ -73,7 +73,7 @@ from bot.storage.store import (
 from bot.text import clean_text
 from knowledge.batching import Batcher
 from knowledge.calibration import ConfidenceModel
-from knowledge.retriever import FOLLOW_UP_DEPTH, Candidate, Retrieval, Retriever
+from knowledge.retriever import FOLLOW_UP_DEPTH, Candidate, ContextSearch, Retrieval, Retriever
 from knowledge.types import Context
 from monitoring.telemetry import conversation_scope, set_conversation_id
 from policies.config import PolicyConfig, load_policy_config
@@ -342,16 +342,25 @@ class Responder:
         # A message with a history may be searched again with its context (`_decide`): ranked
         # as deep as that search needs, it is not searched again alone.
         depth = FOLLOW_UP_DEPTH if any(histories[i] for i in pending) else 0
+        ahead: list[ContextSearch] = []
         if len(pending) == 1:
+            only = pending[0]
             retrievals = [
-                self.retriever.retrieve(cleaned[pending[0]], top=TOP_CANDIDATES, depth=depth)
+                self.retriever.retrieve(
+                    cleaned[only],
+                    top=TOP_CANDIDATES,
+                    depth=depth,
+                    meanwhile=self._context_ahead(histories[only], ahead),
+                )
             ]
         else:
             retrievals = self.retriever.retrieve_many(
                 [cleaned[i] for i in pending], top=TOP_CANDIDATES, depth=depth
             )
         for i, retrieval in zip(pending, retrievals, strict=True):
-            results[i] = self._decide(cleaned[i], histories[i], retrieval)
+            results[i] = self._decide(
+                cleaned[i], histories[i], retrieval, ahead[0] if ahead else None
+            )
         total_ms = (time.perf_counter() - started) * 1000 / max(len(texts), 1)
         out = []
         for result in results:
@@ -377,10 +386,35 @@ class Responder:
             return Reply.smalltalk(small), Trace(text, False, None, None)
         return None
 
+    def _context_ahead(
+        self, history: Sequence[Turn], found: list[ContextSearch]
+    ) -> Callable[[], None] | None:
+        """For a message after `history`: the search of its context, to run while its own
+        vector is being computed (`Retriever.retrieve(..., meanwhile=...)`), adding the result
+        to `found` for `_decide`. A message with a context is searched with it when it looks
+        like a follow-up or is unclear alone, which only its own search tells; the wait costs
+        the turn nothing, and a follow-up's turn then searches once after the wait instead of
+        twice. None without a context."""
+        context = self.context_of(history)
+        if context is None:
+            return None
+
+        def search() -> None:
+            searched = self.retriever.search_context(context, top=TOP_CANDIDATES)
+            if searched is not None:
+                found.append(searched)
+
+        return search
+
     def _decide(
-        self, text: str, history: Sequence[Turn], retrieval: Retrieval
+        self,
+        text: str,
+        history: Sequence[Turn],
+        retrieval: Retrieval,
+        ahead: ContextSearch | None = None,
     ) -> tuple[Reply, Trace]:
-        """The answering decision for a retrieved message, reading follow-ups in context."""
+        """The answering decision for a retrieved message, reading follow-ups in context
+        (`ahead`: its context searched already, `_context_ahead`)."""
         context = self.context_of(history)
         confidence = self.confidence.confidence(retrieval.features)
         used_context = False
@@ -393,6 +427,7 @@ class Responder:
                     previous=self._last_answered(history),
                     top=TOP_CANDIDATES,
                     searched=retrieval,
+                    ahead=ahead,
                 )
                 contextual_confidence = self.confidence.confidence(contextual.features)
                 # Not a follow-up by its look: use the context only if it makes an answer.

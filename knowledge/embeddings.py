@@ -538,6 +538,21 @@ class Embedder:
         """Whether `text`'s vector is ready from `anticipate` and not asked for yet."""
         return self._ahead.has(normalize(text))
 
+    def at_hand(self, text: str) -> bool:
+        """Whether `text`'s vector is there without a forward pass: cached, anticipated or
+        offered, or prefetched and computed (`encode_queries` then takes it)."""
+        key = normalize(text)
+        if (self.cache is not None and text in self.cache) or self._ahead.has(key):
+            return True
+        with self._prefetch_lock:
+            future = self._prefetched.get(key)
+        return (
+            future is not None
+            and future.done()
+            and not future.cancelled()
+            and (future.exception() is None)
+        )
+
     def pending(self, text: str) -> bool:
         """Whether `text`'s vector is being computed by `prefetch` and not ready yet: a caller
         about to wait for it may do other work first (`Retriever.retrieve_many`)."""

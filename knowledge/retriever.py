@@ -20,8 +20,9 @@ nobody rated anything similar.
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -31,6 +32,8 @@ from knowledge.base import KnowledgeBase
 from knowledge.feedback import FeedbackIndex
 from knowledge.index import Hits, lexical_top, merged_unique
 from knowledge.types import Context, Entry
+
+logger = logging.getLogger(__name__)
 
 Vector = npt.NDArray[np.float32]
 Vectors = npt.NDArray[np.float32]
@@ -85,6 +88,18 @@ FOLLOW_UP_DEPTH = 50
 
 
 @dataclass(frozen=True, slots=True)
+class ContextSearch:
+    """A follow-up's context searched ahead (`Retriever.search_context`), for
+    `Retriever.retrieve_follow_up(..., ahead=...)`: the same search it would run itself."""
+
+    context: Context
+    #: The normalised sum of the context's parts' vectors, which the context was searched by.
+    vector: Vector = field(repr=False, compare=False)
+    retrieval: Retrieval
+    depth: int
+
+
+@dataclass(frozen=True, slots=True)
 class RetrieverConfig:
     dense_k: int = 100
     vote_k: int = 5
@@ -136,12 +151,29 @@ class Retriever:
         vector: Vector = self.kb.embedder.encode([text])[0]
         return vector
 
-    def retrieve(self, text: str, *, top: int = 5, depth: int = 0) -> Retrieval:
-        """Rank entries for one message on its own (follow-ups: `retrieve_follow_up`)."""
-        return self.retrieve_many([text], top=top, depth=depth)[0]
+    def retrieve(
+        self,
+        text: str,
+        *,
+        top: int = 5,
+        depth: int = 0,
+        meanwhile: Callable[[], object] | None = None,
+    ) -> Retrieval:
+        """Rank entries for one message on its own (follow-ups: `retrieve_follow_up`).
+
+        `meanwhile`: work to do if the message's vector is still being computed in the
+        background once its BM25 hits are found (`retrieve_many`), instead of waiting idle;
+        not called otherwise. Its failure is logged, and the retrieval goes on.
+        """
+        return self.retrieve_many([text], top=top, depth=depth, meanwhile=meanwhile)[0]
 
     def retrieve_many(
-        self, texts: Sequence[str], *, top: int = 5, depth: int = 0
+        self,
+        texts: Sequence[str],
+        *,
+        top: int = 5,
+        depth: int = 0,
+        meanwhile: Callable[[], object] | None = None,
     ) -> list[Retrieval]:
         """Rank entries for several messages at once, each on its own; one result per text.
 
@@ -157,7 +189,7 @@ class Retriever:
         `depth`: rank this deep, keeping the candidates past `top` in each result's
         ``deeper``, for a message that may be searched again as a follow-up
         (`retrieve_follow_up(..., searched=...)` then reuses the ranking). The first `top` and the
-        features are the same as without it.
+        features are the same as without it. `meanwhile`: as in `retrieve`, for one text.
         """
         if not texts:
             return []
@@ -170,6 +202,11 @@ class Retriever:
             early_started = time.perf_counter()
             early = kb.lexical.top_many(texts, self.config.dense_k)
             early_ms = (time.perf_counter() - early_started) * 1000
+            if meanwhile is not None and kb.embedder.pending(texts[0]):
+                try:
+                    meanwhile()
+                except Exception:  # only a head start: the caller does it itself
+                    logger.warning("work while waiting for a query vector failed", exc_info=True)
 
         def search(positions: Sequence[int], vectors: Vectors, seconds: float) -> list[Retrieval]:
             queries = [texts[i] for i in positions]
@@ -204,6 +241,31 @@ class Retriever:
             return context.parts, None
         return ((context.question,) if context.question else ()), topic
 
+    def search_context(self, context: Context, *, top: int = 5) -> ContextSearch | None:
+        """Search a follow-up's context as `retrieve_follow_up(..., top=top)` would, for it to
+        take (``ahead``): a turn does it while its message's vector is being computed.
+
+        None, without any forward pass, unless every part's vector is at hand (cached,
+        anticipated, kept by another worker, or computed): the search would otherwise wait
+        for the model on the turn's thread.
+        """
+        parts, topic_vector = self._context_parts(context)
+        embedder = self.kb.embedder
+        if not all(embedder.at_hand(part) for part in parts):
+            return None
+        vector = self._context_vector(embedder.encode(parts), topic_vector)
+        depth = max(top, FOLLOW_UP_DEPTH)
+        return ContextSearch(context, vector, self.search(vector, context.text, top=depth), depth)
+
+    @staticmethod
+    def _context_vector(vectors: Vectors, topic_vector: Vector | None) -> Vector:
+        """The normalised sum of a context's parts' vectors (and its topic's, from the index)."""
+        summed = vectors.sum(axis=0, dtype=np.float32)
+        if topic_vector is not None:
+            summed += topic_vector
+        vector: Vector = summed / max(float(np.linalg.norm(summed)), 1e-12)
+        return vector
+
     def retrieve_follow_up(
         self,
         text: str,
@@ -212,6 +274,7 @@ class Retriever:
         previous: str | None = None,
         top: int = 5,
         searched: Retrieval | None = None,
+        ahead: ContextSearch | None = None,
     ) -> Retrieval:
         """Rank entries for a follow-up: those that fit both the new words and the topic.
 
@@ -223,6 +286,8 @@ class Retriever:
         for something new, and the context alone would otherwise pull that entry back first.
         `searched`, the message's own earlier `retrieve`, spares embedding it again (its
         ``vector``) and, when it ranked `FOLLOW_UP_DEPTH` deep (``depth``), searching it again.
+        `ahead`, this context searched already (`search_context`), spares searching it again;
+        it is used with `searched`'s vector only, so the result is the same as without it.
 
         The context is searched by its words and by the normalised sum of its parts' vectors
         (`Context`); a plain string is a context of that one text.
@@ -235,25 +300,35 @@ class Retriever:
             context = Context(context)
         if not context.parts:
             raise ValueError("a follow-up's context needs a question or a topic")
-        parts, topic_vector = self._context_parts(context)
         text_vector = searched.vector if searched is not None else None
-        # One call for whatever needs embedding: the parts' vectors usually come from the
-        # query cache (the question's own turn) or from ahead (anticipated, prefetched).
-        vectors = self.kb.embedder.encode(parts if text_vector is not None else (text, *parts))
-        if text_vector is None:
-            text_vector, vectors = vectors[0], vectors[1:]
-        summed = vectors.sum(axis=0, dtype=np.float32)
-        if topic_vector is not None:
-            summed += topic_vector
-        context_vector = summed / max(float(np.linalg.norm(summed)), 1e-12)
-        embedded = time.perf_counter()
         depth = max(top, FOLLOW_UP_DEPTH)
+        topic: Retrieval | None = None
+        if (
+            ahead is not None
+            and text_vector is not None
+            and (ahead.context, ahead.depth)
+            == (
+                context,
+                depth,
+            )
+        ):
+            context_vector, topic = ahead.vector, ahead.retrieval
+        else:
+            parts, topic_vector = self._context_parts(context)
+            # One call for whatever needs embedding: the parts' vectors usually come from the
+            # query cache (the question's own turn) or from ahead (anticipated, prefetched).
+            vectors = self.kb.embedder.encode(parts if text_vector is not None else (text, *parts))
+            if text_vector is None:
+                text_vector, vectors = vectors[0], vectors[1:]
+            context_vector = self._context_vector(vectors, topic_vector)
+        embedded = time.perf_counter()
         if searched is not None and searched.vector is not None and searched.depth >= depth:
             ranking = (searched.candidates + searched.deeper)[:depth]
             alone = Retrieval(text, ranking, (), {"search_ms": 0.0, "lexical_ms": 0.0})
         else:
             alone = self.search(text_vector, text, top=depth)
-        topic = self.search(context_vector, context.text, top=depth)
+        if topic is None:
+            topic = self.search(context_vector, context.text, top=depth)
         own = {c.entry.id: c for c in alone.candidates}
         around = {c.entry.id: c for c in topic.candidates}
         floor_own = min((c.dense for c in alone.candidates), default=0.0)

@@ -38,6 +38,7 @@ from bot.model import (
 from bot.service import Services, build_services, settle_heap
 from bot.settings import Settings
 from bot.text import clean_text
+from knowledge.retriever import ContextSearch
 from knowledge.types import Context
 from tests.support import fresh_postgres_database
 
@@ -527,6 +528,45 @@ def test_the_next_message_s_context_is_embedded_while_the_customer_writes(
     assert follow_up[0].sources[0].id == "storage-limit-business"
     assert embedded == ["and if we're on Business?"]  # the question taken as anticipated
     assert not embedder.anticipated(context.question)
+
+
+@pytest.mark.usefixtures("cached")
+def test_a_follow_up_s_context_is_searched_while_its_own_vector_is_computed(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the message's own vector is still being computed (a live turn's prefetch), the
+    turn searches its context (`Responder._context_ahead`); the follow-up search then takes
+    that search instead of running it again, and answers as it did without."""
+    monkeypatch.setattr(services.engine.responder, "anticipate", lambda *args: None)
+    channel, context = asked_about_storage(services)
+    retriever = services.retriever
+    monkeypatch.setattr(services.kb.embedder, "pending", lambda text: True)
+    searched_words: list[str] = []
+    search = retriever.search
+
+    def recorded(vector: Any, query: str, **kwargs: Any) -> Any:
+        searched_words.append(query)
+        return search(vector, query, **kwargs)
+
+    taken: list[object] = []
+    follow_up_search = retriever.retrieve_follow_up
+
+    def took(*args: Any, **kwargs: Any) -> Any:
+        taken.append(kwargs.get("ahead"))
+        return follow_up_search(*args, **kwargs)
+
+    monkeypatch.setattr(retriever, "search", recorded)
+    monkeypatch.setattr(retriever, "retrieve_follow_up", took)
+    follow_up = services.engine.handle(message(channel, "and if we're on Business?"))
+    assert follow_up[0].sources[0].id == "storage-limit-business"
+    (ahead,) = taken
+    assert isinstance(ahead, ContextSearch) and ahead.context == context
+    assert searched_words == [context.text]  # once, during the wait
+
+    # Without a history there is no context to search ahead.
+    searched_words.clear()
+    services.engine.handle(message(new_channel(), "How do I reset my password?"))
+    assert searched_words == []
 
 
 @pytest.mark.usefixtures("cached")

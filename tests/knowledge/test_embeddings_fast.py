@@ -651,6 +651,29 @@ def test_pending_tells_a_vector_still_being_computed() -> None:
     prefetching.close()
 
 
+def test_at_hand_tells_a_vector_there_without_a_pass(machine: _Machine) -> None:
+    embedder = Embedder(cache_size=8)
+    gate = threading.Event()
+    ran = _counting(embedder, gate)
+    embedder.dimension = 2  # type: ignore[misc]  # the fake pass's vectors
+    assert not embedder.at_hand("cached")
+    embedder.encode_queries(["cached"])
+    assert embedder.at_hand("  CACHED")  # case and spacing aside, as the cache keys it
+    embedder.anticipate("anticipated")
+    embedder.settle()
+    assert embedder.at_hand("anticipated")
+    embedder.prefetch("prefetched")
+    assert not embedder.at_hand("prefetched")  # still being computed
+    gate.set()
+    deadline = time.monotonic() + 10
+    while not embedder.at_hand("prefetched") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert embedder.at_hand("prefetched")
+    ran.clear()
+    assert not embedder.at_hand("never asked") and ran == []  # asking runs no pass
+    embedder.close()
+
+
 def test_close_forgets_prefetches_and_a_failed_prefetch_is_redone_by_the_caller() -> None:
     from knowledge.embeddings import PREFETCH_KEEP
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from knowledge.base import UNIT_KINDS, KnowledgeBase
 from knowledge.index import merged_unique
 from knowledge.retriever import (
     FEATURES,
+    FOLLOW_UP_DEPTH,
     Candidate,
     Retrieval,
     Retriever,
@@ -399,6 +401,98 @@ def test_a_context_is_searched_with_the_sum_of_its_parts_vectors(
     np.testing.assert_allclose(vector, summed / np.linalg.norm(summed), atol=1e-6)
     assert result.query == f"{context.text} and for business?"
     assert _ids(result)[0] == "pricing-business"
+
+
+def _ranked(retrieval: Retrieval) -> tuple[object, ...]:
+    """What a retrieval found and how it scored it (not how long it took)."""
+    return retrieval.query, retrieval.candidates, retrieval.features
+
+
+@pytest.mark.model
+def test_a_context_searched_ahead_gives_the_same_follow_up_without_searching_it_again(
+    retriever: Retriever, sample_kb: KnowledgeBase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plus = sample_kb.entry("pricing-plus")
+    assert plus is not None and plus.question
+    contexts = [
+        Context("how much is it per month?", plus.question, "pricing-plus"),
+        Context("How much does the Plus plan cost?", "Plus plan pricing"),
+        Context(None, plus.question, "pricing-plus"),  # nothing to embed: the index has it
+    ]
+    searched_words: list[str] = []
+    search = retriever.search
+
+    def recorded(vector: npt.NDArray[np.float32], query: str, **kwargs: Any) -> Retrieval:
+        searched_words.append(query)
+        return search(vector, query, **kwargs)
+
+    monkeypatch.setattr(sample_kb.embedder, "at_hand", lambda text: True)
+    for context in contexts:
+        for text in ("and for business?", "is there a discount for a year?"):
+            own = retriever.retrieve(text, depth=FOLLOW_UP_DEPTH)
+            before = retriever.retrieve_follow_up(
+                text, context, previous="pricing-plus", searched=own
+            )
+            ahead = retriever.search_context(context)
+            assert ahead is not None and ahead.context == context
+            monkeypatch.setattr(retriever, "search", recorded)
+            after = retriever.retrieve_follow_up(
+                text, context, previous="pricing-plus", searched=own, ahead=ahead
+            )
+            monkeypatch.setattr(retriever, "search", search)
+            assert searched_words == []  # the context was not searched again
+            assert _ranked(after) == _ranked(before)  # the same candidates, scores, features
+    # Another context's search, or one without the message's own vector, is not taken.
+    own = retriever.retrieve("and for business?", depth=FOLLOW_UP_DEPTH)
+    other = retriever.search_context(contexts[1])
+    monkeypatch.setattr(retriever, "search", recorded)
+    retriever.retrieve_follow_up("and for business?", contexts[0], searched=own, ahead=other)
+    assert searched_words == [contexts[0].text]
+    searched_words.clear()
+    retriever.retrieve_follow_up("and for business?", contexts[1], ahead=other)
+    assert searched_words == ["and for business?", contexts[1].text]
+
+
+@pytest.mark.model
+def test_a_context_is_not_searched_ahead_when_a_part_needs_a_pass(
+    retriever: Retriever, sample_kb: KnowledgeBase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    passes: list[str] = []
+    encode = sample_kb.embedder.encode
+
+    def counted(texts: Sequence[str], **kwargs: Any) -> npt.NDArray[np.float32]:
+        passes.extend(texts)
+        return encode(texts, **kwargs)
+
+    monkeypatch.setattr(sample_kb.embedder, "encode", counted)
+    context = Context("how much is it per month?", "Plus plan pricing")
+    assert not sample_kb.embedder.at_hand("how much is it per month?")
+    assert retriever.search_context(context) is None
+    assert passes == []
+
+
+@pytest.mark.model
+def test_meanwhile_runs_only_while_the_vector_is_being_computed(
+    retriever: Retriever,
+    sample_kb: KnowledgeBase,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ran: list[str] = []
+    expected = retriever.retrieve("How do I reset my password?")
+    assert retriever.retrieve("How do I reset my password?", meanwhile=lambda: ran.append("x"))
+    assert ran == []  # nothing pending: the vector is computed here
+    monkeypatch.setattr(sample_kb.embedder, "pending", lambda text: True)
+    result = retriever.retrieve("How do I reset my password?", meanwhile=lambda: ran.append("x"))
+    assert ran == ["x"] and _ranked(result) == _ranked(expected)
+
+    def broken() -> None:
+        raise RuntimeError("the context is gone")
+
+    with caplog.at_level(logging.WARNING, logger="knowledge.retriever"):
+        result = retriever.retrieve("How do I reset my password?", meanwhile=broken)
+    assert _ranked(result) == _ranked(expected)
+    assert "work while waiting for a query vector failed" in caplog.text
 
 
 @pytest.mark.model

@@ -375,13 +375,8 @@ def test_a_context_is_searched_with_the_sum_of_its_parts_vectors(
     assert plus is not None and plus.question
     context = Context("how much is it per month?", plus.question, "pricing-plus")
     assert retriever.context_parts_to_embed(context) == ("how much is it per month?",)
-    embedded: list[str] = []
     encode = sample_kb.embedder.encode
-
-    def counted(texts: Sequence[str], **kwargs: Any) -> npt.NDArray[np.float32]:
-        embedded.extend(texts)
-        return encode(texts, **kwargs)
-
+    embedded = _recording_encode(sample_kb, monkeypatch)
     searched: list[tuple[npt.NDArray[np.float32], str]] = []
     search = retriever.search
 
@@ -389,7 +384,6 @@ def test_a_context_is_searched_with_the_sum_of_its_parts_vectors(
         searched.append((vector, query))
         return search(vector, query, **kwargs)
 
-    monkeypatch.setattr(sample_kb.embedder, "encode", counted)
     monkeypatch.setattr(retriever, "search", recorded)
     result = retriever.retrieve_follow_up("and for business?", context, previous="pricing-plus")
     assert embedded == ["and for business?", "how much is it per month?"]
@@ -401,6 +395,19 @@ def test_a_context_is_searched_with_the_sum_of_its_parts_vectors(
     np.testing.assert_allclose(vector, summed / np.linalg.norm(summed), atol=1e-6)
     assert result.query == f"{context.text} and for business?"
     assert _ids(result)[0] == "pricing-business"
+
+
+def _recording_encode(kb: KnowledgeBase, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record the texts the knowledge base's embedder is asked to embed; the list it fills."""
+    embedded: list[str] = []
+    encode = kb.embedder.encode
+
+    def counted(texts: Sequence[str], **kwargs: Any) -> npt.NDArray[np.float32]:
+        embedded.extend(texts)
+        return encode(texts, **kwargs)
+
+    monkeypatch.setattr(kb.embedder, "encode", counted)
+    return embedded
 
 
 def _ranked(retrieval: Retrieval) -> tuple[object, ...]:
@@ -457,14 +464,7 @@ def test_a_context_searched_ahead_gives_the_same_follow_up_without_searching_it_
 def test_a_context_is_not_searched_ahead_when_a_part_needs_a_pass(
     retriever: Retriever, sample_kb: KnowledgeBase, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    passes: list[str] = []
-    encode = sample_kb.embedder.encode
-
-    def counted(texts: Sequence[str], **kwargs: Any) -> npt.NDArray[np.float32]:
-        passes.extend(texts)
-        return encode(texts, **kwargs)
-
-    monkeypatch.setattr(sample_kb.embedder, "encode", counted)
+    passes = _recording_encode(sample_kb, monkeypatch)
     context = Context("how much is it per month?", "Plus plan pricing")
     assert not sample_kb.embedder.at_hand("how much is it per month?")
     assert retriever.search_context(context) is None
@@ -502,14 +502,7 @@ def test_an_unknown_topic_entry_is_embedded_from_its_words(
     context = Context("How much does Plus cost?", "Plus plan pricing", "no-such-entry")
     assert retriever.context_parts_to_embed(context) == context.parts
     assert retriever.context_parts_to_embed(Context(None, "Hi!")) == ("Hi!",)
-    embedded: list[str] = []
-    encode = sample_kb.embedder.encode
-
-    def counted(texts: Sequence[str], **kwargs: Any) -> npt.NDArray[np.float32]:
-        embedded.extend(texts)
-        return encode(texts, **kwargs)
-
-    monkeypatch.setattr(sample_kb.embedder, "encode", counted)
+    embedded = _recording_encode(sample_kb, monkeypatch)
     retriever.retrieve_follow_up("and for business?", context)
     assert embedded == ["and for business?", *context.parts]
 

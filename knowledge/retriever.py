@@ -303,15 +303,9 @@ class Retriever:
         text_vector = searched.vector if searched is not None else None
         depth = max(top, FOLLOW_UP_DEPTH)
         topic: Retrieval | None = None
-        if (
-            ahead is not None
-            and text_vector is not None
-            and (ahead.context, ahead.depth)
-            == (
-                context,
-                depth,
-            )
-        ):
+        if ahead is not None and (ahead.context != context or ahead.depth != depth):
+            ahead = None  # another context's search, or one less deep: not this one
+        if ahead is not None and text_vector is not None:
             context_vector, topic = ahead.vector, ahead.retrieval
         else:
             parts, topic_vector = self._context_parts(context)

@@ -253,18 +253,19 @@ class Retriever:
         embedder = self.kb.embedder
         if not all(embedder.at_hand(part) for part in parts):
             return None
-        vector = self._context_vector(embedder.encode(parts), topic_vector)
         depth = max(top, FOLLOW_UP_DEPTH)
-        return ContextSearch(context, vector, self.search(vector, context.text, top=depth), depth)
+        return self._search_context(context, embedder.encode(parts), topic_vector, depth)
 
-    @staticmethod
-    def _context_vector(vectors: Vectors, topic_vector: Vector | None) -> Vector:
-        """The normalised sum of a context's parts' vectors (and its topic's, from the index)."""
+    def _search_context(
+        self, context: Context, vectors: Vectors, topic_vector: Vector | None, depth: int
+    ) -> ContextSearch:
+        """Search `context` by its words and by the normalised sum of its parts' `vectors`
+        (and its topic's, from the index), ranking `depth` deep."""
         summed = vectors.sum(axis=0, dtype=np.float32)
         if topic_vector is not None:
             summed += topic_vector
         vector: Vector = summed / max(float(np.linalg.norm(summed)), 1e-12)
-        return vector
+        return ContextSearch(context, vector, self.search(vector, context.text, top=depth), depth)
 
     def retrieve_follow_up(
         self,
@@ -302,27 +303,27 @@ class Retriever:
             raise ValueError("a follow-up's context needs a question or a topic")
         text_vector = searched.vector if searched is not None else None
         depth = max(top, FOLLOW_UP_DEPTH)
-        topic: Retrieval | None = None
-        if ahead is not None and (ahead.context != context or ahead.depth != depth):
-            ahead = None  # another context's search, or one less deep: not this one
-        if ahead is not None and text_vector is not None:
-            context_vector, topic = ahead.vector, ahead.retrieval
-        else:
+        if ahead is not None and (
+            (ahead.context, ahead.depth) != (context, depth) or text_vector is None
+        ):
+            ahead = None  # another context's search or depth, or no vector of the message's own
+        if ahead is None:
             parts, topic_vector = self._context_parts(context)
             # One call for whatever needs embedding: the parts' vectors usually come from the
             # query cache (the question's own turn) or from ahead (anticipated, prefetched).
             vectors = self.kb.embedder.encode(parts if text_vector is not None else (text, *parts))
             if text_vector is None:
                 text_vector, vectors = vectors[0], vectors[1:]
-            context_vector = self._context_vector(vectors, topic_vector)
+        assert text_vector is not None  # `searched`'s, or embedded just now
         embedded = time.perf_counter()
         if searched is not None and searched.vector is not None and searched.depth >= depth:
             ranking = (searched.candidates + searched.deeper)[:depth]
             alone = Retrieval(text, ranking, (), {"search_ms": 0.0, "lexical_ms": 0.0})
         else:
             alone = self.search(text_vector, text, top=depth)
-        if topic is None:
-            topic = self.search(context_vector, context.text, top=depth)
+        if ahead is None:  # searched after the message, as it always was
+            ahead = self._search_context(context, vectors, topic_vector, depth)
+        topic = ahead.retrieval
         own = {c.entry.id: c for c in alone.candidates}
         around = {c.entry.id: c for c in topic.candidates}
         floor_own = min((c.dense for c in alone.candidates), default=0.0)
